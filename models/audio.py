@@ -1,0 +1,88 @@
+"""Sound in, spectrogram "image" out: the signal chain of the whole project.
+
+Every window that the app sends and every clip that training reads goes through these
+functions with these constants, so a checkpoint records them and refuses to load under others.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import librosa
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16_000
+WINDOW_SECONDS = 4.0
+N_SAMPLES = int(SAMPLE_RATE * WINDOW_SECONDS)  # 64000 samples in one window
+N_FFT = 1024
+HOP_LENGTH = 250  # 64 frames per second: a 4 s window is 256 frames wide
+N_MELS = 128
+N_FRAMES = N_SAMPLES // HOP_LENGTH  # 256
+FMIN, FMAX = 20.0, SAMPLE_RATE / 2
+TOP_DB = 80.0
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+
+
+class AudioFileError(ValueError):
+    """An audio file that cannot be decoded; the message names the file."""
+
+
+def feature_settings() -> dict:
+    """What a checkpoint records so that serving computes exactly the training features."""
+    return dict(sample_rate=SAMPLE_RATE, n_samples=N_SAMPLES, n_fft=N_FFT, hop_length=HOP_LENGTH,
+                n_mels=N_MELS, n_frames=N_FRAMES, fmin=FMIN, fmax=FMAX, top_db=TOP_DB)
+
+
+def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode wav/flac/mp3/ogg to mono float32 at `sr`; raise AudioFileError on anything unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioFileError(f"{path}: no such audio file")
+    try:
+        audio, _ = librosa.load(path, sr=sr, mono=True)
+    except Exception as exc:  # decoders raise many types; the caller needs one
+        raise AudioFileError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})") from exc
+    if audio.size == 0 or not np.all(np.isfinite(audio)):
+        raise AudioFileError(f"{path}: empty or non-finite audio")
+    return audio.astype(np.float32, copy=False)
+
+
+def pad_or_trim(audio: np.ndarray | torch.Tensor, length: int = N_SAMPLES):
+    """Zero-pad at the end or cut to `length` samples along the last axis (the paper's "padded" set)."""
+    n = audio.shape[-1]
+    if n >= length:
+        return audio[..., :length]
+    if isinstance(audio, torch.Tensor):
+        return torch.nn.functional.pad(audio, (0, length - n))
+    return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(0, length - n)])
+
+
+@lru_cache(maxsize=None)
+def mel_filters(device: str = "cpu") -> torch.Tensor:
+    """librosa's Slaney mel filterbank, (N_MELS, N_FFT // 2 + 1), cached per device."""
+    fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
+    return torch.from_numpy(fb).to(device)
+
+
+def log_mel_spectrogram(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(..., N_SAMPLES) waveform at SAMPLE_RATE -> (..., N_MELS, N_FRAMES) log-mel in dB, floored at max - TOP_DB.
+
+    Values are scaled by 1/40 and shifted so a typical clip sits near [-1, 1]: dB / 40 + 1.
+    """
+    audio = torch.as_tensor(audio, dtype=torch.float32)
+    window = torch.hann_window(N_FFT, device=audio.device)
+    stft = torch.stft(audio.reshape(-1, audio.shape[-1]), N_FFT, HOP_LENGTH, window=window,
+                      center=True, pad_mode="reflect", return_complex=True)
+    power = stft[..., :N_FRAMES].abs() ** 2
+    mel = mel_filters(str(audio.device)) @ power
+    db = 10.0 * torch.log10(mel.clamp(min=1e-10))
+    db = torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True) - TOP_DB)
+    return (db / 40.0 + 1.0).reshape(*audio.shape[:-1], N_MELS, -1)
+
+
+def rms_dbfs(audio: np.ndarray) -> float:
+    """Loudness of a window in dB relative to full scale; the energy gate and the dream's zoom use it."""
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    return 20.0 * np.log10(max(rms, 1e-10))

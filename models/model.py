@@ -1,0 +1,113 @@
+"""The sound classifier: a log-mel "image" through an ImageNet backbone to one logit per sound class.
+
+A checkpoint alone is enough to serve: it records the class names, the backbone and the feature
+settings, and `load_model` refuses one whose settings do not match this code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import audio
+from models.backbones import ImageNetBackbone, create_backbone
+
+CHECKPOINT_FORMAT = 1
+SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "esc50_efficientnet_lite0.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt or made for other settings; the message names the file and the fix."""
+
+
+class SoundClassifier(nn.Module):
+    def __init__(self, backbone: ImageNetBackbone, class_names: list[str], dropout: float = 0.2):
+        super().__init__()
+        self.backbone = backbone
+        self.class_names = list(class_names)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(backbone.feature_dim, len(class_names))
+        self.trained = False  # set by load_model from the checkpoint; an untrained head must say so
+
+    @staticmethod
+    def spectrogram_to_image(mel: torch.Tensor) -> torch.Tensor:
+        """(B, N_MELS, N_FRAMES) scaled log-mel -> (B, 3, N_MELS, N_FRAMES) in [0, 1], low frequencies at the bottom."""
+        img = ((mel + 1.0) / 2.0).clamp(0.0, 1.0).flip(-2)
+        return img.unsqueeze(1).expand(-1, 3, -1, -1)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.backbone.embed(self.spectrogram_to_image(mel))))
+
+    @torch.no_grad()
+    def predict(self, waveforms: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(B, N_SAMPLES) or (N_SAMPLES,) at SAMPLE_RATE -> (B, n_classes) probabilities."""
+        device = next(self.parameters()).device
+        x = torch.as_tensor(np.asarray(waveforms, dtype=np.float32), device=device)
+        x = audio.pad_or_trim(x.reshape(-1, x.shape[-1]))
+        return self(audio.log_mel_spectrogram(x)).softmax(-1).cpu().numpy()
+
+
+def build_model(backbone: str, class_names: list[str], pretrained: bool = True,
+                weights_path: str | Path | None = None) -> SoundClassifier:
+    return SoundClassifier(create_backbone(backbone, pretrained, weights_path), class_names)
+
+
+def save_checkpoint(model: SoundClassifier, path: str | Path, **extra) -> Path:
+    """fp16 weights plus everything serving needs; `extra` (recipe, metrics) is stored as-is."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    torch.save(dict(format=CHECKPOINT_FORMAT, backbone=model.backbone.name, class_names=model.class_names,
+                    features=audio.feature_settings(), state_dict=state, **extra), path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found; train one with `hear-and-see train` "
+                              f"or use the shipped {SHIPPED_CHECKPOINT}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}); "
+                              f"re-copy or retrain it") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a hear-and-see checkpoint of format {CHECKPOINT_FORMAT}")
+    return ckpt
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu",
+               backbone: str | None = None) -> SoundClassifier:
+    """Load a trained classifier. `backbone`, when given, must match the checkpoint's."""
+    path = Path(path) if path is not None else SHIPPED_CHECKPOINT
+    ckpt = read_checkpoint(path)
+    if backbone is not None and backbone != ckpt["backbone"]:
+        raise CheckpointError(f"{path}: checkpoint is for backbone {ckpt['backbone']!r}, "
+                              f"but {backbone!r} was asked for; set backbone = \"{ckpt['backbone']}\" "
+                              f"or use a checkpoint trained on {backbone}")
+    if ckpt["features"] != audio.feature_settings():
+        diff = {k: (v, audio.feature_settings().get(k)) for k, v in ckpt["features"].items()
+                if audio.feature_settings().get(k) != v}
+        raise CheckpointError(f"{path}: made with other feature settings (checkpoint, this code): {diff}; "
+                              f"retrain it with this version")
+    model = build_model(ckpt["backbone"], ckpt["class_names"], pretrained=False)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in ckpt["state_dict"].items()})
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit {ckpt['backbone']}: {exc}") from exc
+    model.trained = True
+    return model.to(device).eval()
+
+
+def restrict(probs: np.ndarray, class_names: list[str], subset: list[str]) -> np.ndarray:
+    """Probabilities over `subset` only, renormalised to sum to one (a class set drawn from one model)."""
+    missing = [c for c in subset if c not in class_names]
+    if missing:
+        raise ValueError(f"classes not in the model: {missing}")
+    idx = [class_names.index(c) for c in subset]
+    sub = probs[..., idx]
+    return sub / np.clip(sub.sum(-1, keepdims=True), 1e-12, None)
