@@ -1,0 +1,161 @@
+"""Sound in: a microphone (or a file played in real time) fills a ring buffer with the newest 4 seconds at 16 kHz.
+
+The audio callback runs on PortAudio's thread and does only three things: take the first channel,
+resample it to the model's rate, write it to the ring. Everything else reads `RingBuffer.latest()`.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+SAMPLE_RATE = 16_000          # the model's rate (models/audio.py); the app does not import torch
+WINDOW_SAMPLES = 4 * SAMPLE_RATE
+FILE_BLOCK_SECONDS = 0.05     # a file source delivers blocks this long, like a sound card would
+PAUSE_SECONDS = 2.0           # between the recordings of a folder, so each is heard on its own
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+
+log = logging.getLogger("hear_and_see.capture")
+
+
+class MicrophoneError(RuntimeError):
+    """No usable input device; the message says which and how to list the others."""
+
+
+class RingBuffer:
+    """The newest `size` samples. One writer (the audio thread), any readers; a lock keeps writes whole."""
+
+    def __init__(self, size: int = WINDOW_SAMPLES):
+        self._data = np.zeros(size, dtype=np.float32)
+        self._end = 0          # where the next sample goes
+        self.written = 0       # samples written since start: tells readers whether anything new arrived
+        self._lock = threading.Lock()
+
+    def write(self, samples: np.ndarray) -> None:
+        samples = np.asarray(samples, dtype=np.float32)
+        with self._lock:
+            self.written += len(samples)
+            samples = samples[-len(self._data):]
+            first = min(len(samples), len(self._data) - self._end)
+            self._data[self._end:self._end + first] = samples[:first]
+            self._data[:len(samples) - first] = samples[first:]
+            self._end = (self._end + len(samples)) % len(self._data)
+
+    def latest(self) -> np.ndarray:
+        """A copy of the buffer, oldest sample first (zeros where nothing was written yet)."""
+        with self._lock:
+            return np.concatenate([self._data[self._end:], self._data[:self._end]])
+
+
+class MicrophoneSource:
+    """A sounddevice InputStream at the device's own rate, resampled on the fly into the ring."""
+
+    def __init__(self, ring: RingBuffer, device: int | str | None = None):
+        sd = _portaudio()
+        self.ring = ring
+        try:
+            info = sd.query_devices(device, kind="input")
+        except (ValueError, sd.PortAudioError) as exc:
+            raise MicrophoneError(f"no input device {device if device is not None else '(default)'}: {exc}; "
+                                  f"list them with `hear-and-see devices`") from exc
+        self.device_rate = int(info["default_samplerate"])
+        self.name = info["name"]
+        self._resampler = soxr.ResampleStream(self.device_rate, SAMPLE_RATE, 1, dtype="float32")
+        self.overflows = 0
+        self._stream = sd.InputStream(device=device, channels=1, samplerate=self.device_rate,
+                                      dtype="float32", callback=self._callback)
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        if status.input_overflow:
+            self.overflows += 1
+        self.ring.write(self._resampler.resample_chunk(indata[:, 0]))
+
+    def start(self) -> "MicrophoneSource":
+        self._stream.start()
+        log.info("listening on %s at %d Hz", self.name, self.device_rate)
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._stream.active
+
+    def stop(self) -> None:
+        self._stream.close()
+
+
+class FileSource:
+    """A recording (or a folder of them, in name order with a pause between) played into the ring at
+    real-time pace, as if a microphone heard it; loops by default."""
+
+    def __init__(self, ring: RingBuffer, path: str | Path, loop: bool = True):
+        self.ring, self.path, self.loop = ring, Path(path), loop
+        if self.path.is_dir():
+            files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not files:
+                raise MicrophoneError(f"{self.path}: no recordings ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
+            pause = np.zeros(int(PAUSE_SECONDS * SAMPLE_RATE), dtype=np.float32)
+            self.samples = np.concatenate([part for f in files for part in (_read(f), pause)])
+        else:
+            self.samples = _read(self.path)
+        self.finished = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._play, name="file-source", daemon=True)
+
+    def start(self) -> "FileSource":
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _play(self) -> None:
+        block = int(FILE_BLOCK_SECONDS * SAMPLE_RATE)
+        start, sent = time.monotonic(), 0
+        while not self._stop.is_set():
+            position = sent % len(self.samples)
+            if sent and position == 0 and not self.loop:
+                break
+            chunk = self.samples[position:position + block]
+            self.ring.write(chunk)
+            sent += len(chunk)
+            # Pace against the clock, not the previous block, so the source never drifts from real time.
+            self._stop.wait(max(0.0, start + sent / SAMPLE_RATE - time.monotonic()))
+        self.finished.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=1.0)
+
+
+def _read(path: Path) -> np.ndarray:
+    import librosa
+
+    try:
+        samples, _ = librosa.load(path, sr=SAMPLE_RATE, mono=True)
+    except Exception as exc:
+        raise MicrophoneError(f"{path}: cannot read this recording ({type(exc).__name__}: {exc})") from exc
+    if samples.size == 0:
+        raise MicrophoneError(f"{path}: the recording is empty")
+    return samples.astype(np.float32)
+
+
+def _portaudio():
+    """sounddevice with a fresh PortAudio: its device list is fixed at initialisation, so a microphone
+    plugged in (or a sound server started) after that is only seen by a new one."""
+    import sounddevice as sd
+
+    sd._terminate()
+    sd._initialize()
+    return sd
+
+
+def list_input_devices() -> list[dict]:
+    sd = _portaudio()
+    return [dict(index=i, name=d["name"], channels=d["max_input_channels"], rate=d["default_samplerate"])
+            for i, d in enumerate(sd.query_devices()) if d["max_input_channels"] > 0]

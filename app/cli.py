@@ -1,0 +1,135 @@
+"""hear-and-see: the one command line. Heavy modules are imported inside each subcommand, so
+`hear-and-see devices` or `--help` start at once and the app process never loads torch."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from app.config import DEMO_RECORDING, ConfigError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Training, evaluation and the dream tools parse their own flags.
+    delegated = {"train": ("models.train", "main"), "evaluate": ("models.evaluate", "main"),
+                 "classify": ("models.evaluate", "classify_main"), "prerender": ("models.dream", "prerender_main"),
+                 "auralize": ("models.auralize", "auralize_main")}
+    if argv and argv[0] in delegated:
+        module, function = delegated[argv[0]]
+        return getattr(__import__(module, fromlist=[function]), function)(argv[1:]) or 0
+
+    parser = argparse.ArgumentParser(prog="hear-and-see", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in delegated:
+        sub.add_parser(name, help=f"see `hear-and-see {name} --help`", add_help=False)
+
+    serve = sub.add_parser("serve", help="run the inference server")
+    serve.add_argument("--bind", default="tcp://127.0.0.1:5555")
+    serve.add_argument("--config", help="venue TOML file")
+    serve.add_argument("--checkpoint", help="classifier checkpoint (default: the shipped model)")
+    serve.add_argument("--backbone", help="insist on this backbone (the checkpoint must match)")
+    serve.add_argument("--seeds", help="seed image folder (a folder per class)")
+    serve.add_argument("--dream-size", type=int)
+    serve.add_argument("--device", help="torch device: cuda, mps or cpu (default: the best there is)")
+    serve.add_argument("--server-secret-key", help="CurveZMQ secret key file, needed to bind beyond loopback")
+
+    run = sub.add_parser("run", help="listen and show: the installation itself")
+    run.add_argument("--input", help="play this recording in real time instead of a microphone")
+    run.add_argument("--device", help="input device index or name (see `hear-and-see devices`)")
+    run.add_argument("--server", help="tcp://HOST:PORT of a running server; default: start one locally")
+    run.add_argument("--config", help="venue TOML file")
+    run.add_argument("--mode", choices=["default", "gallery", "toy", "performance"])
+    run.add_argument("--headless", action="store_true", help="render offscreen (EGL) instead of a window")
+    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument("--output", help="save frames, a contact sheet and the label timeline here")
+    run.add_argument("--frame-log", help="write one line per displayed frame to this file")
+    run.add_argument("--fullscreen", action="store_true", default=None)
+
+    sub.add_parser("devices", help="list audio input devices")
+    keys = sub.add_parser("keys", help="generate CurveZMQ keys for a server reachable beyond loopback")
+    keys.add_argument("directory", nargs="?", default="keys")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "devices":
+            from app.capture import list_input_devices
+            devices = list_input_devices()
+            for d in devices:
+                print(f"{d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['rate']:.0f} Hz)")
+            if not devices:
+                print("no audio input devices found")
+            return 0
+        if args.command == "keys":
+            import zmq.auth
+            directory = Path(args.directory)
+            directory.mkdir(parents=True, exist_ok=True)
+            public, secret = zmq.auth.create_certificates(directory, "server")
+            print(f"server keys: {public} (give to clients) and {secret} (keep on the server)")
+            return 0
+    except ConfigError as exc:
+        print(f"hear-and-see: {exc}", file=sys.stderr)
+        return 2
+    return 1
+
+
+def _serve(args) -> int:
+    from inference_server.server import DreamSettings, GateSettings, serve
+    from models.backbones import BackboneError
+    from models.dream import SeedImageError
+    from models.model import CheckpointError
+
+    settings = load_settings(args.config, checkpoint=args.checkpoint, backbone=args.backbone,
+                             seeds_dir=args.seeds, dream_size=args.dream_size)
+    secret = None
+    if args.server_secret_key:
+        import zmq.auth
+        _, secret = zmq.auth.load_certificate(args.server_secret_key)
+    try:
+        serve(settings.checkpoint, settings.seeds_dir, args.bind, device=args.device, backbone=settings.backbone,
+              gate=GateSettings(settings.silence_dbfs, settings.min_confidence, settings.enter_windows,
+                                settings.hold_seconds),
+              dream=DreamSettings(settings.dream_layer, settings.dream_size), curve_secret_key=secret)
+    except (CheckpointError, BackboneError, SeedImageError, ValueError) as exc:
+        print(f"hear-and-see serve: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _run(args) -> int:
+    from app.capture import MicrophoneError
+    from app.run import run
+
+    settings = load_settings(args.config, mode=args.mode, server=args.server or "auto", fullscreen=args.fullscreen)
+    device = int(args.device) if args.device and args.device.isdigit() else args.device
+    input_file = args.input
+    if input_file is None and device is None and args.headless:
+        input_file = str(DEMO_RECORDING)  # no microphone is expected on a headless machine
+    try:
+        report = run(settings, input_file=input_file, device=device, headless=True if args.headless else None,
+                     duration=args.duration, output_dir=args.output, frame_log=args.frame_log)
+    except MicrophoneError as exc:
+        print(f"hear-and-see run: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    print(f"drew {report.frames_drawn} frames {report.frames_by_source}; "
+          f"first image after {report.first_image_s or 0:.1f} s, first live dream frame after "
+          f"{'never' if report.first_live_frame_s is None else f'{report.first_live_frame_s:.1f} s'}")
+    if report.output_dir:
+        print(f"saved frames, contact_sheet.png and timeline.json in {report.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""The inference server: a ZeroMQ ROUTER that classifies each client's 4-second windows and dreams for it.
+
+One thread, one loop: poll the socket, answer what arrived (classify audio windows at once), then spend
+the idle time on one dream keyframe for the next client that has frame credit. A client's message can
+be refused (an ERROR back, and a log line) but never stops the loop.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+import zmq
+
+from inference_server import protocol
+from models import audio
+from models.classes import resolve_class_set
+from models.dream import DreamEngine, SeedImageError
+from models.gate import OpenSetGate
+from models.model import SoundClassifier, restrict
+from models.seeds import seed_image_for
+
+log = logging.getLogger("hear_and_see.server")
+
+CLIENT_TIMEOUT_S = 5.0      # a client silent this long is forgotten (it re-sends HELLO when it comes back)
+MAX_CREDIT = 4              # frames a client may have in flight: small, so frames are never stale
+RATE_LIMIT_PER_S = 40.0     # messages per second per client, a token bucket: floods are dropped
+RATE_BURST = 80.0
+POLL_IDLE_MS = 50
+
+
+@dataclass
+class GateSettings:
+    silence_dbfs: float = -55.0
+    min_confidence: float = 0.35
+    enter_windows: int = 1
+    hold_seconds: float = 2.0
+
+
+@dataclass
+class DreamSettings:
+    layer: str | None = None
+    size: int = 224
+
+
+@dataclass
+class Session:
+    """What the server knows of one connected app."""
+    name: str
+    gate: OpenSetGate
+    classes: list[str] | None = None
+    last_seen: float = field(default_factory=time.monotonic)
+    credits: int = 0
+    label: str | None = None
+    confidence: float = 0.0
+    dbfs: float = -100.0
+    engine: DreamEngine | None = None
+    frames_sent: int = 0
+    tokens: float = RATE_BURST
+    refill_at: float = field(default_factory=time.monotonic)
+
+    def allow(self, now: float) -> bool:
+        self.tokens = min(RATE_BURST, self.tokens + (now - self.refill_at) * RATE_LIMIT_PER_S)
+        self.refill_at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+def is_loopback(address: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on a loopback host; "*" and every interface name are not."""
+    url = urlparse(address)
+    if url.scheme in ("ipc", "inproc"):
+        return True
+    if url.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(url.hostname or "").is_loopback
+    except ValueError:
+        return False
+
+
+class InferenceServer:
+    def __init__(self, classifier: SoundClassifier, backbone_for_dreams, seeds_dir: str | Path,
+                 bind: str = "tcp://127.0.0.1:5555", gate: GateSettings = GateSettings(),
+                 dream: DreamSettings = DreamSettings(), curve_secret_key: bytes | None = None,
+                 context: zmq.Context | None = None):
+        if not is_loopback(bind) and curve_secret_key is None:
+            raise ValueError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
+                             f"(run `hear-and-see keys`, then pass --server-key)")
+        self.classifier = classifier
+        self.dream_backbone = backbone_for_dreams
+        self.seeds_dir = Path(seeds_dir)
+        self.gate_settings, self.dream_settings = gate, dream
+        self.sessions: dict[bytes, Session] = {}
+        self._dream_turn = 0
+        self._seed_cache: dict[str, np.ndarray] = {}
+        self.ctx = context or zmq.Context.instance()
+        self.socket = self.ctx.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + 4096)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting app takes its identity back
+        if curve_secret_key is not None:
+            self.socket.curve_secretkey = curve_secret_key
+            self.socket.curve_publickey = zmq.curve_public(curve_secret_key)
+            self.socket.curve_server = True
+        self.socket.bind(bind)
+        self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.stats = {"windows": 0, "frames": 0, "errors": 0, "dropped": 0}
+        log.info("serving on %s with %s classifier (%s), %d classes", self.address,
+                 classifier.backbone.name, "trained" if classifier.trained else "UNTRAINED head",
+                 len(classifier.class_names))
+
+    # --- the loop -------------------------------------------------------------------------------
+    def serve_forever(self, should_stop=lambda: False) -> None:
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        try:
+            while not should_stop():
+                busy = self._dream_candidate() is not None
+                if poller.poll(0 if busy else POLL_IDLE_MS):
+                    self._drain()
+                self._forget_silent_clients()
+                self._dream_once()
+        finally:
+            self.socket.close(linger=0)
+
+    def _drain(self, limit: int = 64) -> None:
+        for _ in range(limit):
+            try:
+                parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            self.handle(parts[0], parts[1:])
+
+    def handle(self, identity: bytes, parts: list[bytes]) -> None:
+        """Answer one message from one client; every failure ends here as a log line and an ERROR."""
+        now = time.monotonic()
+        session = self.sessions.get(identity)
+        if session is not None and not session.allow(now):
+            self.stats["dropped"] += 1
+            log.warning("client %s over rate limit: message dropped", session.name)
+            return
+        header: dict = {}
+        try:
+            header, payload = protocol.decode(parts)
+            kind = header["kind"]
+            if kind == protocol.HELLO:
+                self._hello(identity, header, now)
+                return
+            if session is None:
+                raise protocol.ProtocolError("unknown_client", "send HELLO first")
+            session.last_seen = now
+            if kind == protocol.PING:
+                self._send(identity, protocol.encode(protocol.PONG, t=header.get("t")))
+            elif kind == protocol.CREDIT:
+                last, window = header.get("last_frame"), header.get("window")
+                if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (last, window)):
+                    raise protocol.ProtocolError("bad_field", "credit needs last_frame and window, ints >= 0")
+                # Stated, not added: a lost or repeated CREDIT cannot make frames pile up or stall.
+                session.credits = max(0, min(MAX_CREDIT, window - max(0, session.frames_sent - last)))
+            elif kind == protocol.AUDIO:
+                self._classify(identity, session, header, payload)
+            else:
+                raise protocol.ProtocolError("bad_kind", f"a client does not send {kind!r}")
+        except protocol.ProtocolError as exc:
+            self.stats["errors"] += 1
+            name = session.name if session else identity.hex()
+            log.warning("refused a message from %s: %s", name, exc)
+            request_id = header.get("id")
+            self._send(identity, protocol.encode(protocol.ERROR, code=exc.code, message=str(exc),
+                                                 id=request_id if isinstance(request_id, int) else None))
+        except Exception:  # a bug must not take the kiosk down: log it whole and carry on
+            self.stats["errors"] += 1
+            log.exception("failed to handle a message from %s", session.name if session else identity.hex())
+            self._send(identity, protocol.encode(protocol.ERROR, code="internal", message="server error"))
+
+    def _hello(self, identity: bytes, header: dict, now: float) -> None:
+        name = str(header.get("client", identity.hex()))[:64]
+        try:
+            classes = resolve_class_set(header.get("classes"), self.classifier.class_names)
+        except ValueError as exc:
+            raise protocol.ProtocolError("bad_classes", str(exc)) from exc
+        g = self.gate_settings
+        self.sessions[identity] = Session(
+            name=name, classes=classes,
+            gate=OpenSetGate(g.silence_dbfs, g.min_confidence, g.enter_windows, g.hold_seconds))
+        log.info("client %s connected (%d clients)", name, len(self.sessions))
+        self._send(identity, protocol.encode(protocol.PONG, t=header.get("t")))
+
+    def _classify(self, identity: bytes, session: Session, header: dict, samples: np.ndarray) -> None:
+        protocol.check_audio(header, samples, audio.SAMPLE_RATE, audio.N_SAMPLES)
+        request_id = header.get("id") if isinstance(header.get("id"), int) else None
+        start = time.perf_counter()
+        window = audio.pad_or_trim(samples.astype(np.float32), audio.N_SAMPLES)
+        dbfs = audio.rms_dbfs(samples)
+        probs = self.classifier.predict(window[None])[0]
+        names = session.classes or self.classifier.class_names
+        if session.classes:
+            probs = restrict(probs, self.classifier.class_names, session.classes)
+        label, confidence = session.gate.update(probs, names, dbfs, time.monotonic())
+        session.label, session.confidence, session.dbfs = label, confidence, dbfs
+        order = np.argsort(probs)[::-1][:5]
+        ms = (time.perf_counter() - start) * 1000
+        self.stats["windows"] += 1
+        self._send(identity, protocol.encode(
+            protocol.RESULT, id=request_id, label=label, confidence=float(confidence), dbfs=float(dbfs),
+            top=[[names[i], float(probs[i])] for i in order], trained=self.classifier.trained, ms=ms))
+
+    # --- dreaming -------------------------------------------------------------------------------
+    def _dream_candidate(self) -> bytes | None:
+        ready = [ident for ident, s in self.sessions.items() if s.credits > 0 and s.label is not None]
+        if not ready:
+            return None
+        return ready[self._dream_turn % len(ready)]
+
+    def _dream_once(self) -> None:
+        identity = self._dream_candidate()
+        if identity is None:
+            return
+        self._dream_turn += 1
+        session = self.sessions[identity]
+        try:
+            if session.engine is None:
+                session.engine = DreamEngine(self.dream_backbone, layer=self.dream_settings.layer,
+                                             size=self.dream_settings.size)
+            if session.engine.current_seed != session.label:
+                session.engine.set_seed(session.label, self._seed(session.label))
+            # Loudness drives the zoom: -50 dBFS (quiet) .. -10 dBFS (loud) maps to 0 .. 1.
+            zoom_speed = float(np.clip((session.dbfs + 50.0) / 40.0, 0.0, 1.0))
+            frame = session.engine.next_keyframe(intensity=session.confidence, zoom_speed=zoom_speed)
+        except Exception:
+            log.exception("dream for %s (%s) failed; no frame this turn", session.name, session.label)
+            session.credits = 0  # the app shows its fallback and asks again
+            return
+        session.credits -= 1
+        session.frames_sent += 1
+        self.stats["frames"] += 1
+        self._send(identity, protocol.encode(protocol.FRAME, frame, id=session.frames_sent,
+                                             label=session.label, source="live"))
+
+    def _seed(self, label: str) -> np.ndarray:
+        if label not in self._seed_cache:
+            try:
+                self._seed_cache[label] = seed_image_for(label, self.seeds_dir, self.dream_backbone)
+            except SeedImageError as exc:
+                log.error("%s", exc)
+                raise
+        return self._seed_cache[label]
+
+    # --- housekeeping ---------------------------------------------------------------------------
+    def _forget_silent_clients(self) -> None:
+        now = time.monotonic()
+        for identity in [i for i, s in self.sessions.items() if now - s.last_seen > CLIENT_TIMEOUT_S]:
+            log.info("client %s silent for %.0f s: forgotten", self.sessions[identity].name, CLIENT_TIMEOUT_S)
+            del self.sessions[identity]
+
+    def _send(self, identity: bytes, parts: list[bytes]) -> None:
+        try:
+            self.socket.send_multipart([identity, *parts], zmq.NOBLOCK, copy=False)
+        except zmq.Again:  # the client is not reading: a stale reply is worthless, drop it
+            self.stats["dropped"] += 1
+
+
+def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, device: str | None = None,
+          gate: GateSettings = GateSettings(), dream: DreamSettings = DreamSettings(),
+          backbone: str | None = None, curve_secret_key: bytes | None = None, should_stop=lambda: False):
+    """Load the classifier and the dream backbone, then serve until `should_stop()`."""
+    from models.backbones import default_device
+    from models.model import load_model, SHIPPED_CHECKPOINT, build_model
+    from models.classes import ESC50_CLASSES
+
+    device = torch.device(device) if device else default_device()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if checkpoint is None and not SHIPPED_CHECKPOINT.is_file():
+        log.warning("UNTRAINED MODEL: no checkpoint and no shipped model at %s; classifying with an "
+                    "untrained head (labels are meaningless)", SHIPPED_CHECKPOINT)
+        classifier = build_model(backbone or "efficientnet_lite0", ESC50_CLASSES).to(device).eval()
+    else:
+        classifier = load_model(checkpoint, device=device, backbone=backbone)
+    # The classifier's backbone has been fine-tuned on spectrograms; dreams need the ImageNet one.
+    from models.backbones import create_backbone
+    dream_backbone = create_backbone(classifier.backbone.name).to(device).eval()
+    server = InferenceServer(classifier, dream_backbone, seeds_dir, bind, gate, dream, curve_secret_key)
+    server.serve_forever(should_stop)
+    return server

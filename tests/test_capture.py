@@ -1,0 +1,80 @@
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from app.capture import (SAMPLE_RATE, FileSource, MicrophoneError, MicrophoneSource, RingBuffer,
+                         list_input_devices)
+
+
+def test_ring_buffer_keeps_the_newest_samples_oldest_first():
+    ring = RingBuffer(5)
+    ring.write(np.arange(3))
+    np.testing.assert_array_equal(ring.latest(), [0, 0, 0, 1, 2])
+    ring.write(np.arange(3, 7))
+    np.testing.assert_array_equal(ring.latest(), [2, 3, 4, 5, 6])
+    ring.write(np.arange(10, 20))  # longer than the ring: only the tail survives
+    np.testing.assert_array_equal(ring.latest(), [15, 16, 17, 18, 19])
+    assert ring.written == 17
+
+
+def _tone(path, seconds, rate=SAMPLE_RATE, freq=440.0):
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
+    return path
+
+
+def test_file_source_plays_in_real_time_at_the_model_rate(tmp_path):
+    ring = RingBuffer()
+    source = FileSource(ring, _tone(tmp_path / "a.wav", 3.0, rate=44100), loop=False).start()
+    time.sleep(1.0)
+    heard = ring.written / SAMPLE_RATE
+    assert 0.7 <= heard <= 1.3, f"after 1 s of wall time the ring holds {heard:.2f} s of audio"
+    assert source.finished.wait(timeout=5.0)
+    assert ring.written == 3 * SAMPLE_RATE  # resampled from 44.1 kHz
+    assert abs(np.sqrt(np.mean(ring.latest()[-SAMPLE_RATE:] ** 2)) - 0.5 / np.sqrt(2)) < 0.02
+
+
+def test_folder_source_plays_every_recording_with_pauses(tmp_path):
+    _tone(tmp_path / "1.wav", 0.5)
+    _tone(tmp_path / "2.wav", 0.5)
+    source = FileSource(RingBuffer(), tmp_path, loop=False)
+    assert len(source.samples) == int((0.5 + 2.0) * 2 * SAMPLE_RATE)
+
+
+@pytest.mark.parametrize("content", [b"", b"not audio at all" * 100])
+def test_unreadable_recording_is_a_clear_error(tmp_path, content):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(content)
+    with pytest.raises(MicrophoneError, match="broken.wav"):
+        FileSource(RingBuffer(), bad)
+
+
+def test_absent_microphone_is_a_clear_error():
+    with pytest.raises(MicrophoneError, match="hear-and-see devices"):
+        MicrophoneSource(RingBuffer(), device=999)
+
+
+def test_microphone_hears_what_pulseaudio_plays(pulseaudio, tmp_path):
+    """A real-time stream through sounddevice from a PulseAudio null sink's monitor, fed by paplay."""
+    devices = [d["name"] for d in list_input_devices()]
+    if "pulse" not in devices:
+        pytest.skip(f"PortAudio has no 'pulse' device here (has {devices}): libasound2-plugins missing")
+    ring = RingBuffer()
+    mic = MicrophoneSource(ring, device="pulse").start()
+    try:
+        time.sleep(0.5)
+        quiet = np.abs(ring.latest()[-SAMPLE_RATE // 4:]).max()
+        subprocess.run(["paplay", "--device=hs_null", str(_tone(tmp_path / "tone.wav", 1.5, rate=48000))],
+                       env=pulseaudio, check=True, timeout=20)
+        time.sleep(0.3)
+        window = ring.latest()[-SAMPLE_RATE:]
+    finally:
+        mic.stop()
+    assert mic.device_rate > 0 and quiet < 0.01
+    assert np.sqrt(np.mean(window ** 2)) > 0.05, "the tone played to the sink never reached the ring"
+    spectrum = np.abs(np.fft.rfft(window))
+    peak_hz = np.argmax(spectrum) * SAMPLE_RATE / len(window)
+    assert abs(peak_hz - 440) < 10, f"heard a peak at {peak_hz:.0f} Hz, played 440 Hz"

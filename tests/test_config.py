@@ -1,0 +1,41 @@
+import pytest
+
+from app.config import ConfigError, Settings, load_settings
+
+
+def test_defaults_work_with_no_file():
+    assert load_settings() == Settings()
+
+
+def test_file_then_flags_override(tmp_path):
+    venue = tmp_path / "venue.toml"
+    venue.write_text('mode = "toy"\nhop_seconds = 1\nserver = "tcp://10.0.0.2:5555"\n')
+    s = load_settings(venue, server="tcp://127.0.0.1:6000", fullscreen=None)
+    assert s.mode == "toy" and s.classes == "animals" and s.hop_seconds == 1.0
+    assert s.server == "tcp://127.0.0.1:6000" and s.fullscreen is False
+
+
+def test_mode_defaults():
+    assert load_settings(mode="gallery").fullscreen is True
+    assert load_settings(mode="performance").hop_seconds == 0.25
+
+
+@pytest.mark.parametrize("text, words", [
+    ("mode = \n", ["venue.toml", "TOML"]),
+    ("colour = 'red'\n", ["unknown setting", "colour"]),
+    ("hop_seconds = 'fast'\n", ["hop_seconds", "float"]),
+    ("fullscreen = 1\n", ["fullscreen", "bool"]),
+    ("mode = 'disco'\n", ["disco"]),
+    ("window_seconds = 2.0\n", ["window_seconds"]),
+])
+def test_bad_venue_files_name_the_file_and_the_problem(tmp_path, text, words):
+    venue = tmp_path / "venue.toml"
+    venue.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(venue)
+    assert all(w in str(err.value) for w in words)
+
+
+def test_missing_venue_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
