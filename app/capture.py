@@ -110,6 +110,10 @@ class FileSource:
         return self
 
     @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--seeds", help="seed image folder (a folder per class)")
     serve.add_argument("--dream-size", type=int)
     serve.add_argument("--device", help="torch device: cuda, mps or cpu (default: the best there is)")
+    serve.add_argument("--threads", type=int, help="torch CPU threads (default: all cores but one)")
     serve.add_argument("--server-secret-key", help="CurveZMQ secret key file, needed to bind beyond loopback")
 
     run = sub.add_parser("run", help="listen and show: the installation itself")
@@ -97,7 +98,8 @@ def _serve(args) -> int:
         serve(settings.checkpoint, settings.seeds_dir, args.bind, device=args.device, backbone=settings.backbone,
               gate=GateSettings(settings.silence_dbfs, settings.min_confidence, settings.enter_windows,
                                 settings.hold_seconds),
-              dream=DreamSettings(settings.dream_layer, settings.dream_size), curve_secret_key=secret)
+              dream=DreamSettings(settings.dream_layer, settings.dream_size), curve_secret_key=secret,
+              threads=args.threads)
     except (CheckpointError, BackboneError, SeedImageError, ValueError) as exc:
         print(f"hear-and-see serve: {exc}", file=sys.stderr)
         return 2
@@ -117,7 +119,8 @@ def _run(args) -> int:
         input_file = str(DEMO_RECORDING)  # no microphone is expected on a headless machine
     try:
         report = run(settings, input_file=input_file, device=device, headless=True if args.headless else None,
-                     duration=args.duration, output_dir=args.output, frame_log=args.frame_log)
+                     duration=args.duration, output_dir=args.output, frame_log=args.frame_log,
+                     config_path=args.config)
     except MicrophoneError as exc:
         print(f"hear-and-see run: {exc}", file=sys.stderr)
         return 2

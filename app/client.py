@@ -69,7 +69,6 @@ class InferenceClient:
         s.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + 4096)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 8)
-        s.setsockopt(zmq.IMMEDIATE, 1)  # do not queue for a server that is not there
         if self.server_key is not None:
             s.curve_serverkey = self.server_key
             s.curve_publickey, s.curve_secretkey = zmq.curve_keypair()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pygame
+from PIL import Image
 
 from app.capture import SAMPLE_RATE, FileSource, MicrophoneError, MicrophoneSource, RingBuffer
 from app.client import InferenceClient
@@ -48,9 +50,11 @@ def free_tcp_address() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-def start_local_server(settings: Settings, bind: str) -> subprocess.Popen:
+def start_local_server(settings: Settings, bind: str, config_path: str | Path | None) -> subprocess.Popen:
     """The inference server as a child process, for a one-machine setup (`make run`)."""
     cmd = [sys.executable, "-m", "app.cli", "serve", "--bind", bind]
+    if config_path:
+        cmd += ["--config", str(config_path)]
     if settings.checkpoint:
         cmd += ["--checkpoint", settings.checkpoint]
     if settings.backbone:
@@ -60,29 +64,38 @@ def start_local_server(settings: Settings, bind: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent)
 
 
-def open_source(ring: RingBuffer, input_file: str | None, device):
-    if input_file is not None:
-        return FileSource(ring, input_file).start()
-    return MicrophoneSource(ring, device).start()
+def handle_keys(events, renderer: Renderer, settings: Settings) -> bool:
+    """Keys every mode has: h toggles the heads-up display, Escape quits (not in the gallery, where
+    visitors can reach the keyboard). Returns False to quit."""
+    for event in events:
+        if event.type == pygame.QUIT:
+            return False
+        if event.type == pygame.KEYDOWN:
+            if event.key == pygame.K_h:
+                renderer.hud_visible = not renderer.hud_visible
+            elif event.key == pygame.K_ESCAPE and settings.mode != "gallery":
+                return False
+    return True
 
 
 def run(settings: Settings, input_file: str | None = None, device=None, headless: bool | None = None,
         duration: float | None = None, output_dir: str | Path | None = None,
-        frame_log: str | Path | None = None) -> RunReport:
+        frame_log: str | Path | None = None, config_path: str | Path | None = None) -> RunReport:
     started = time.monotonic()
     server_process = None
     address = settings.server
     if address == "auto":
         address = free_tcp_address()
-        server_process = start_local_server(settings, address)
+        server_process = start_local_server(settings, address, config_path)
 
     ring = RingBuffer()
-    source, source_retry_at = None, 0.0
-    if input_file is not None:
-        source = open_source(ring, input_file, device)  # a bad file is the user's error: say it and stop
+    # A bad recording is the user's error: say so before any window opens. It starts playing once the
+    # server answers, so a demo is heard from its beginning; a microphone is opened (and retried) in the loop.
+    source = FileSource(ring, input_file) if input_file is not None else None
+    mic_retry_at = 0.0
 
     display = open_display(settings.width, settings.height, fullscreen=settings.fullscreen, headless=headless)
-    renderer = Renderer(display.ctx, settings.width, settings.height)
+    renderer = Renderer(display.ctx, *display.size)
     renderer.hud_visible = settings.show_hud
     renderer.palette, renderer.vignette = settings.palette, settings.vignette
     fallback = FallbackPlayer(settings.prerendered_dir, settings.seeds_dir)
@@ -98,25 +111,27 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
         frame_log_file.write("seconds\tsource\tclass\tmean_luminance\n")
     saved, next_save, next_hop = [], 0.0, time.monotonic() + settings.hop_seconds
     shown = "seed"  # where the picture on screen came from, for the frame log
-    wait_for_server = server_process is not None
     try:
         while duration is None or time.monotonic() - started < duration:
             now = time.monotonic()
-            if source is None or not source.alive:
-                if now >= source_retry_at:
-                    source_retry_at = now + MIC_RETRY_S
-                    try:
-                        source = open_source(ring, None, device)
-                    except MicrophoneError as exc:
-                        log.warning("%s; showing the attract mode, retrying in %.0f s", exc, MIC_RETRY_S)
+            if input_file is None and (source is None or not source.alive) and now >= mic_retry_at:
+                mic_retry_at = now + MIC_RETRY_S
+                if source is not None:  # unplugged: let go of the dead stream before looking again
+                    log.warning("the microphone stopped; looking for it again")
+                    source.stop()
+                    source = None
+                try:
+                    source = MicrophoneSource(ring, device).start()
+                except MicrophoneError as exc:
+                    log.warning("%s; showing the attract mode, retrying in %.0f s", exc, MIC_RETRY_S)
             if now >= next_hop:
                 next_hop += settings.hop_seconds * max(1, int((now - next_hop) / settings.hop_seconds) + 1)
                 if ring.written:
                     client.send_window(ring.latest(), SAMPLE_RATE)
             results, frame = client.poll(0)
-            if wait_for_server and client.alive:
-                wait_for_server = False
-                log.info("server ready after %.1f s", now - started)
+            if input_file is not None and client.alive and not source.started:
+                log.info("server ready after %.1f s: playing %s", now - started, input_file)
+                source.start()
             for r in results:
                 show.on_result(r.label, r.confidence, r.top, r.trained, now)
                 report.labels.append((round(now - started, 2), r.label, round(r.confidence, 3)))
@@ -134,28 +149,28 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                     shown = picture.source
             renderer.set_label(scene.label, scene.confidence, scene.top, scene.status)
             renderer.draw(now)
+            report.frames_drawn += 1
+            report.frames_by_source[shown] = report.frames_by_source.get(shown, 0) + 1
+            save_now = output is not None and now - started >= next_save
+            if frame_log_file or save_now:
+                pixels = display.read_pixels()  # before the swap: a window's back buffer is undefined after it
+                if frame_log_file:
+                    frame_log_file.write(f"{now - started:.3f}\t{shown}\t{scene.label or '-'}\t{pixels.mean():.1f}\n")
+                if save_now:
+                    next_save += 1.0 / SAVED_FRAMES_PER_SECOND
+                    path = output / "frames" / f"{len(saved):05d}.png"
+                    display.save_png(pixels, path)
+                    saved.append(path)
             display.swap()
             if report.first_image_s is None:
                 report.first_image_s = time.monotonic() - started
-            report.frames_drawn += 1
-            report.frames_by_source[shown] = report.frames_by_source.get(shown, 0) + 1
-            pixels = None
-            if frame_log_file or (output and now - started >= next_save):
-                pixels = display.read_pixels()
-            if frame_log_file:
-                frame_log_file.write(f"{now - started:.3f}\t{shown}\t{scene.label or '-'}\t{pixels.mean():.1f}\n")
-            if output and now - started >= next_save:
-                next_save += 1.0 / SAVED_FRAMES_PER_SECOND
-                path = output / "frames" / f"{len(saved):05d}.png"
-                display.save_png(pixels, path)
-                saved.append((path, pixels))
-            if any(e.type == "quit" for e in display.events()):
+            if not handle_keys(display.events(), renderer, settings):
                 break
             if display.headless:
                 time.sleep(max(0.0, 1.0 / HEADLESS_FPS - (time.monotonic() - now)))
             if server_process is not None and server_process.poll() is not None:
                 log.error("the local inference server exited with code %s; restarting it", server_process.returncode)
-                server_process = start_local_server(settings, address)
+                server_process = start_local_server(settings, address, config_path)
     finally:
         client.close()
         if source is not None:
@@ -170,7 +185,9 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
             except subprocess.TimeoutExpired:
                 server_process.kill()
     if output:
-        save_contact_sheet([p for _, p in saved][:: max(1, len(saved) // 24)], output / "contact_sheet.png")
+        if saved:
+            chosen = saved[:: max(1, len(saved) // 24)][:24]
+            save_contact_sheet([np.asarray(Image.open(p).convert("RGB")) for p in chosen], output / "contact_sheet.png")
         (output / "timeline.json").write_text(json.dumps(
             {"labels": report.labels, "frames_drawn": report.frames_drawn,
              "frames_by_source": report.frames_by_source, "first_image_s": report.first_image_s,

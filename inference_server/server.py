@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,18 +21,18 @@ import zmq
 from inference_server import protocol
 from models import audio
 from models.classes import resolve_class_set
-from models.dream import DreamEngine, SeedImageError
+from models.dream import DreamEngine, SeedImageError, load_seed_image
 from models.gate import OpenSetGate
 from models.model import SoundClassifier, restrict
-from models.seeds import seed_image_for
 
 log = logging.getLogger("hear_and_see.server")
 
 CLIENT_TIMEOUT_S = 5.0      # a client silent this long is forgotten (it re-sends HELLO when it comes back)
 MAX_CREDIT = 4              # frames a client may have in flight: small, so frames are never stale
-RATE_LIMIT_PER_S = 40.0     # messages per second per client, a token bucket: floods are dropped
-RATE_BURST = 80.0
+RATE_LIMIT_PER_S = 100.0    # messages per second per client, a token bucket: floods are dropped
+RATE_BURST = 200.0          # (a healthy app sends ~10 a second, plus one credit per frame it receives)
 POLL_IDLE_MS = 50
+SEED_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Session:
     engine: DreamEngine | None = None
     frames_sent: int = 0
     tokens: float = RATE_BURST
+    over_limit: int = 0
+    limit_logged_at: float = -1e9
     refill_at: float = field(default_factory=time.monotonic)
 
     def allow(self, now: float) -> bool:
@@ -110,6 +113,8 @@ class InferenceServer:
             self.socket.curve_secretkey = curve_secret_key
             self.socket.curve_publickey = zmq.curve_public(curve_secret_key)
             self.socket.curve_server = True
+        # The first forward pass pays for lazy initialisation; pay it now, not in a client's first window.
+        classifier.predict(np.zeros((1, audio.N_SAMPLES), dtype=np.float32))
         self.socket.bind(bind)
         self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.stats = {"windows": 0, "frames": 0, "errors": 0, "dropped": 0}
@@ -145,7 +150,10 @@ class InferenceServer:
         session = self.sessions.get(identity)
         if session is not None and not session.allow(now):
             self.stats["dropped"] += 1
-            log.warning("client %s over rate limit: message dropped", session.name)
+            session.over_limit += 1
+            if now - session.limit_logged_at >= 1.0:  # a flood must not become a flood of log lines
+                log.warning("client %s over rate limit: %d messages dropped", session.name, session.over_limit)
+                session.limit_logged_at, session.over_limit = now, 0
             return
         header: dict = {}
         try:
@@ -156,7 +164,6 @@ class InferenceServer:
                 return
             if session is None:
                 raise protocol.ProtocolError("unknown_client", "send HELLO first")
-            session.last_seen = now
             if kind == protocol.PING:
                 self._send(identity, protocol.encode(protocol.PONG, t=header.get("t")))
             elif kind == protocol.CREDIT:
@@ -169,6 +176,8 @@ class InferenceServer:
                 self._classify(identity, session, header, payload)
             else:
                 raise protocol.ProtocolError("bad_kind", f"a client does not send {kind!r}")
+            # Stamped after the work: time spent classifying must not count as the client's silence.
+            session.last_seen = time.monotonic()
         except protocol.ProtocolError as exc:
             self.stats["errors"] += 1
             name = session.name if session else identity.hex()
@@ -190,7 +199,8 @@ class InferenceServer:
         g = self.gate_settings
         self.sessions[identity] = Session(
             name=name, classes=classes,
-            gate=OpenSetGate(g.silence_dbfs, g.min_confidence, g.enter_windows, g.hold_seconds))
+            gate=OpenSetGate(g.silence_dbfs, g.min_confidence, g.enter_windows, g.hold_seconds,
+                             class_names=classes or self.classifier.class_names))
         log.info("client %s connected (%d clients)", name, len(self.sessions))
         self._send(identity, protocol.encode(protocol.PONG, t=header.get("t")))
 
@@ -204,7 +214,7 @@ class InferenceServer:
         names = session.classes or self.classifier.class_names
         if session.classes:
             probs = restrict(probs, self.classifier.class_names, session.classes)
-        label, confidence = session.gate.update(probs, names, dbfs, time.monotonic())
+        label, confidence = session.gate.update(probs, dbfs, time.monotonic())
         session.label, session.confidence, session.dbfs = label, confidence, dbfs
         order = np.argsort(probs)[::-1][:5]
         ms = (time.perf_counter() - start) * 1000
@@ -247,11 +257,11 @@ class InferenceServer:
 
     def _seed(self, label: str) -> np.ndarray:
         if label not in self._seed_cache:
-            try:
-                self._seed_cache[label] = seed_image_for(label, self.seeds_dir, self.dream_backbone)
-            except SeedImageError as exc:
-                log.error("%s", exc)
-                raise
+            images = sorted(p for p in (self.seeds_dir / label).glob("*") if p.suffix.lower() in SEED_EXTENSIONS)
+            if not images:
+                raise SeedImageError(f"{self.seeds_dir / label}: no seed image for {label!r}; add a PNG or JPG "
+                                     f"there (or run `hear-and-see seeds` to generate one)")
+            self._seed_cache[label] = load_seed_image(images[0])
         return self._seed_cache[label]
 
     # --- housekeeping ---------------------------------------------------------------------------
@@ -270,14 +280,17 @@ class InferenceServer:
 
 def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, device: str | None = None,
           gate: GateSettings = GateSettings(), dream: DreamSettings = DreamSettings(),
-          backbone: str | None = None, curve_secret_key: bytes | None = None, should_stop=lambda: False):
+          backbone: str | None = None, curve_secret_key: bytes | None = None, threads: int | None = None,
+          should_stop=lambda: False):
     """Load the classifier and the dream backbone, then serve until `should_stop()`."""
     from models.backbones import default_device
     from models.model import load_model, SHIPPED_CHECKPOINT, build_model
     from models.classes import ESC50_CLASSES
 
     device = torch.device(device) if device else default_device()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # One core stays free for the app's renderer when both run on one machine (as `make run` does);
+    # oversubscribed torch threads spin-wait and make every window late.
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
     if checkpoint is None and not SHIPPED_CHECKPOINT.is_file():
         log.warning("UNTRAINED MODEL: no checkpoint and no shipped model at %s; classifying with an "
                     "untrained head (labels are meaningless)", SHIPPED_CHECKPOINT)

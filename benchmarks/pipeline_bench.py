@@ -1,0 +1,96 @@
+"""End-to-end numbers for the whole loop, on this machine, in one run:
+
+1. launch to first image and to first live dream frame: `hear-and-see run --headless` on the demo recordings,
+   a fresh process each time (so torch import and model loading count);
+2. classification ms per 4 s window, in-process, median of many windows, beside the wire round trip
+   (window sent -> result back, through a real server on loopback) to show what the protocol adds.
+
+Usage: python benchmarks/pipeline_bench.py [--runs 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def launch_to_first_image(runs: int) -> list[dict]:
+    out = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "app.cli", "run", "--input", str(ROOT / "app" / "demo_audio"),
+                            "--headless", "--duration", "45", "--output", tmp], cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out.append(json.loads((Path(tmp) / "timeline.json").read_text()))
+    return out
+
+
+def classification_ms(n: int = 60) -> tuple[float, float]:
+    import torch
+    from app.client import InferenceClient
+    from inference_server.server import InferenceServer
+    from models.backbones import create_backbone
+    from models.model import SHIPPED_CHECKPOINT, load_model, build_model
+    from models.classes import ESC50_CLASSES
+
+    torch.set_num_threads(2)
+    model = load_model() if SHIPPED_CHECKPOINT.is_file() else build_model("efficientnet_lite0", ESC50_CLASSES)
+    windows = np.random.default_rng(0).normal(0, 0.1, (n, 64000)).astype(np.float32)
+    model.predict(windows[:1])
+    times = []
+    for w in windows:
+        t = time.perf_counter()
+        model.predict(w[None])
+        times.append((time.perf_counter() - t) * 1000)
+    in_process = float(np.median(times))
+
+    address = "tcp://127.0.0.1:5599"
+    server = InferenceServer(model, create_backbone("efficientnet_lite0", pretrained=False), ROOT / "seed_images",
+                             address)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, args=(stop.is_set,), daemon=True)
+    thread.start()
+    client = InferenceClient(address, "bench")
+    while not client.alive:
+        client.poll(50)
+    trips = []
+    for w in windows:
+        t = time.perf_counter()
+        client.send_window(w, 16000)
+        results: list = []
+        while not results:
+            results, _ = client.poll(100)
+        trips.append((time.perf_counter() - t) * 1000)
+    client.close()
+    stop.set()
+    thread.join()
+    return in_process, float(np.median(trips))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}")
+    in_process, round_trip = classification_ms()
+    print(f"classification per 4 s window: {in_process:.1f} ms in process, {round_trip:.1f} ms round trip over "
+          f"loopback ZeroMQ (ratio {round_trip / in_process:.2f})")
+    for i, t in enumerate(launch_to_first_image(args.runs)):
+        print(f"run {i}: first image {t['first_image_s']:.1f} s, first live dream frame "
+              f"{t['first_live_frame_s'] if t['first_live_frame_s'] is None else round(t['first_live_frame_s'], 1)} s, "
+              f"frames drawn {t['frames_drawn']} {t['frames_by_source']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""How good is the classifier, measured honestly; and `classify` for files.
+
+    hear-and-see evaluate --checkpoint runs/fold4.pt --folds 4     # score a checkpoint on held-out folds
+    hear-and-see evaluate --cv --probe                              # 4-fold CV, frozen features (minutes)
+    hear-and-see evaluate --cv --recipe best --epochs 20            # 4-fold CV of fine-tuning (hours on 2 cores)
+    hear-and-see evaluate --leak --probe                            # fold split vs random clip split
+    hear-and-see evaluate --false-triggers                          # silence and noise through the gate
+    hear-and-see classify dog.wav street.mp3 [--checkpoint X] [--json]
+
+Scores are per clip: a clip's probabilities are the mean over 4 s windows every 0.5 s across it.
+ESC-50's folds keep the takes of one source recording together; a random clip split does not, and
+`--leak` shows how much that flatters the same recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import audio
+from models.datasets import load_dataset, windows
+from models.gate import OpenSetGate
+from models.model import SHIPPED_CHECKPOINT, CheckpointError, load_model
+
+log = logging.getLogger("hear-and-see.evaluate")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# scores
+
+def scores(labels, probs, class_names) -> dict:
+    """accuracy, macro-F1, per-class precision/recall/F1/support, the confusion matrix (rows: truth) and the
+    ten most frequent confusions."""
+    labels = np.asarray(labels)
+    pred = np.asarray(probs).argmax(-1)
+    C = len(class_names)
+    cm = np.zeros((C, C), dtype=np.int64)
+    np.add.at(cm, (labels, pred), 1)
+    tp = np.diag(cm).astype(float)
+    support, predicted = cm.sum(1), cm.sum(0)
+    precision = np.divide(tp, predicted, out=np.zeros(C), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(C), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(C), where=(precision + recall) > 0)
+    present = support > 0  # macro-F1 over the classes the test set contains
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    pairs = sorted(((int(off[i, j]), class_names[i], class_names[j]) for i, j in zip(*np.nonzero(off))),
+                   reverse=True)[:10]
+    return dict(accuracy=float(tp.sum() / max(1, cm.sum())), macro_f1=float(f1[present].mean()) if present.any() else 0.0,
+                per_class={n: dict(precision=float(precision[i]), recall=float(recall[i]), f1=float(f1[i]),
+                                   support=int(support[i])) for i, n in enumerate(class_names)},
+                confusion=cm.tolist(), top_confusions=[dict(true=t, predicted=p, count=c) for c, t, p in pairs])
+
+
+def report_text(s: dict) -> str:
+    lines = [f"accuracy {s['accuracy']:.4f}   macro-F1 {s['macro_f1']:.4f}", "",
+             f"{'class':<20}{'prec':>7}{'recall':>8}{'f1':>7}{'n':>5}"]
+    for name, c in sorted(s["per_class"].items(), key=lambda kv: kv[1]["f1"]):
+        lines.append(f"{name:<20}{c['precision']:7.3f}{c['recall']:8.3f}{c['f1']:7.3f}{c['support']:5d}")
+    lines += ["", "top confusions (true -> predicted: clips)"]
+    lines += [f"  {c['true']} -> {c['predicted']}: {c['count']}" for c in s["top_confusions"]]
+    return "\n".join(lines)
+
+
+def confusion_png(cm, class_names, path, title="") -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm, dtype=float)
+    norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(max(6, n * 0.22 + 2), max(5, n * 0.22 + 1.5)), dpi=100)
+    im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=90, fontsize=6 if n > 20 else 9)
+    ax.set_yticks(range(n), class_names, fontsize=6 if n > 20 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_report(s: dict, class_names, out_dir, tag: str) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{tag}.json").write_text(json.dumps(s, indent=1))
+    (out_dir / f"{tag}.txt").write_text(report_text(s) + "\n")
+    confusion_png(s["confusion"], class_names, out_dir / f"{tag}_confusion.png",
+                  f"{tag}: acc {s['accuracy']:.3f}, macro-F1 {s['macro_f1']:.3f}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# cross-validation and the leak demonstration
+
+def probe_cross_validation(ds, folds, backbone="efficientnet_lite0", hop=0.5, leak=False, seed=0,
+                           pretrained=True, progress=True) -> dict:
+    """Frozen-feature linear probe, fold by fold. Every window is embedded once, so each fold costs only
+    an L-BFGS fit. With `leak`, the same number of splits drawn clip by clip at random instead."""
+    from models.model import build_model
+    from models.train import NUM_THREADS, clip_embeddings, fit_head
+
+    torch.set_num_threads(NUM_THREADS)
+    model = build_model(backbone, ds.class_names, pretrained=pretrained)
+    t0 = time.time()
+    X, owner = clip_embeddings(model, ds.waveforms, hop, progress=progress)
+    embed_s = time.time() - t0
+    splits = _splits(ds, folds, leak, seed)
+    results = []
+    all_labels, all_probs = [], []
+    for name, test_clip in splits:
+        win_test = test_clip[owner.numpy()]
+        fit_head(model, X[~torch.from_numpy(win_test)], torch.from_numpy(ds.labels)[owner][~torch.from_numpy(win_test)],
+                 len(ds.class_names))
+        with torch.no_grad():
+            p = model.head(X[torch.from_numpy(win_test)]).softmax(-1).double().numpy()
+        o = owner.numpy()[win_test]
+        idx = np.flatnonzero(test_clip)
+        probs = np.stack([p[o == i].mean(0) for i in idx])
+        s = scores(ds.labels[idx], probs, ds.class_names)
+        log.info("%s: accuracy %.4f  macro-F1 %.4f", name, s["accuracy"], s["macro_f1"])
+        results.append(dict(split=name, accuracy=s["accuracy"], macro_f1=s["macro_f1"]))
+        all_labels.append(ds.labels[idx])
+        all_probs.append(probs)
+    pooled = scores(np.concatenate(all_labels), np.concatenate(all_probs), ds.class_names)
+    return dict(method="linear_probe", backbone=backbone, leak=leak, splits=results,
+                mean_accuracy=float(np.mean([r["accuracy"] for r in results])),
+                std_accuracy=float(np.std([r["accuracy"] for r in results])),
+                mean_macro_f1=float(np.mean([r["macro_f1"] for r in results])),
+                embed_seconds=round(embed_s, 1), seconds=round(time.time() - t0, 1), pooled=pooled)
+
+
+def _splits(ds, folds, leak, seed):
+    """[(name, boolean test mask per clip)]: the dataset's folds, or random clip splits of the same sizes."""
+    if not leak:
+        return [(f"fold {f}", ds.folds == f) for f in folds]
+    order = np.random.default_rng(seed).permutation(len(ds))
+    parts = np.array_split(order, len(folds))
+    out = []
+    for k, part in enumerate(parts):
+        m = np.zeros(len(ds), dtype=bool)
+        m[part] = True
+        out.append((f"random split {k + 1}", m))
+    return out
+
+
+def finetune_cross_validation(data, folds, recipe="best", leak=False, seed=0, **overrides) -> dict:
+    """Fine-tune once per fold (hours on 2 cores for ESC-50). With `leak`, random clip splits instead."""
+    from models.train import RECIPES, Recipe, clip_probabilities, fine_tune
+    from models.model import build_model
+    from dataclasses import replace
+
+    ds = load_dataset(data)
+    r = replace(RECIPES[recipe] if isinstance(recipe, str) else recipe,
+                **{k: v for k, v in overrides.items() if v is not None})
+    results, all_labels, all_probs = [], [], []
+    t0 = time.time()
+    for name, test_clip in _splits(ds, folds, leak, seed):
+        train_set, test_set = ds.subset(np.flatnonzero(~test_clip)), ds.subset(np.flatnonzero(test_clip))
+        model = build_model("efficientnet_lite0", ds.class_names)
+        fine_tune(model, train_set, r, None, seed)
+        probs = clip_probabilities(model, test_set.waveforms, r.test_hop)
+        s = scores(test_set.labels, probs, ds.class_names)
+        log.info("%s: accuracy %.4f  macro-F1 %.4f", name, s["accuracy"], s["macro_f1"])
+        results.append(dict(split=name, accuracy=s["accuracy"], macro_f1=s["macro_f1"]))
+        all_labels.append(test_set.labels)
+        all_probs.append(probs)
+    pooled = scores(np.concatenate(all_labels), np.concatenate(all_probs), ds.class_names)
+    return dict(method=f"fine_tune:{recipe}", leak=leak, splits=results,
+                mean_accuracy=float(np.mean([r["accuracy"] for r in results])),
+                std_accuracy=float(np.std([r["accuracy"] for r in results])),
+                mean_macro_f1=float(np.mean([r["macro_f1"] for r in results])),
+                seconds=round(time.time() - t0, 1), pooled=pooled)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# false triggers: what the model and the gate do with no sound event at all
+
+def noise(kind: str, n: int, dbfs: float, rng: np.random.Generator) -> np.ndarray:
+    """White or pink (1/f power) noise scaled to `dbfs` RMS; "silence" is digital zero."""
+    if kind == "silence":
+        return np.zeros(n, dtype=np.float32)
+    x = rng.standard_normal(n)
+    if kind == "pink":
+        spec = np.fft.rfft(x)
+        f = np.arange(len(spec), dtype=float)
+        f[0] = 1.0
+        x = np.fft.irfft(spec / np.sqrt(f), n)
+    elif kind != "white":
+        raise ValueError(f"unknown noise {kind!r}")
+    x = x / np.sqrt(np.mean(x ** 2)) * 10 ** (dbfs / 20)
+    return x.astype(np.float32)
+
+
+def false_triggers(model, gate_kwargs=None, n_windows=40, hop_seconds=0.5, seed=0) -> list[dict]:
+    """Feed `n_windows` consecutive 4 s windows (hop 0.5 s, the server's pace) of each condition through the
+    model and a fresh gate. raw: windows whose top class is >= min_confidence (what an ungated display would
+    show); gated: windows where the gate shows a class."""
+    gate_kwargs = dict(gate_kwargs or {})
+    rng = np.random.default_rng(seed)
+    conditions = [("silence", None)] + [(k, d) for k in ("white", "pink") for d in (-70, -50, -40, -30, -20)]
+    rows = []
+    hop = int(hop_seconds * audio.SAMPLE_RATE)
+    for kind, dbfs in conditions:
+        stream = noise(kind, audio.N_SAMPLES + hop * (n_windows - 1), dbfs if dbfs is not None else 0, rng)
+        wins = np.stack([stream[i * hop:i * hop + audio.N_SAMPLES] for i in range(n_windows)])
+        probs = model.predict(wins)
+        gate = OpenSetGate(class_names=model.class_names, **gate_kwargs)
+        shown, raw, tops = 0, 0, {}
+        for i, (p, w) in enumerate(zip(probs, wins)):
+            label, _ = gate.update(p.tolist(), audio.rms_dbfs(w), i * hop_seconds)
+            shown += label is not None
+            raw += float(p.max()) >= gate.min_confidence
+            top = model.class_names[int(p.argmax())]
+            tops[top] = tops.get(top, 0) + 1
+        rows.append(dict(condition=kind if dbfs is None else f"{kind} {dbfs} dBFS", windows=n_windows,
+                         raw_confident=raw, gated_shown=shown, max_prob=float(probs.max()),
+                         top_classes=sorted(tops.items(), key=lambda kv: -kv[1])[:3]))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# classify files
+
+def classify(files, checkpoint=None, json_out=False, hop=0.5, top=3, stream=None) -> int:
+    """Print each file's class probabilities (mean over 4 s windows every `hop` s). Returns the number of files
+    that could not be read (each is named on stderr; the others are still classified)."""
+    stream = stream or sys.stdout
+    torch.set_num_threads(2)
+    model = load_model(checkpoint)
+    failed = 0
+    for f in files:
+        try:
+            wave = audio.load_audio(f)
+        except audio.AudioFileError as exc:
+            print(f"hear-and-see classify: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        wins = windows(wave, hop)
+        probs = np.concatenate([model.predict(wins[s:s + 32]) for s in range(0, len(wins), 32)]).mean(0)
+        order = np.argsort(-probs)
+        if json_out:
+            print(json.dumps(dict(file=str(f), seconds=round(len(wave) / audio.SAMPLE_RATE, 3), windows=len(wins),
+                                  dbfs=round(audio.rms_dbfs(wave), 2), top=model.class_names[order[0]],
+                                  probabilities={n: round(float(p), 6) for n, p in zip(model.class_names, probs)})),
+                  file=stream)
+        else:
+            best = ", ".join(f"{model.class_names[i]} {probs[i]:.2f}" for i in order[:top])
+            print(f"{f}: {best}", file=stream)
+    return failed
+
+
+def classify_main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="hear-and-see classify",
+                                description="Name the sound in audio files (wav/flac/mp3/ogg, any length).")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--checkpoint", help=f"default: {SHIPPED_CHECKPOINT}")
+    p.add_argument("--json", action="store_true", help="one JSON object per file with every class's probability")
+    p.add_argument("--hop", type=float, default=0.5, help="seconds between 4 s windows (default 0.5)")
+    p.add_argument("--top", type=int, default=3)
+    args = p.parse_args(argv)
+    try:
+        failed = classify(args.files, args.checkpoint, args.json, args.hop, args.top)
+    except CheckpointError as exc:
+        print(f"hear-and-see classify: {exc}", file=sys.stderr)
+        return 2
+    return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# CLI
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="hear-and-see evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="dataset folder (default: $HEAR_AND_SEE_ESC50 or ../shared/data/esc50)")
+    p.add_argument("--checkpoint", help="score this checkpoint on --folds")
+    p.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
+    p.add_argument("--cv", action="store_true", help="cross-validate over --folds (trains per fold)")
+    p.add_argument("--leak", action="store_true", help="also run the same recipe on random clip splits")
+    p.add_argument("--probe", action="store_true", help="cv/leak with the frozen linear probe (fast)")
+    p.add_argument("--recipe", default="best")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--false-triggers", action="store_true", help="silence and noise through the model and gate")
+    p.add_argument("--silence-dbfs", type=float, default=-55.0)
+    p.add_argument("--min-confidence", type=float, default=0.5)
+    p.add_argument("--enter-windows", type=int, default=2)
+    p.add_argument("--hold-seconds", type=float, default=3.0)
+    p.add_argument("--out-dir", default="runs/eval", help="reports, JSON and confusion-matrix PNGs go here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(2)
+    out_dir = Path(args.out_dir)
+    summary = {}
+    try:
+        if args.false_triggers:
+            model = load_model(args.checkpoint)
+            gk = dict(silence_dbfs=args.silence_dbfs, min_confidence=args.min_confidence,
+                      enter_windows=args.enter_windows, hold_seconds=args.hold_seconds)
+            rows = false_triggers(model, gk)
+            summary["false_triggers"] = dict(gate=gk, checkpoint=str(args.checkpoint or SHIPPED_CHECKPOINT), rows=rows)
+            for r in rows:
+                print(f"{r['condition']:<22} raw confident {r['raw_confident']:3d}/{r['windows']}  "
+                      f"gate shows {r['gated_shown']:3d}/{r['windows']}  max p {r['max_prob']:.2f}  top {r['top_classes']}")
+        elif args.checkpoint and not args.cv:
+            model = load_model(args.checkpoint)
+            trained_on = set(torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+                             .get("metrics", {}).get("train_folds", []))
+            if trained_on & set(args.folds):
+                log.warning("the checkpoint was trained on folds %s: scores on them are not held-out",
+                            sorted(trained_on & set(args.folds)))
+            ds = load_dataset(args.data, folds=args.folds)
+            from models.train import clip_probabilities
+            t0 = time.time()
+            probs = clip_probabilities(model, ds.waveforms)
+            s = scores(ds.labels, probs, ds.class_names)
+            s["seconds"] = round(time.time() - t0, 1)
+            tag = f"{Path(args.checkpoint).stem}_folds{''.join(map(str, args.folds))}"
+            write_report(s, ds.class_names, out_dir, tag)
+            print(report_text(s))
+            print(f"\nreport, JSON and confusion matrix in {out_dir}/{tag}*")
+            if ds.skipped:
+                print(ds.summary())
+        elif args.cv or args.leak:
+            runs = [False] + ([True] if args.leak else [])
+            ds = load_dataset(args.data) if args.probe else None
+            for leak in runs:
+                if args.probe:
+                    res = probe_cross_validation(ds, args.folds, leak=leak)
+                else:
+                    res = finetune_cross_validation(args.data, args.folds, args.recipe, leak=leak, epochs=args.epochs)
+                tag = f"{'probe' if args.probe else args.recipe}_{'random_split' if leak else 'folds'}"
+                names = load_dataset(args.data).class_names if ds is None else ds.class_names
+                write_report(res["pooled"], names, out_dir, tag)
+                summary[tag] = {k: v for k, v in res.items() if k != "pooled"}
+                print(f"{tag}: mean accuracy {res['mean_accuracy']:.4f} +- {res['std_accuracy']:.4f}, "
+                      f"macro-F1 {res['mean_macro_f1']:.4f}  ({res['splits']})")
+        else:
+            p.error("say what to evaluate: --checkpoint, --cv, --leak or --false-triggers")
+    except (CheckpointError, FileNotFoundError) as exc:
+        print(f"hear-and-see evaluate: {exc}", file=sys.stderr)
+        return 2
+    if summary:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        print(f"summary in {out_dir / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""classify, checkpoints, evaluation reports and false triggers, on a tiny checkpoint made in seconds."""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from models import audio, datasets, evaluate
+from models.evaluate import classify, classify_main, false_triggers, probe_cross_validation, scores
+from models.model import SHIPPED_CHECKPOINT, CheckpointError, build_model, load_model, restrict, save_checkpoint
+from tests.synth_sounds import CLASSES, clip, make_esc50
+
+SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ck") / "tiny.pt"
+    return save_checkpoint(build_model("efficientnet_lite0", CLASSES, pretrained=False), path,
+                           recipe=dict(name="untrained"), metrics=dict(train_folds=[1, 2, 3]))
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    short, long = tmp_path / "short.wav", tmp_path / "long.flac"
+    sf.write(short, clip(0, 2.5, rng), 16_000)
+    sf.write(long, clip(1, 9.0, rng), 16_000)
+    return short, long
+
+
+def test_classify_json_has_every_class_for_every_file(ckpt, files):
+    out = io.StringIO()
+    assert classify([str(f) for f in files], ckpt, json_out=True, stream=out) == 0
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["file"] for r in rows] == [str(f) for f in files]
+    assert [r["windows"] for r in rows] == [1, 11]  # 9 s at hop 0.5: windows starting at 0, 0.5, ..., 5 s
+    for r in rows:
+        assert set(r["probabilities"]) == set(CLASSES)
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-4
+        assert r["top"] == max(r["probabilities"], key=r["probabilities"].get)
+
+
+def test_classify_cli_names_a_corrupt_file_and_goes_on(ckpt, files, tmp_path, capsys):
+    bad = tmp_path / "broken.ogg"
+    bad.write_bytes(b"OggS not really")
+    rc = classify_main([str(files[0]), str(bad), str(files[1]), "--checkpoint", str(ckpt)])
+    cap = capsys.readouterr()
+    assert rc == 1
+    assert "broken.ogg" in cap.err
+    assert len(cap.out.splitlines()) == 2
+
+
+def test_classify_cli_missing_checkpoint_is_a_clear_error(files, tmp_path, capsys):
+    assert classify_main([str(files[0]), "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_checkpoint_round_trip(ckpt, files):
+    model = load_model(ckpt)
+    again = build_model("efficientnet_lite0", CLASSES, pretrained=False)
+    again.load_state_dict({k: v.float() if v.is_floating_point() else v
+                           for k, v in torch.load(ckpt, weights_only=True)["state_dict"].items()})
+    x = audio.pad_or_trim(audio.load_audio(files[1]))
+    assert np.allclose(model.predict(x), again.eval().predict(x), atol=1e-5)
+    assert ckpt.stat().st_size < 25e6
+
+
+def test_wrong_backbone_is_a_clear_error(ckpt):
+    with pytest.raises(CheckpointError, match="efficientnet_lite0.*resnet18|resnet18.*efficientnet_lite0"):
+        load_model(ckpt, backbone="resnet18")
+
+
+def test_other_feature_settings_are_a_clear_error(ckpt, tmp_path):
+    c = torch.load(ckpt, weights_only=True)
+    c["features"]["hop_length"] = 320
+    bad = tmp_path / "other_features.pt"
+    torch.save(c, bad)
+    with pytest.raises(CheckpointError, match="other feature settings.*hop_length"):
+        load_model(bad)
+
+
+def test_restrict_renormalises():
+    probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+    sub = restrict(probs, ["a", "b", "c"], ["a", "b"])
+    assert np.allclose(sub.sum(-1), 1) and np.allclose(sub[0], [0.625, 0.375])
+    with pytest.raises(ValueError):
+        restrict(probs, ["a", "b", "c"], ["zebra"])
+
+
+def test_scores_and_report(tmp_path):
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 2, 0]]
+    s = scores(labels, probs, ["a", "b", "c"])
+    assert s["accuracy"] == pytest.approx(4 / 6)
+    assert s["per_class"]["b"]["recall"] == 1.0 and s["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert s["macro_f1"] == pytest.approx(np.mean([0.5, 0.8, 2 / 3]))
+    assert {c["true"] for c in s["top_confusions"]} == {"a", "c"}
+    evaluate.write_report(s, ["a", "b", "c"], tmp_path, "t")
+    assert (tmp_path / "t_confusion.png").stat().st_size > 1000
+    assert "macro-F1" in (tmp_path / "t.txt").read_text()
+
+
+def test_evaluate_cli_scores_a_checkpoint(ckpt, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HEAR_AND_SEE_CACHE", str(tmp_path / "cache"))
+    root = make_esc50(tmp_path / "esc50", per_class_per_fold=1)
+    assert evaluate.main(["--data", str(root), "--checkpoint", str(ckpt), "--folds", "4",
+                          "--out-dir", str(tmp_path / "ev")]) == 0
+    assert (tmp_path / "ev" / "tiny_folds4_confusion.png").exists()
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_probe_cv_and_the_leak_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEAR_AND_SEE_CACHE", str(tmp_path / "cache"))
+    datasets._MEMORY.clear()
+    ds = datasets.load_dataset(make_esc50(tmp_path / "esc50"), progress=False)
+    for leak in (False, True):
+        res = probe_cross_validation(ds, [1, 2, 3, 4], leak=leak, pretrained=False, progress=False)
+        assert len(res["splits"]) == 4 and res["mean_accuracy"] >= 0.75
+
+
+def test_false_triggers_rows(ckpt):
+    rows = false_triggers(load_model(ckpt), dict(silence_dbfs=-55, min_confidence=0.5, enter_windows=2),
+                          n_windows=3)
+    silence = rows[0]
+    assert silence["condition"] == "silence" and silence["gated_shown"] == 0
+    quiet = [r for r in rows if r["condition"].endswith("-70 dBFS")]
+    assert quiet and all(r["gated_shown"] == 0 for r in quiet)  # below the energy gate
+
+
+def test_noise_levels():
+    rng = np.random.default_rng(0)
+    for kind in ("white", "pink"):
+        assert audio.rms_dbfs(evaluate.noise(kind, 64000, -30, rng)) == pytest.approx(-30, abs=0.01)
+    assert not evaluate.noise("silence", 10, 0, rng).any()
+
+
+def test_shipped_checkpoint_if_trained():
+    if not SHIPPED_CHECKPOINT.is_file():
+        pytest.skip(f"{SHIPPED_CHECKPOINT} not trained yet (hear-and-see train --test-folds none --out ...)")
+    assert SHIPPED_CHECKPOINT.stat().st_size <= 25e6
+    ck = torch.load(SHIPPED_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert ck["backbone"] == "efficientnet_lite0" and len(ck["class_names"]) == 50
+    assert "recipe" in ck and "metrics" in ck
+    model = load_model()
+    p = model.predict(np.zeros((2, audio.N_SAMPLES), np.float32))
+    assert p.shape == (2, 50) and np.allclose(p.sum(-1), 1, atol=1e-4)
+    # a sanity check on real clips (training data for the shipped model, so not a score)
+    root = Path(os.environ.get("HEAR_AND_SEE_ESC50", SHARED / "data" / "esc50"))
+    if (root / "esc50.csv").is_file():
+        entries, names = datasets.read_esc50(root)
+        picked = entries[::80][:20]
+        hits = sum(model.class_names[int(np.argmax(model.predict(audio.pad_or_trim(audio.load_audio(p)))))] ==
+                   names[label] for p, label, _, _ in picked)
+        assert hits >= 15

@@ -1,0 +1,324 @@
+"""The dream engine: right (octaves, objectives, blend, zoom, crossfade), leak-free, resumable, and still the seed."""
+import gc
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import dream, seeds
+from models.backbones import BackboneError, create_backbone
+from models.dream import DreamEngine, SeedImageError, is_degenerate, load_seed_image, prerender
+
+ROOT = Path(__file__).resolve().parent.parent
+CHELSEA = ROOT / "seed_images" / "cat" / "chelsea.jpg"
+torch.set_num_threads(2)
+
+
+def _synthetic_seed(h=72, w=96, seed=0) -> np.ndarray:
+    """A smooth colourful picture with a few shapes: enough structure for a random network to dream on."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([0.5 + 0.4 * np.sin(6 * x + seed), 0.5 + 0.4 * np.cos(5 * y), 0.5 + 0.3 * np.sin(4 * (x + y))], -1)
+    for _ in range(4):
+        cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.15)
+        img[(y - cy) ** 2 + (x - cx) ** 2 < r ** 2] = rng.uniform(0, 1, 3)
+    return (img.clip(0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def lite0_random():
+    return create_backbone("efficientnet_lite0", pretrained=False).eval()
+
+
+def _engine(backbone, **kw):
+    kw = dict(dict(size=64, device="cpu", octaves=2, iterations=2, step_size=0.02), **kw)
+    return DreamEngine(backbone, **kw)
+
+
+def _mean_abs(a, b) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def test_keyframes_are_uint8_frames_that_move_and_are_neither_black_nor_blown_out(lite0_random):
+    engine = _engine(lite0_random)
+    engine.set_seed("a", _synthetic_seed())
+    frames = [engine.next_keyframe() for _ in range(4)]
+    for f in frames:
+        assert f.dtype == np.uint8 and f.shape == (64, 64, 3)
+        assert not is_degenerate(f)
+    assert min(_mean_abs(a, b) for a, b in zip(frames[1:], frames)) > 0.5
+    assert engine.current_seed == "a"
+
+
+def test_is_degenerate_flags_black_white_and_flat_frames():
+    assert is_degenerate(np.zeros((8, 8, 3), np.uint8))
+    assert is_degenerate(np.full((8, 8, 3), 255, np.uint8))
+    assert is_degenerate(np.full((8, 8, 3), 128, np.uint8))
+    assert not is_degenerate(_synthetic_seed())
+
+
+def test_next_keyframe_before_a_seed_is_a_clear_error(lite0_random):
+    with pytest.raises(RuntimeError, match="set_seed"):
+        _engine(lite0_random).next_keyframe()
+
+
+def test_unknown_layer_names_the_valid_ones(lite0_random):
+    with pytest.raises(BackboneError, match="blocks.4"):
+        DreamEngine(lite0_random, layer="blocks.99", size=64, device="cpu")
+
+
+def test_hooks_are_removed_and_memory_does_not_grow_over_many_keyframes(lite0_random):
+    engine = _engine(lite0_random, size=48, octaves=2, iterations=1)
+    engine.set_seed("a", _synthetic_seed())
+    for _ in range(20):  # warm up: allocator pools, caches and lazily built kernels settle
+        engine.next_keyframe(1.0, 0.5)
+    gc.collect()
+    tensors_before = sum(torch.is_tensor(o) for o in gc.get_objects())
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for i in range(150):
+        engine.set_seed("b" if i % 50 == 25 else "a", _synthetic_seed(seed=i % 50 == 25))
+        engine.next_keyframe(1.0, 0.5)
+        assert engine.hook_count() == 0
+    gc.collect()
+    grown = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    tracemalloc.stop()
+    assert grown < 256 * 1024, f"python heap grew by {grown} bytes over 150 keyframes"
+    assert sum(torch.is_tensor(o) for o in gc.get_objects()) <= tensors_before + 8
+    assert len(engine._guides) == 2
+    # the caller's backbone is never hooked or changed: the engine dreams on its own folded copy
+    assert all(not m._forward_hooks for m in lite0_random.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0_random.modules())
+
+
+def test_hooks_are_removed_even_when_a_step_fails(lite0_random):
+    engine = _engine(lite0_random)
+    engine.set_seed("a", _synthetic_seed())
+    engine.guide = engine.guide[:3]  # wrong channel count: the guided match raises inside the hooked pass
+    with pytest.raises(RuntimeError):
+        engine.next_keyframe()
+    assert engine.hook_count() == 0
+
+
+def test_folded_dream_network_matches_the_original(lite0_random):
+    for backbone in (lite0_random, create_backbone("resnet18", pretrained=False)):
+        backbone = backbone.eval()
+        g = torch.Generator().manual_seed(0)
+        for m in backbone.modules():  # untrained BNs are identities; give them real statistics
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        net = dream._dream_copy(backbone, "cpu")
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()), backbone.name
+        x = torch.rand(2, 3, 64, 64, generator=g)
+        with torch.no_grad():
+            ref, out = backbone(x), net(x.contiguous(memory_format=torch.channels_last))
+        assert torch.allclose(ref, out, rtol=1e-3, atol=1e-3 * ref.abs().max().item()), backbone.name
+
+
+def test_octaves_are_really_used(lite0_random):
+    seed = _synthetic_seed()
+    frames = {}
+    for octaves in (1, 3):
+        engine = _engine(lite0_random, octaves=octaves, seed=0)
+        engine.set_seed("a", seed)
+        frames[octaves] = [engine.next_keyframe(1.0, 0.0) for _ in range(2)][-1]
+    assert _mean_abs(frames[1], frames[3]) > 1.0
+
+
+def test_guided_channel_and_plain_objectives_dream_differently(lite0_random):
+    seed = _synthetic_seed()
+    frames = {}
+    for objective in ("guided", "l2", "channel"):
+        engine = _engine(lite0_random, objective=objective, seed=0)
+        engine.set_seed("a", seed)
+        frames[objective] = [engine.next_keyframe(1.0, 0.0) for _ in range(2)][-1]
+        assert _mean_abs(frames[objective], dream.to_uint8(engine.seed)) > 0.5, objective
+    assert _mean_abs(frames["guided"], frames["l2"]) > 0.5
+    assert _mean_abs(frames["channel"], frames["l2"]) > 0.5
+    with pytest.raises(ValueError, match="objective"):
+        _engine(lite0_random, objective="nope")
+
+
+def test_guide_features_are_computed_once_per_seed(lite0_random):
+    engine = _engine(lite0_random)
+    seed = _synthetic_seed()
+    engine.set_seed("a", seed)
+    first = engine.guide
+    engine.set_seed("b", _synthetic_seed(seed=1))
+    engine.set_seed("a", seed.copy())
+    assert engine.guide is first  # cached by name
+    engine.set_seed("a", _synthetic_seed(seed=2))  # same name, new picture: recomputed
+    assert engine.guide is not first
+
+
+def test_blend_one_keeps_the_dream_at_the_seed(lite0_random):
+    engine = _engine(lite0_random, blend=1.0)
+    engine.set_seed("a", _synthetic_seed())
+    seed = dream.to_uint8(engine.seed)
+    distances = [_mean_abs(engine.next_keyframe(1.0, 1.0), seed) for _ in range(8)]
+    # every keyframe restarts from the seed: one keyframe's dream away from it, never more
+    assert max(distances) < 12 and max(distances) < 1.5 * distances[0] + 1
+    engine = _engine(lite0_random, blend=1.0)
+    engine.set_seed("a", _synthetic_seed())
+    assert _mean_abs(engine.next_keyframe(0.0, 1.0), seed) == 0  # no dream, no zoom left: the seed itself
+
+
+def test_no_blend_drifts_away_from_the_seed(lite0_random):
+    engine = _engine(lite0_random, blend=0.0)
+    engine.set_seed("a", _synthetic_seed())
+    seed = dream.to_uint8(engine.seed)
+    distances = [_mean_abs(engine.next_keyframe(1.0, 0.5), seed) for _ in range(8)]
+    assert distances[-1] > 2 * distances[0]
+
+
+def test_zoom_moves_the_frame_and_zero_zoom_holds_it(lite0_random):
+    engine = _engine(lite0_random, blend=0.0)
+    engine.set_seed("a", _synthetic_seed())
+    a, b = engine.next_keyframe(0.0, 1.0), engine.next_keyframe(0.0, 1.0)
+    assert _mean_abs(a, b) > 1.0
+    still = [engine.next_keyframe(0.0, 0.0) for _ in range(2)]
+    assert _mean_abs(still[0], still[1]) == 0
+    # zooming in: the centre spreads outward, so a centred dot grows
+    dot = np.full((64, 64, 3), 200, np.uint8)
+    dot[28:36, 28:36] = 20
+    engine = _engine(lite0_random, blend=0.0, zoom=0.2)
+    engine.set_seed("dot", dot)
+    dark = [(engine.next_keyframe(0.0, 1.0).mean(-1) < 110).sum() for _ in range(3)]
+    assert dark[0] < dark[1] < dark[2]
+
+
+def test_a_new_seed_crossfades_over_the_next_keyframes(lite0_random):
+    engine = _engine(lite0_random, crossfade=4, blend=0.0)
+    a, b = _synthetic_seed(seed=0), _synthetic_seed(seed=5)
+    engine.set_seed("a", a)
+    engine.next_keyframe(0.0, 0.0)
+    engine.set_seed("b", b)
+    assert engine.current_seed == "b"
+    target = dream.to_uint8(engine.seed)
+    distances = [_mean_abs(engine.next_keyframe(0.0, 0.0), target) for _ in range(4)]
+    assert distances[0] > 5 and all(x > y for x, y in zip(distances, distances[1:]))
+    assert distances[-1] == 0  # linear fade: after `crossfade` keyframes only the new seed is left
+    assert 0.6 < distances[1] / distances[0] < 0.75  # 3/4 of the old image left, then 2/4
+    engine.set_seed("b", b)  # the same class again: no new fade
+    assert engine._fade_left == 0
+
+
+def test_seed_arrays_of_other_shapes(lite0_random):
+    engine = _engine(lite0_random)
+    grey = _synthetic_seed()[..., 0]
+    engine.set_seed("grey", grey)
+    assert engine.next_keyframe().shape == (64, 64, 3)
+    engine.set_seed("rgba", np.dstack([_synthetic_seed(), np.full((72, 96), 255, np.uint8)]))
+    with pytest.raises(ValueError, match="uint8"):
+        engine.set_seed("float", _synthetic_seed().astype(np.float32))
+
+
+def test_load_seed_image_reads_rgb_and_lays_transparency_on_white(tmp_path):
+    from PIL import Image
+
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[5:15, 5:15] = (255, 0, 0, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clip.png")
+    rgb = load_seed_image(tmp_path / "clip.png")
+    assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 0]) == (255, 255, 255) and tuple(rgb[10, 10]) == (255, 0, 0)
+
+
+def test_missing_or_corrupt_seed_images_name_the_file(tmp_path):
+    with pytest.raises(SeedImageError, match="nowhere.png"):
+        load_seed_image(tmp_path / "nowhere.png")
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    with pytest.raises(SeedImageError, match="broken.png"):
+        load_seed_image(bad)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SeedImageError, match="empty"):
+        seeds.seed_image_path("empty", tmp_path)
+
+
+def test_prerender_is_resumable_and_continues_the_same_sequence(lite0_random, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "seeds" / "a").mkdir(parents=True)
+    Image.fromarray(_synthetic_seed()).save(tmp_path / "seeds" / "a" / "a.png")
+    kw = dict(size=64, seed_dir=tmp_path / "seeds", progress=False)
+    assert prerender(["a"], 3, out_dir=tmp_path / "out", engine=_engine(lite0_random), **kw) == 3
+    first = {p.name: p.read_bytes() for p in (tmp_path / "out" / "a").glob("*.png")}
+    assert sorted(first) == ["00000.png", "00001.png", "00002.png"]
+    assert prerender(["a"], 3, out_dir=tmp_path / "out", engine=_engine(lite0_random), **kw) == 0  # nothing to do
+    (tmp_path / "out" / "a" / "00002.png").write_bytes(b"half a frame")  # a killed run's leftover is redone
+    assert prerender(["a"], 5, out_dir=tmp_path / "out", engine=_engine(lite0_random), **kw) == 3
+    resumed = {p.name: p.read_bytes() for p in (tmp_path / "out" / "a").glob("*.png")}
+    assert all(resumed[k] == v for k, v in first.items())
+    # resuming from disk continues exactly where an uninterrupted run would be
+    assert prerender(["a"], 5, out_dir=tmp_path / "once", engine=_engine(lite0_random), **kw) == 5
+    once = {p.name: p.read_bytes() for p in (tmp_path / "once" / "a").glob("*.png")}
+    assert once == resumed
+    assert not list((tmp_path / "out" / "a").glob(".*"))  # no temporary files left behind
+
+
+def test_prerender_main_writes_frames_for_a_shipped_seed(tmp_path, capsys):
+    assert dream.prerender_main(["--classes", "cat", "--frames", "2", "--size", "64", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in (tmp_path / "cat").iterdir()) == ["00000.png", "00001.png"]
+    with pytest.raises(SystemExit):
+        dream.prerender_main(["--classes", "no_such_class", "--out", str(tmp_path)])
+    assert "no_such_class" in capsys.readouterr().err
+
+
+def test_generate_seed_makes_an_image(lite0_random):
+    img = seeds.generate_seed(lite0_random, 207, size=32, steps=6)
+    assert img.dtype == np.uint8 and img.shape == (32, 32, 3) and img.std() > 0
+
+
+def test_every_esc50_class_has_a_small_credited_seed_image():
+    import torchvision
+
+    categories = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+    assert len(seeds.ESC50_TO_IMAGENET) == 50
+    for name, (index, label) in seeds.ESC50_TO_IMAGENET.items():
+        assert categories[index] == label, name
+    credits = (seeds.SEED_DIR / "CREDITS.md").read_text()
+    for name in seeds.ESC50_TO_IMAGENET:
+        paths = seeds.seed_image_paths(name)
+        assert paths, f"no seed image for {name}"
+        for path in paths:
+            assert path.relative_to(seeds.SEED_DIR).as_posix() in credits
+            assert path.stat().st_size < 300_000, path
+            assert max(load_seed_image(path).shape[:2]) <= seeds.MAX_SIDE, path
+    assert "UNKNOWN" not in credits
+
+
+def _top5_hits(backbone, frames, cls) -> float:
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        return (backbone(x).topk(5, dim=1).indices == cls).any(1).float().mean().item()
+
+
+def test_real_lite0_keeps_chelsea_a_cat_over_a_few_keyframes():
+    backbone = create_backbone("efficientnet_lite0", pretrained=True).eval()
+    seed = load_seed_image(CHELSEA)
+    engine = DreamEngine(backbone, layer="blocks.4", size=224, device="cpu")
+    engine.set_seed("cat", seed)
+    with torch.no_grad():
+        cls = backbone(engine.seed).argmax(1).item()
+    assert cls == 285  # Egyptian cat
+    frames = [engine.next_keyframe(1.0, 0.5) for _ in range(8)]
+    assert _top5_hits(backbone, frames, cls) >= 0.8
+    assert min(_mean_abs(a, b) for a, b in zip(frames[1:], frames)) > 1.0
+    assert not any(is_degenerate(f) for f in frames)
+
+
+@pytest.mark.heavy
+def test_real_lite0_sixty_keyframe_zoom_keeps_the_class():
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.dream_bench import QUALITY_MIN_CHANGE, QUALITY_TOP5, quality
+
+    for result in quality(keyframes=60, seeds=(0, 1)):
+        assert result["top5"] >= QUALITY_TOP5, result
+        assert result["min_change"] > QUALITY_MIN_CHANGE, result
+        assert result["degenerate"] == 0, result

@@ -1,0 +1,83 @@
+"""The open-set gate: silence, confidence, and hysteresis."""
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.gate import OpenSetGate
+
+NAMES = ["dog", "cat", "rain"]
+DOG, CAT = [0.9, 0.05, 0.05], [0.1, 0.8, 0.1]
+UNSURE = [0.4, 0.35, 0.25]
+
+
+def gate(**kw):
+    return OpenSetGate(**{**dict(silence_dbfs=-50, min_confidence=0.5, enter_windows=2, hold_seconds=2.0,
+                                 class_names=NAMES), **kw})
+
+
+def test_silence_is_listening_whatever_the_model_says():
+    g = gate(enter_windows=1)
+    for t in range(5):
+        assert g.update(DOG, -80.0, t * 0.5) == (None, 0.0)
+
+
+def test_a_class_must_win_enter_windows_in_a_row():
+    g = gate(enter_windows=3)
+    assert g.update(DOG, -20, 0.0)[0] is None
+    assert g.update(DOG, -20, 0.5)[0] is None
+    label, conf = g.update(DOG, -20, 1.0)
+    assert label == "dog" and conf == 0.9
+
+
+def test_an_interruption_restarts_the_count():
+    g = gate(enter_windows=2)
+    assert g.update(DOG, -20, 0.0)[0] is None
+    assert g.update(CAT, -20, 0.5)[0] is None
+    assert g.update(DOG, -20, 1.0)[0] is None
+    assert g.update(DOG, -20, 1.5)[0] == "dog"
+
+
+def test_low_confidence_is_not_shown_and_reports_its_confidence():
+    g = gate(enter_windows=1)
+    assert g.update(UNSURE, -20, 0.0) == (None, 0.4)
+
+
+def test_hold_keeps_the_class_then_releases_it():
+    g = gate(enter_windows=2, hold_seconds=2.0)
+    g.update(DOG, -20, 0.0)
+    assert g.update(DOG, -20, 0.5)[0] == "dog"        # shown until 2.5
+    assert g.update(DOG, -80, 1.0) == ("dog", 0.0)    # silence: still held, confidence 0
+    assert g.update(UNSURE, -20, 2.0)[0] == "dog"
+    assert g.update(UNSURE, -20, 2.5)[0] is None      # hold over
+
+
+def test_a_new_class_takes_over_once_it_wins_enough():
+    g = gate(enter_windows=2, hold_seconds=10.0)
+    g.update(DOG, -20, 0.0)
+    g.update(DOG, -20, 0.5)
+    assert g.update(CAT, -20, 1.0)[0] == "dog"
+    assert g.update(CAT, -20, 1.5) == ("cat", 0.8)
+
+
+def test_mapping_probabilities():
+    g = OpenSetGate(enter_windows=1)
+    assert g.update({"siren": 0.7, "dog": 0.3}, -10, 0.0) == ("siren", 0.7)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.floats(-90, 0)), max_size=40))
+def test_never_shows_a_class_that_has_not_won_enough(events):
+    """Whatever happens, a shown label won `enter_windows` loud, confident windows in a row at some point."""
+    g = gate(enter_windows=3)
+    streak, last, qualified = 0, None, set()
+    for i, (k, db) in enumerate(events):
+        probs = [0.05, 0.05, 0.05]
+        probs[k] = 0.9
+        ok = db >= -50
+        streak = streak + 1 if ok and k == last else (1 if ok else 0)
+        last = k if ok else None
+        if streak >= 3:
+            qualified.add(NAMES[k])
+        label, _ = g.update(probs, db, i * 0.5)
+        assert label is None or label in qualified

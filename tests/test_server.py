@@ -1,0 +1,211 @@
+"""The inference server and the app's client over real TCP sockets on 127.0.0.1, with the real
+classifier (random-init EfficientNet-Lite0, fast to build) and the real dream engine at a small size."""
+from __future__ import annotations
+
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from PIL import Image
+
+from app.client import CREDIT_WINDOW, InferenceClient
+from inference_server import protocol
+from inference_server.server import DreamSettings, GateSettings, InferenceServer, is_loopback
+from models.backbones import create_backbone
+from models.classes import ESC50_CLASSES
+from models.model import build_model
+
+DREAM_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def networks():
+    classifier = build_model("efficientnet_lite0", ESC50_CLASSES, pretrained=False).eval()
+    return classifier, create_backbone("efficientnet_lite0", pretrained=False).eval()
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seeds")
+    rng = np.random.default_rng(0)
+    for name in ESC50_CLASSES:
+        (root / name).mkdir()
+        Image.fromarray(rng.integers(40, 220, (80, 80, 3), dtype=np.uint8)).save(root / name / "seed.png")
+    return root
+
+
+class RunningServer:
+    def __init__(self, networks, seeds, address):
+        classifier, backbone = networks
+        # Every window gets a label: the random-init head is never confident, and these tests are about the wire.
+        self.server = InferenceServer(classifier, backbone, seeds, address,
+                                      gate=GateSettings(silence_dbfs=-200, min_confidence=0.0, enter_windows=1),
+                                      dream=DreamSettings(size=DREAM_SIZE), context=zmq.Context())
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(self.stop.is_set,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+        self.server.ctx.term()
+
+
+@pytest.fixture
+def running(networks, seeds, address):
+    server = RunningServer(networks, seeds, address)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def dealer(address):
+    ctx = zmq.Context()
+    sockets = []
+
+    def connect():
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(address)
+        sockets.append(s)
+        return s
+    yield connect
+    for s in sockets:
+        s.close()
+    ctx.term()
+
+
+def ask(sock, parts, timeout_ms=20000):
+    sock.send_multipart(parts)
+    assert sock.poll(timeout_ms), "the server did not answer"
+    return protocol.decode(sock.recv_multipart())
+
+
+def window(seconds=4.0, amplitude=0.3):
+    t = np.arange(int(16000 * seconds)) / 16000
+    return (amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def test_classifies_a_window_and_streams_frames_against_credit(running, dealer):
+    sock = dealer()
+    header, _ = ask(sock, protocol.encode(protocol.HELLO, client="t"))
+    assert header["kind"] == protocol.PONG
+    header, _ = ask(sock, protocol.encode(protocol.AUDIO, window(), id=3, sample_rate=16000))
+    assert header["kind"] == protocol.RESULT and header["id"] == 3 and header["trained"] is False
+    assert header["label"] in ESC50_CLASSES and len(header["top"]) == 5
+    heard = header["label"]
+    assert abs(header["dbfs"] - 20 * np.log10(0.3 / np.sqrt(2))) < 0.5
+    header, image = ask(sock, protocol.encode(protocol.CREDIT, last_frame=0, window=1))
+    assert header["kind"] == protocol.FRAME and header["id"] == 1 and header["label"] == heard
+    assert image.shape == (DREAM_SIZE, DREAM_SIZE, 3) and 5 < image.mean() < 250
+
+
+def test_restricted_class_set_answers_only_from_that_set(running, dealer):
+    sock = dealer()
+    ask(sock, protocol.encode(protocol.HELLO, client="toy", classes="animals"))
+    header, _ = ask(sock, protocol.encode(protocol.AUDIO, window(), id=1, sample_rate=16000))
+    assert header["label"] in ESC50_CLASSES[:10]
+    assert abs(sum(p for _, p in header["top"]) - 1.0) < 0.5 and all(c in ESC50_CLASSES[:10] for c, _ in header["top"])
+
+
+BAD = [
+    ([b"\xc1"], "bad_header"),
+    ([msgpack.packb({"v": 2, "kind": "ping"})], "bad_version"),
+    (protocol.encode(protocol.AUDIO, np.zeros(100, np.float32), id=1, sample_rate=44100), "bad_rate"),
+    (protocol.encode(protocol.AUDIO, np.full(100, np.nan, np.float32), id=1, sample_rate=16000), "bad_samples"),
+    ([msgpack.packb({"v": 1, "kind": "audio", "dtype": "<f4", "shape": [9], "sample_rate": 16000}), b"\0" * 8],
+     "bad_shape"),
+    ([msgpack.packb({"v": 1, "kind": "audio", "dtype": "<i2", "shape": [4], "sample_rate": 16000}), b"\0" * 8],
+     "bad_dtype"),
+    ([msgpack.packb({"v": 1, "kind": "credit", "last_frame": "x", "window": 1})], "bad_field"),
+    (protocol.encode(protocol.RESULT, id=1), "bad_kind"),
+    ([msgpack.packb({"v": 1, "kind": "hello", "classes": "dragons"})], "bad_classes"),
+]
+
+
+def test_bad_messages_get_errors_and_everyone_else_is_still_served(running, dealer):
+    bad, good = dealer(), dealer()
+    ask(good, protocol.encode(protocol.HELLO, client="good"))
+    header, _ = ask(bad, protocol.encode(protocol.PING, t=1))
+    assert (header["kind"], header["code"]) == (protocol.ERROR, "unknown_client")
+    ask(bad, protocol.encode(protocol.HELLO, client="bad"))
+    for parts, code in BAD:
+        header, _ = ask(bad, parts)
+        assert (header["kind"], header["code"]) == (protocol.ERROR, code), parts
+    bad.send(b"")  # an empty message: answered or dropped, never fatal
+    header, _ = ask(good, protocol.encode(protocol.AUDIO, window(), id=9, sample_rate=16000))
+    assert header["kind"] == protocol.RESULT and header["id"] == 9
+    assert running.thread.is_alive() and running.server.stats["errors"] >= len(BAD) + 1
+
+
+def test_oversized_message_is_dropped_by_zeromq_and_the_server_lives(running, dealer):
+    sock = dealer()
+    ask(sock, protocol.encode(protocol.HELLO, client="big"))
+    sock.send_multipart([msgpack.packb({"v": 1, "kind": "audio"}), b"\0" * (protocol.MAX_MESSAGE_BYTES + 8192)])
+    time.sleep(0.3)
+    fresh = dealer()
+    header, _ = ask(fresh, protocol.encode(protocol.HELLO, client="after"))
+    assert header["kind"] == protocol.PONG and running.thread.is_alive()
+
+
+def test_frames_are_latest_wins_not_a_queue(running, dealer):
+    """A client that stops reading holds at most `window` frames in flight, whatever the TCP buffers hold."""
+    sock = dealer()
+    ask(sock, protocol.encode(protocol.HELLO, client="slow"))
+    ask(sock, protocol.encode(protocol.AUDIO, window(), id=1, sample_rate=16000))
+    sock.send_multipart(protocol.encode(protocol.CREDIT, last_frame=0, window=2))
+    time.sleep(3.0)  # time for many keyframes at this size
+    frames = []
+    while sock.poll(200):
+        header, _ = protocol.decode(sock.recv_multipart())
+        if header["kind"] == protocol.FRAME:
+            frames.append(header["id"])
+    assert frames == [1, 2]
+    assert running.server.sessions and next(iter(running.server.sessions.values())).frames_sent == 2
+
+
+def test_client_gets_results_and_frames_and_recovers_from_a_server_restart(networks, seeds, address):
+    server = RunningServer(networks, seeds, address)
+    client = InferenceClient(address, name="app")
+    try:
+        result, frame = _until_frame(client, timeout=20)
+        assert result is not None and frame is not None and frame.image.shape == (DREAM_SIZE, DREAM_SIZE, 3)
+        server.close()
+        lost_at = time.monotonic()
+        while client.alive and time.monotonic() - lost_at < 5:
+            client.poll(50)
+        assert not client.alive and time.monotonic() - lost_at < 2.0
+        server = RunningServer(networks, seeds, address)
+        back_at = time.monotonic()
+        while not client.alive and time.monotonic() - back_at < 10:
+            client.poll(50)
+        assert client.alive and client.reconnects >= 1
+        result, frame = _until_frame(client, timeout=20)
+        assert result is not None and frame is not None
+    finally:
+        client.close()
+        server.close()
+
+
+def _until_frame(client, timeout):
+    deadline, result, frame = time.monotonic() + timeout, None, None
+    next_send = 0.0
+    while time.monotonic() < deadline and (result is None or frame is None):
+        if time.monotonic() >= next_send:
+            next_send = time.monotonic() + 0.5
+            client.send_window(window(), 16000)
+        results, newest = client.poll(50)
+        result = results[-1] if results else result
+        frame = newest or frame
+    return result, frame
+
+
+def test_binding_beyond_loopback_needs_keys(networks, seeds):
+    assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("tcp://localhost:1") and is_loopback("ipc:///tmp/x")
+    assert not is_loopback("tcp://*:5555") and not is_loopback("tcp://0.0.0.0:5555")
+    with pytest.raises(ValueError, match="CurveZMQ"):
+        InferenceServer(*networks, seeds, "tcp://0.0.0.0:0")

@@ -1,0 +1,123 @@
+"""Training on tiny generated data (seconds, random-init backbone), and the real thing under -m heavy."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import audio, datasets
+from models.model import load_model, read_checkpoint
+from models.train import RECIPES, Recipe, crop_batch, fine_tune, main, spec_augment, train
+from tests.synth_sounds import make_esc50
+
+SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+PLAIN = Recipe(epochs=4, batch_size=4, lr=1e-3, label_smoothing=0.0, mixup_alpha=0.0, specaugment=False,
+               gain_db=0.0, roll=0.0, eval_every=0)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEAR_AND_SEE_CACHE", str(tmp_path / "cache"))
+    datasets._MEMORY.clear()
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_esc50(tmp_path):
+    return make_esc50(tmp_path / "esc50")
+
+
+def test_crop_batch_shapes_and_energy_crop():
+    rng = np.random.default_rng(0)
+    n = audio.N_SAMPLES
+    short = np.ones(n // 2, np.float32)
+    event = np.zeros(5 * audio.SAMPLE_RATE, np.float32)
+    event[-2000:] = 1.0  # a click at the very end of a 5 s clip
+    r = Recipe(roll=0.0, gain_db=0.0)
+    out = crop_batch([short, event] * 8, rng, r)
+    assert out.shape == (16, n) and out.dtype == np.float32
+    assert np.allclose(out[::2].sum(1), n // 2)  # a short clip is placed whole
+    # the energy-aware crop finds the click far more often than a uniform crop (which keeps it 1/4 of the time)
+    assert (out[1::2].sum(1) > 0).mean() > 0.6
+    assert np.array_equal(crop_batch([event], rng, r, train=False)[0], event[:n])
+
+
+def test_spec_augment_masks_with_the_floor():
+    mel = torch.rand(2, audio.N_MELS, audio.N_FRAMES) + 1.0
+    out = spec_augment(mel, torch.Generator().manual_seed(0), max_freq=20, max_time=40)
+    assert out.shape == mel.shape and not torch.equal(out, mel)
+    assert torch.all(out >= mel.amin(dim=(1, 2), keepdim=True))
+
+
+def test_fine_tune_loss_decreases(tiny_esc50):
+    ds = datasets.load_dataset(tiny_esc50, progress=False)
+    train_set, _ = ds.fold_split([4])
+    from models.model import build_model
+    model = build_model("efficientnet_lite0", ds.class_names, pretrained=False)
+    hist = fine_tune(model, train_set, PLAIN, progress=False)
+    assert len(hist["loss"]) == 4
+    assert hist["loss"][-1] < hist["loss"][0]
+
+
+def test_linear_probe_beats_chance_and_writes_a_checkpoint(tiny_esc50, tmp_path):
+    out = tmp_path / "probe.pt"
+    res = train(tiny_esc50, test_folds=(4,), probe=True, pretrained=False, out=out, progress=False)
+    assert res["metrics"]["accuracy"] >= 0.75  # 4 test clips, tone vs hiss
+    ckpt = read_checkpoint(out)
+    assert ckpt["recipe"]["name"] == "linear_probe" and ckpt["metrics"]["train_folds"] == [1, 2, 3]
+    model = load_model(out)
+    assert model.class_names == ["tone", "hiss"] and model.trained
+
+
+def test_cli_trains_and_saves_a_loadable_checkpoint(tiny_esc50, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the .last.pt of a run goes to ./runs
+    out, mj = tmp_path / "ck.pt", tmp_path / "m.json"
+    held = tmp_path / "held.json"
+    held.write_text(json.dumps(dict(metrics=dict(accuracy=0.5))))
+    rc = main(["--data", str(tiny_esc50), "--test-folds", "none", "--no-pretrained", "--epochs", "1",
+               "--batch-size", "8", "--out", str(out), "--metrics-json", str(mj), "--metrics-from", str(held),
+               "--no-progress"])
+    assert rc == 0
+    ckpt = read_checkpoint(out)
+    assert ckpt["recipe"]["name"] == "best" and ckpt["recipe"]["epochs"] == 1
+    assert ckpt["metrics"]["train_clips"] == 16 and ckpt["metrics"]["held_out"] == dict(accuracy=0.5)
+    assert "accuracy" not in ckpt["metrics"]  # nothing was held out, so no test score is claimed
+    assert json.loads(mj.read_text())["history"]["epoch"] == [1]
+    assert not (tmp_path / "runs" / "ck.last.pt").exists()  # the partial checkpoint is cleaned up
+    assert out.stat().st_size < 25e6
+    p = load_model(out).predict(np.zeros(audio.N_SAMPLES, np.float32))
+    assert p.shape == (1, 2) and np.isclose(p.sum(), 1, atol=1e-5)
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "nope"), "--no-progress"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_paper_recipe_is_the_papers():
+    r = RECIPES["paper"]
+    assert (r.optimizer, r.lr, r.momentum, r.weight_decay) == ("sgd", 1e-3, 0.9, 5e-4)
+
+
+@pytest.mark.heavy
+def test_real_esc50_fine_tune_fold4(tmp_path):
+    """Folds 1-3 -> fold 4 with the shipped recipe: ~40-90 min on 2 cores."""
+    root = Path(os.environ.get("HEAR_AND_SEE_ESC50", SHARED / "data" / "esc50"))
+    if not (root / "esc50.csv").is_file():
+        pytest.skip(f"ESC-50 not found at {root} (set HEAR_AND_SEE_ESC50)")
+    res = train(root, test_folds=(4,), out=tmp_path / "fold4.pt", progress=False)
+    assert res["metrics"]["accuracy"] > 0.80
+
+
+def test_stretch_pitch_variants_are_made_offline():
+    from models.train import stretch_pitch_variants
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(audio.SAMPLE_RATE).astype(np.float32) * 0.1 for _ in range(3)]
+    out = stretch_pitch_variants(waves, 2, seed=0)
+    assert len(out) == 3 and all(len(v) == 2 for v in out)
+    assert all(v.dtype == np.float32 and 0.8 * audio.SAMPLE_RATE < len(v) < 1.2 * audio.SAMPLE_RATE
+               for vs in out for v in vs)
