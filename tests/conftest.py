@@ -9,7 +9,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import threading
+
+import numpy as np
 import pytest
+import zmq
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", REPO_ROOT.parent / "shared"))
@@ -61,3 +66,58 @@ def pulseaudio(tmp_path_factory):
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+DREAM_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def networks():
+    """The real classifier and dream backbone, random init (fast to build; weights do not matter here)."""
+    from models.backbones import create_backbone
+    from models.classes import ESC50_CLASSES
+    from models.model import build_model
+
+    classifier = build_model("efficientnet_lite0", ESC50_CLASSES, pretrained=False).eval()
+    return classifier, create_backbone("efficientnet_lite0", pretrained=False).eval()
+
+
+@pytest.fixture(scope="session")
+def seeds(tmp_path_factory):
+    from models.classes import ESC50_CLASSES
+
+    root = tmp_path_factory.mktemp("seeds")
+    rng = np.random.default_rng(0)
+    for name in ESC50_CLASSES:
+        (root / name).mkdir()
+        Image.fromarray(rng.integers(40, 220, (80, 80, 3), dtype=np.uint8)).save(root / name / "seed.png")
+    return root
+
+
+class RunningServer:
+    """A real InferenceServer on its own thread and zmq context; every window gets a label (the random-init
+    head is never confident, and the tests that use this are about the wire)."""
+
+    def __init__(self, networks, seeds, address, **options):
+        from inference_server.server import DreamSettings, GateSettings, InferenceServer
+
+        classifier, backbone = networks
+        self.server = InferenceServer(classifier, backbone, seeds, address,
+                                      gate=GateSettings(silence_dbfs=-200, min_confidence=0.0, enter_windows=1),
+                                      dream=DreamSettings(size=DREAM_SIZE), context=zmq.Context(), **options)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(self.stop.is_set,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+        self.server.ctx.term()
+
+
+@pytest.fixture
+def running(networks, seeds, address):
+    server = RunningServer(networks, seeds, address)
+    yield server
+    server.close()

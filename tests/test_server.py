@@ -2,65 +2,18 @@
 classifier (random-init EfficientNet-Lite0, fast to build) and the real dream engine at a small size."""
 from __future__ import annotations
 
-import threading
 import time
 
 import msgpack
 import numpy as np
 import pytest
 import zmq
-from PIL import Image
 
-from app.client import CREDIT_WINDOW, InferenceClient
+from app.client import InferenceClient
 from inference_server import protocol
-from inference_server.server import DreamSettings, GateSettings, InferenceServer, is_loopback
-from models.backbones import create_backbone
+from inference_server.server import InferenceServer, is_loopback
 from models.classes import ESC50_CLASSES
-from models.model import build_model
-
-DREAM_SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def networks():
-    classifier = build_model("efficientnet_lite0", ESC50_CLASSES, pretrained=False).eval()
-    return classifier, create_backbone("efficientnet_lite0", pretrained=False).eval()
-
-
-@pytest.fixture(scope="module")
-def seeds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("seeds")
-    rng = np.random.default_rng(0)
-    for name in ESC50_CLASSES:
-        (root / name).mkdir()
-        Image.fromarray(rng.integers(40, 220, (80, 80, 3), dtype=np.uint8)).save(root / name / "seed.png")
-    return root
-
-
-class RunningServer:
-    def __init__(self, networks, seeds, address):
-        classifier, backbone = networks
-        # Every window gets a label: the random-init head is never confident, and these tests are about the wire.
-        self.server = InferenceServer(classifier, backbone, seeds, address,
-                                      gate=GateSettings(silence_dbfs=-200, min_confidence=0.0, enter_windows=1),
-                                      dream=DreamSettings(size=DREAM_SIZE), context=zmq.Context())
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(self.stop.is_set,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.stop.set()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
-        self.server.ctx.term()
-
-
-@pytest.fixture
-def running(networks, seeds, address):
-    server = RunningServer(networks, seeds, address)
-    yield server
-    server.close()
-
+from tests.conftest import DREAM_SIZE, RunningServer
 
 @pytest.fixture
 def dealer(address):

@@ -1,0 +1,124 @@
+"""Bad input at a live server: fuzzed frames, floods, and encryption. Each is answered with an error or
+dropped, and the server keeps serving everyone else."""
+from __future__ import annotations
+
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from app.client import InferenceClient
+from inference_server import protocol
+from tests.conftest import RunningServer
+
+FUZZ_CASES = 200  # benchmarks/fuzz_bench.py runs 10,000
+
+header_values = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(allow_nan=True),
+                          st.text(max_size=12), st.binary(max_size=12),
+                          st.lists(st.integers(-2**63, 2**64 - 1), max_size=4))
+headers = st.dictionaries(st.sampled_from(["v", "kind", "dtype", "shape", "id", "sample_rate", "classes",
+                                           "last_frame", "window", "client", "t"]), header_values, max_size=8)
+kinds = st.sampled_from(sorted(protocol.KINDS) + ["", "shutdown"])
+
+
+@st.composite
+def messages(draw):
+    """Mostly well-formed-looking messages with one thing wrong, plus raw garbage."""
+    if draw(st.booleans()):
+        return draw(st.lists(st.binary(max_size=128), min_size=1, max_size=3))
+    header = {"v": draw(st.sampled_from([1, 1, 1, 0, 2, "1"])), "kind": draw(kinds), **draw(headers)}
+    parts = [msgpack.packb(header)]
+    if draw(st.booleans()):
+        parts.append(draw(st.binary(max_size=512)))
+    return parts
+
+
+def fuzz(address, cases):
+    """Send `cases` fuzzed messages from one client; the server must stay up for a second, honest one."""
+    ctx = zmq.Context()
+    bad = ctx.socket(zmq.DEALER)
+    bad.setsockopt(zmq.LINGER, 0)
+    bad.connect(address)
+    bad.send_multipart(protocol.encode(protocol.HELLO, client="fuzzer"))
+
+    @settings(max_examples=cases, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(messages())
+    def send(parts):
+        bad.send_multipart(parts)
+        while bad.poll(0):
+            bad.recv_multipart()
+    try:
+        send()
+    finally:
+        bad.close()
+        ctx.term()
+
+
+def test_fuzzed_messages_never_stop_the_server(networks, seeds, address):
+    server = RunningServer(networks, seeds, address)
+    try:
+        fuzz(address, FUZZ_CASES)
+        client = InferenceClient(address, "honest")
+        deadline = time.monotonic() + 20
+        results = []
+        while not results and time.monotonic() < deadline:
+            if client.alive:
+                client.send_window(np.zeros(16000, np.float32) + 0.1, 16000)
+            results, _ = client.poll(200)
+        client.close()
+        assert results, "the server stopped answering after the fuzzing"
+        assert server.thread.is_alive() and server.server.stats["errors"] > FUZZ_CASES // 4
+    finally:
+        server.close()
+
+
+def test_a_flood_is_rate_limited_and_others_are_still_served(running, address):
+    ctx = zmq.Context()
+    flood = ctx.socket(zmq.DEALER)
+    flood.setsockopt(zmq.LINGER, 0)
+    flood.connect(address)
+    flood.send_multipart(protocol.encode(protocol.HELLO, client="flood"))
+    for _ in range(3000):
+        flood.send_multipart(protocol.encode(protocol.PING, t=0))
+    client = InferenceClient(address, "honest")
+    deadline, results = time.monotonic() + 20, []
+    while not results and time.monotonic() < deadline:
+        if client.alive:
+            client.send_window(np.full(16000, 0.1, np.float32), 16000)
+        results, _ = client.poll(200)
+    client.close()
+    pongs = 0
+    while flood.poll(500):
+        pongs += protocol.decode(flood.recv_multipart())[0]["kind"] == protocol.PONG
+    flood.close()
+    ctx.term()
+    assert results, "the honest client was not served during the flood"
+    # Every flood message was either answered or dropped, and many were dropped.
+    assert pongs - 1 + running.server.stats["dropped"] == 3000 and pongs < 2500
+
+
+def test_curve_encryption_admits_only_clients_with_the_server_key(networks, seeds, address, tmp_path):
+    import zmq.auth
+
+    public_file, secret_file = zmq.auth.create_certificates(tmp_path, "server")
+    server_public, server_secret = zmq.auth.load_certificate(secret_file)
+    server = RunningServer(networks, seeds, address, curve_secret_key=server_secret)
+    try:
+        keyed = InferenceClient(address, "keyed", server_key=server_public)
+        stranger = InferenceClient(address, "stranger", server_key=zmq.curve_keypair()[0])
+        plain = InferenceClient(address, "plain")
+        deadline = time.monotonic() + 10
+        while not keyed.alive and time.monotonic() < deadline:
+            for c in (keyed, stranger, plain):
+                c.poll(50)
+        for c in (stranger, plain):
+            c.poll(200)
+        assert keyed.alive and not stranger.alive and not plain.alive
+        for c in (keyed, stranger, plain):
+            c.close()
+    finally:
+        server.close()
