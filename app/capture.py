@@ -16,6 +16,7 @@ import soxr
 SAMPLE_RATE = 16_000          # the model's rate (models/audio.py); the app does not import torch
 WINDOW_SAMPLES = 4 * SAMPLE_RATE
 FILE_BLOCK_SECONDS = 0.05     # a file source delivers blocks this long, like a sound card would
+STALL_SECONDS = 1.0           # a microphone whose callback has been silent this long is taken for unplugged
 PAUSE_SECONDS = 2.0           # between the recordings of a folder, so each is heard on its own
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -70,21 +71,27 @@ class MicrophoneSource:
                                       dtype="float32", callback=self._callback)
 
     def _callback(self, indata, frames, time_info, status) -> None:
+        self._last_callback = time.monotonic()
         if status.input_overflow:
             self.overflows += 1
         self.ring.write(self._resampler.resample_chunk(indata[:, 0]))
 
     def start(self) -> "MicrophoneSource":
+        self._last_callback = time.monotonic()
         self._stream.start()
         log.info("listening on %s at %d Hz", self.name, self.device_rate)
         return self
 
     @property
     def alive(self) -> bool:
-        return self._stream.active
+        """A live microphone calls back every few milliseconds; an unplugged one may leave its stream
+        'active' but silent for ever, so silence from the callback counts as death too."""
+        return self._stream.active and time.monotonic() - self._last_callback < STALL_SECONDS
 
     def stop(self) -> None:
-        self._stream.close()
+        # abort, not stop: a stream whose device is gone may never drain
+        self._stream.abort(ignore_errors=True)
+        self._stream.close(ignore_errors=True)
 
 
 class FileSource:

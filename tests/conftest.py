@@ -31,41 +31,49 @@ def address() -> str:
     return free_tcp_address()
 
 
-@pytest.fixture(scope="session")
-def pulseaudio(tmp_path_factory):
-    """A private PulseAudio daemon with a null sink whose monitor is the default source.
+class PulseServer:
+    """A private PulseAudio daemon with a null sink whose monitor is the default source: what paplay
+    plays to the sink is what a sounddevice InputStream on the 'pulse' device hears. `env` is what a
+    client needs; kill() and start() again simulate a sound card unplugged and plugged back."""
 
-    Yields the environment a client needs; what is played to the sink with paplay is what a
-    sounddevice InputStream on the 'pulse' device hears."""
+    def __init__(self, runtime: Path):
+        self.env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PULSE_RUNTIME_PATH": str(runtime / "pulse")}
+        self.proc = None
+
+    def start(self) -> "PulseServer":
+        self.proc = subprocess.Popen(
+            ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n", "--use-pid-file=no",
+             "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=hs_null"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while subprocess.run(["pactl", "info"], env=self.env, capture_output=True).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                pytest.skip("PulseAudio did not start on this machine")
+            time.sleep(0.1)
+        subprocess.run(["pactl", "set-default-source", "hs_null.monitor"], env=self.env, check=True)
+        subprocess.run(["pactl", "set-default-sink", "hs_null"], env=self.env, check=True)
+        return self
+
+    def play(self, wav: Path) -> None:
+        subprocess.run(["paplay", "--device=hs_null", str(wav)], env=self.env, check=True, timeout=20)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def pulseaudio(tmp_path, monkeypatch):
     if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
         pytest.skip("PulseAudio is not installed (apt-get install pulseaudio pulseaudio-utils libasound2-plugins)")
-    runtime = tmp_path_factory.mktemp("pulse")
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PULSE_RUNTIME_PATH": str(runtime / "pulse")}
-    proc = subprocess.Popen(
-        ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n", "--use-pid-file=no",
-         "--load=module-native-protocol-unix", "--load=module-null-sink sink_name=hs_null",
-         "--load=module-always-sink"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.skip("PulseAudio did not start on this machine")
-        time.sleep(0.1)
-    subprocess.run(["pactl", "set-default-source", "hs_null.monitor"], env=env, check=True)
-    subprocess.run(["pactl", "set-default-sink", "hs_null"], env=env, check=True)
-    old = {k: os.environ.get(k) for k in ("XDG_RUNTIME_DIR", "PULSE_RUNTIME_PATH")}
-    os.environ.update(XDG_RUNTIME_DIR=env["XDG_RUNTIME_DIR"], PULSE_RUNTIME_PATH=env["PULSE_RUNTIME_PATH"])
-    yield env
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    server = PulseServer(tmp_path / "pulse")
+    (tmp_path / "pulse").mkdir()
+    for key in ("XDG_RUNTIME_DIR", "PULSE_RUNTIME_PATH"):
+        monkeypatch.setenv(key, server.env[key])
+    yield server.start()
+    server.kill()
 
 
 DREAM_SIZE = 64
