@@ -8,12 +8,16 @@ Example venue.toml (every key is a field of Settings below):
     hop_seconds = 0.5
     min_confidence = 0.35
     fullscreen = true
+    exit_chord = "ctrl+shift+q" # the only key that ends the gallery mode
+    osc_port = 9000             # OSC control (performance mode); 0 turns it off
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+
+from app.controls import parse_chord
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,19 +52,32 @@ class Settings:
     width: int = 1280
     height: int = 720
     fullscreen: bool = False
+    hide_cursor: bool = False
     show_hud: bool = True
+    label_style: str = "bars"            # "bars": class and confidences; "big": the name, large (children)
     palette: tuple[float, float, float] = (1.0, 1.0, 1.0)
     vignette: float = 0.35
+    zoom_rate: float = 0.05              # the renderer's log-zoom per second between keyframes
+    # How hard the server dreams: a scale on its intensity (which is the classifier's confidence) and the
+    # pull back toward the seed image per keyframe (None: the engine's own). Needs server support to take
+    # effect: see docs/kiosk.md, "Toy mode".
+    dream_intensity: float = 1.0
+    dream_blend: float | None = None
+    exit_chord: str = "ctrl+shift+q"     # quits in every mode; in the gallery nothing else does
+    osc_port: int = 0                    # UDP port for OSC control; 0: none
+    osc_host: str = "127.0.0.1"          # loopback: only this machine may freeze or black out the show
 
 
 MODES = ("default", "gallery", "toy", "performance")
 # What each mode changes, unless the venue file says otherwise.
 MODE_DEFAULTS = {
     "default": {},
-    "gallery": {"fullscreen": True, "show_hud": False},
-    "toy": {"classes": "animals", "hold_seconds": 4.0, "min_confidence": 0.3},
-    "performance": {"hop_seconds": 0.25, "hold_seconds": 0.5},
+    "gallery": {"fullscreen": True, "hide_cursor": True, "show_hud": False},
+    "toy": {"classes": "animals", "hold_seconds": 4.0, "min_confidence": 0.3, "label_style": "big",
+            "dream_intensity": 0.7, "dream_blend": 0.3},
+    "performance": {"hop_seconds": 0.25, "hold_seconds": 0.5, "osc_port": 9000},
 }
+LABEL_STYLES = ("bars", "big")  # visualizer/hud.py's; not imported, so reading settings needs no pygame
 
 
 def load_settings(path: str | Path | None = None, **overrides) -> Settings:
@@ -80,6 +97,22 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
         raise ConfigError(f"{path}: window_seconds is fixed at 4.0 by the model, got {settings.window_seconds}")
     if not 0.05 <= settings.hop_seconds <= settings.window_seconds:
         raise ConfigError(f"{path or 'command line'}: hop_seconds must be within 0.05..4.0, got {settings.hop_seconds}")
+    where = path or "command line"
+    if settings.label_style not in LABEL_STYLES:
+        raise ConfigError(f"{where}: label_style must be one of {', '.join(LABEL_STYLES)}, "
+                          f"got {settings.label_style!r}")
+    if not 0.0 <= settings.dream_intensity <= 1.0:
+        raise ConfigError(f"{where}: dream_intensity must be within 0..1, got {settings.dream_intensity}")
+    blend = settings.dream_blend
+    if blend is not None and not (isinstance(blend, (int, float)) and not isinstance(blend, bool) and 0 < blend <= 1):
+        raise ConfigError(f"{where}: dream_blend must be a number within 0..1 (or left out), "
+                          f"got {blend!r}")
+    if not 0 <= settings.osc_port <= 65535:
+        raise ConfigError(f"{where}: osc_port must be 0 (off) or a UDP port, got {settings.osc_port}")
+    try:
+        parse_chord(settings.exit_chord)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     return settings
 
 

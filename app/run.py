@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,8 @@ from PIL import Image
 from app.capture import SAMPLE_RATE, FileSource, MicrophoneError, MicrophoneSource, RingBuffer
 from app.client import InferenceClient
 from app.config import Settings
+from app.controls import (Bindings, ControlError, Controls, FreezableClock, OscListener, changed, class_list,
+                          parse_chord, steer)
 from app.modes import ShowState
 from visualizer.fallback import FallbackPlayer
 from visualizer.renderer import Renderer
@@ -64,18 +68,49 @@ def start_local_server(settings: Settings, bind: str, config_path: str | Path | 
     return subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent)
 
 
-def handle_keys(events, renderer: Renderer, settings: Settings) -> bool:
-    """Keys every mode has: h toggles the heads-up display, Escape quits (not in the gallery, where
-    visitors can reach the keyboard). Returns False to quit."""
+def modifier_names(mod: int) -> frozenset[str]:
+    """pygame's modifier bits as the names exit_chord uses; either side's key counts."""
+    bits = {"ctrl": pygame.KMOD_CTRL, "shift": pygame.KMOD_SHIFT, "alt": pygame.KMOD_ALT, "meta": pygame.KMOD_META}
+    return frozenset(name for name, bit in bits.items() if mod & bit)
+
+
+def apply_events(controls: Controls, events, bindings: Bindings) -> Controls:
     for event in events:
         if event.type == pygame.QUIT:
-            return False
-        if event.type == pygame.KEYDOWN:
-            if event.key == pygame.K_h:
-                renderer.hud_visible = not renderer.hud_visible
-            elif event.key == pygame.K_ESCAPE and settings.mode != "gallery":
-                return False
-    return True
+            controls = bindings.on_window_close(controls)
+        elif event.type == pygame.KEYDOWN:
+            controls = bindings.on_key(controls, pygame.key.name(event.key), modifier_names(event.mod))
+    return controls
+
+
+class SystemdNotifier:
+    """sd_notify(3) without libsystemd: one datagram per message to $NOTIFY_SOCKET; nothing when unset.
+
+    Under `Type=notify` with `WatchdogSec=`, systemd restarts the app when the pings stop, which is what a
+    hung GL driver or a stuck loop looks like from outside. The pings come from the main loop for that reason.
+    """
+
+    def __init__(self):
+        address = os.environ.get("NOTIFY_SOCKET", "")
+        self.address = "\0" + address[1:] if address.startswith("@") else address  # "@": abstract namespace
+        watchdog_usec = os.environ.get("WATCHDOG_USEC", "")
+        # Twice per watchdog period, as sd_watchdog_enabled(3) advises; 1 s when none is set.
+        self.ping_every = int(watchdog_usec) / 2e6 if watchdog_usec.isdigit() else 1.0
+        self._next_ping = 0.0
+
+    def notify(self, message: str) -> None:
+        if not self.address:
+            return
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.sendto(message.encode(), self.address)
+        except OSError as exc:  # systemd gone or restarting: the show goes on
+            log.debug("sd_notify %s failed: %s", message, exc)
+
+    def ping(self, now: float) -> None:
+        if now >= self._next_ping:
+            self._next_ping = now + self.ping_every
+            self.notify("WATCHDOG=1")
 
 
 def run(settings: Settings, input_file: str | None = None, device=None, headless: bool | None = None,
@@ -94,13 +129,32 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
     source = FileSource(ring, input_file) if input_file is not None else None
     mic_retry_at = 0.0
 
-    display = open_display(settings.width, settings.height, fullscreen=settings.fullscreen, headless=headless)
-    renderer = Renderer(display.ctx, *display.size)
-    renderer.hud_visible = settings.show_hud
-    renderer.palette, renderer.vignette = settings.palette, settings.vignette
+    # SIGTERM (systemctl stop) ends the show in every mode. Python handles it, not SDL: SDL only takes over
+    # a signal nobody handles, and would turn it into the same QUIT event as the window's close button,
+    # which the gallery ignores.
+    terminated = []
+    previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
+    # A notification taking the focus must not minimise a fullscreen show to the desktop.
+    os.environ.setdefault("SDL_VIDEO_MINIMIZE_ON_FOCUS_LOSS", "0")
+    display = open_display(settings.width, settings.height, fullscreen=settings.fullscreen, headless=headless,
+                           hide_cursor=settings.hide_cursor)
+    log.info("%s %dx%d%s", "offscreen" if display.headless else "window", *display.size,
+             " fullscreen" if settings.fullscreen and not display.headless else "")
+    renderer = Renderer(display.ctx, *display.size, palette=settings.palette, vignette=settings.vignette,
+                        label_style=settings.label_style, zoom_rate=settings.zoom_rate)
     fallback = FallbackPlayer(settings.prerendered_dir, settings.seeds_dir)
     show = ShowState(settings.hold_seconds)
     client = InferenceClient(address, name=settings.mode, classes=settings.classes)
+    bindings = Bindings(settings.mode, class_list(settings.classes), parse_chord(settings.exit_chord))
+    controls = Controls(zoom=settings.zoom_rate, hud=settings.show_hud)
+    clock = FreezableClock()
+    osc = None
+    if settings.osc_port:
+        try:
+            osc = OscListener(settings.osc_host, settings.osc_port)
+        except OSError as exc:  # the keyboard still works: a taken port must not stop the show
+            log.error("no OSC control: cannot listen on udp://%s:%d (%s)", settings.osc_host, settings.osc_port, exc)
+    systemd = SystemdNotifier()
 
     output = Path(output_dir) if output_dir else None
     if output:
@@ -135,27 +189,41 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
             for r in results:
                 show.on_result(r.label, r.confidence, r.top, r.trained, now)
                 report.labels.append((round(now - started, 2), r.label, round(r.confidence, 3)))
-            if frame is not None and show.on_frame(frame.label, now):
-                renderer.show_frame(frame.image, "live")
-                shown = "live"
-                if report.first_live_frame_s is None:
-                    report.first_live_frame_s = now - started
-                    log.info("first live dream frame after %.1f s", report.first_live_frame_s)
-            scene = show.scene(client.alive, now)
-            if scene.source == "fallback":
-                picture = fallback.frame(scene.label, now)
-                if picture is not None:
-                    renderer.show_frame(picture.image, picture.source)
-                    shown = picture.source
+            live = frame is not None and show.on_frame(frame.label, now)
+            scene = steer(show.scene(client.alive, now), controls)
+            keyframe = False
+            if not controls.frozen:  # while frozen, frames keep arriving (the server keeps its pace) unused
+                if live and frame.label == scene.label:  # not while another class is forced
+                    renderer.show_frame(frame.image, "live")
+                    keyframe, shown = True, "live"
+                    if report.first_live_frame_s is None:
+                        report.first_live_frame_s = now - started
+                        log.info("first live dream frame after %.1f s", report.first_live_frame_s)
+                elif scene.source == "fallback":
+                    picture = fallback.frame(scene.label, now)
+                    if picture is not None:
+                        renderer.show_frame(picture.image, picture.source)
+                        keyframe, shown = True, picture.source
             renderer.set_label(scene.label, scene.confidence, scene.top, scene.status)
-            renderer.draw(now)
+            renderer.hud_visible = controls.hud
+            render_now = clock(now, controls.frozen)  # every frame, blacked out or not, so a freeze starts on time
+            if controls.blackout:
+                display.fbo.use()
+                display.fbo.clear(0.0, 0.0, 0.0, 1.0)
+            else:
+                renderer.draw(render_now)
+            if keyframe:
+                # The renderer zooms by rate x time since the last keyframe, so a new rate set mid-keyframe
+                # would rescale the picture at once; set with a keyframe (which starts at zoom 1) it cannot.
+                renderer.zoom_rate = controls.zoom
+            on_screen = "blackout" if controls.blackout else shown
             report.frames_drawn += 1
-            report.frames_by_source[shown] = report.frames_by_source.get(shown, 0) + 1
+            report.frames_by_source[on_screen] = report.frames_by_source.get(on_screen, 0) + 1
             save_now = output is not None and now - started >= next_save
             if frame_log_file or save_now:
                 pixels = display.read_pixels()  # before the swap: a window's back buffer is undefined after it
                 if frame_log_file:
-                    frame_log_file.write(f"{now - started:.3f}\t{shown}\t{scene.label or '-'}\t{pixels.mean():.1f}\n")
+                    frame_log_file.write(f"{now - started:.3f}\t{on_screen}\t{scene.label or '-'}\t{pixels.mean():.1f}\n")
                 if save_now:
                     next_save += 1.0 / SAVED_FRAMES_PER_SECOND
                     path = output / "frames" / f"{len(saved):05d}.png"
@@ -164,7 +232,20 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
             display.swap()
             if report.first_image_s is None:
                 report.first_image_s = time.monotonic() - started
-            if not handle_keys(display.events(), renderer, settings):
+                systemd.notify("READY=1")  # a picture is up: systemd's start-up is over, its watchdog begins
+            systemd.ping(now)
+            before = controls
+            controls = apply_events(controls, display.events(), bindings)
+            for osc_address, args in osc.pending() if osc else ():
+                try:
+                    controls = bindings.on_osc(controls, osc_address, args)
+                except ControlError as exc:
+                    log.warning("ignored an OSC message: %s", exc)
+            if terminated:
+                controls = replace(controls, quit=True)
+            if controls != before:
+                log.info("controls: %s", changed(before, controls))
+            if controls.quit:
                 break
             if display.headless:
                 time.sleep(max(0.0, 1.0 / HEADLESS_FPS - (time.monotonic() - now)))
@@ -172,6 +253,10 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 log.error("the local inference server exited with code %s; restarting it", server_process.returncode)
                 server_process = start_local_server(settings, address, config_path)
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        systemd.notify("STOPPING=1")
+        if osc is not None:
+            osc.close()
         client.close()
         if source is not None:
             source.stop()

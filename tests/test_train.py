@@ -121,3 +121,10 @@ def test_stretch_pitch_variants_are_made_offline():
     assert len(out) == 3 and all(len(v) == 2 for v in out)
     assert all(v.dtype == np.float32 and 0.8 * audio.SAMPLE_RATE < len(v) < 1.2 * audio.SAMPLE_RATE
                for vs in out for v in vs)
+
+
+def test_init_from_a_checkpoint_with_other_classes_is_refused(tiny_esc50, tmp_path, capsys):
+    from models.model import build_model, save_checkpoint
+    other = save_checkpoint(build_model("efficientnet_lite0", ["a", "b"], pretrained=False), tmp_path / "o.pt")
+    assert main(["--data", str(tiny_esc50), "--init-from", str(other), "--epochs", "1", "--no-progress"]) == 2
+    assert "classes differ" in capsys.readouterr().err
