@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the inference server")
     serve.add_argument("--bind", default="tcp://127.0.0.1:5555")
     serve.add_argument("--config", help="venue TOML file")
+    serve.add_argument("--mode", choices=["default", "gallery", "toy", "performance"],
+                       help="the mode's gate and dream settings (the app passes its own)")
     serve.add_argument("--checkpoint", help="classifier checkpoint (default: the shipped model)")
     serve.add_argument("--backbone", help="insist on this backbone (the checkpoint must match)")
     serve.add_argument("--seeds", help="seed image folder (a folder per class)")
@@ -88,7 +90,7 @@ def _serve(args) -> int:
     from models.dream import SeedImageError
     from models.model import CheckpointError
 
-    settings = load_settings(args.config, checkpoint=args.checkpoint, backbone=args.backbone,
+    settings = load_settings(args.config, mode=args.mode, checkpoint=args.checkpoint, backbone=args.backbone,
                              seeds_dir=args.seeds, dream_size=args.dream_size)
     secret = None
     if args.server_secret_key:
@@ -98,7 +100,9 @@ def _serve(args) -> int:
         serve(settings.checkpoint, settings.seeds_dir, args.bind, device=args.device, backbone=settings.backbone,
               gate=GateSettings(settings.silence_dbfs, settings.min_confidence, settings.enter_windows,
                                 settings.hold_seconds),
-              dream=DreamSettings(settings.dream_layer, settings.dream_size), curve_secret_key=secret,
+              dream=DreamSettings(settings.dream_layer, settings.dream_size, settings.dream_intensity,
+                                  settings.dream_blend),
+              curve_secret_key=secret,
               threads=args.threads)
     except (CheckpointError, BackboneError, SeedImageError, ValueError) as exc:
         print(f"hear-and-see serve: {exc}", file=sys.stderr)

@@ -56,7 +56,7 @@ def free_tcp_address() -> str:
 
 def start_local_server(settings: Settings, bind: str, config_path: str | Path | None) -> subprocess.Popen:
     """The inference server as a child process, for a one-machine setup (`make run`)."""
-    cmd = [sys.executable, "-m", "app.cli", "serve", "--bind", bind]
+    cmd = [sys.executable, "-m", "app.cli", "serve", "--bind", bind, "--mode", settings.mode]
     if config_path:
         cmd += ["--config", str(config_path)]
     if settings.checkpoint:

@@ -47,6 +47,8 @@ class GateSettings:
 class DreamSettings:
     layer: str | None = None
     size: int = 224
+    intensity: float = 1.0       # scales the classification confidence that drives the dream (toy mode: gentler)
+    blend: float | None = None   # pull back toward the seed per keyframe; None: the engine's default
 
 
 @dataclass
@@ -238,13 +240,15 @@ class InferenceServer:
         session = self.sessions[identity]
         try:
             if session.engine is None:
-                session.engine = DreamEngine(self.dream_backbone, layer=self.dream_settings.layer,
-                                             size=self.dream_settings.size)
+                d = self.dream_settings
+                options = {} if d.blend is None else {"blend": d.blend}
+                session.engine = DreamEngine(self.dream_backbone, layer=d.layer, size=d.size, **options)
             if session.engine.current_seed != session.label:
                 session.engine.set_seed(session.label, self._seed(session.label))
             # Loudness drives the zoom: -50 dBFS (quiet) .. -10 dBFS (loud) maps to 0 .. 1.
             zoom_speed = float(np.clip((session.dbfs + 50.0) / 40.0, 0.0, 1.0))
-            frame = session.engine.next_keyframe(intensity=session.confidence, zoom_speed=zoom_speed)
+            frame = session.engine.next_keyframe(intensity=session.confidence * self.dream_settings.intensity,
+                                                 zoom_speed=zoom_speed)
         except Exception:
             log.exception("dream for %s (%s) failed; no frame this turn", session.name, session.label)
             session.credits = 0  # the app shows its fallback and asks again
