@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--input", help="play this recording in real time instead of a microphone")
     run.add_argument("--device", help="input device index or name (see `hear-and-see devices`)")
     run.add_argument("--server", help="tcp://HOST:PORT of a running server; default: start one locally")
+    run.add_argument("--server-key", help="the server's CurveZMQ public key file (from `hear-and-see keys`)")
     run.add_argument("--config", help="venue TOML file")
     run.add_argument("--mode", choices=["default", "gallery", "toy", "performance"])
     run.add_argument("--headless", action="store_true", help="render offscreen (EGL) instead of a window")
@@ -96,6 +97,8 @@ def _serve(args) -> int:
     if args.server_secret_key:
         import zmq.auth
         _, secret = zmq.auth.load_certificate(args.server_secret_key)
+        if secret is None:
+            raise ConfigError(f"{args.server_secret_key}: holds no secret key; use the .key_secret file")
     try:
         serve(settings.checkpoint, settings.seeds_dir, args.bind, device=args.device, backbone=settings.backbone,
               gate=GateSettings(settings.silence_dbfs, settings.min_confidence, settings.enter_windows,
@@ -112,6 +115,16 @@ def _serve(args) -> int:
     return 0
 
 
+def _public_key(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    import zmq.auth
+    try:
+        return zmq.auth.load_certificate(path)[0]
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a CurveZMQ key file ({exc}); make one with `hear-and-see keys`") from exc
+
+
 def _run(args) -> int:
     from app.capture import MicrophoneError
     from app.run import run
@@ -124,7 +137,7 @@ def _run(args) -> int:
     try:
         report = run(settings, input_file=input_file, device=device, headless=True if args.headless else None,
                      duration=args.duration, output_dir=args.output, frame_log=args.frame_log,
-                     config_path=args.config)
+                     config_path=args.config, server_key=_public_key(args.server_key))
     except MicrophoneError as exc:
         print(f"hear-and-see run: {exc}", file=sys.stderr)
         return 2

@@ -115,7 +115,8 @@ class SystemdNotifier:
 
 def run(settings: Settings, input_file: str | None = None, device=None, headless: bool | None = None,
         duration: float | None = None, output_dir: str | Path | None = None,
-        frame_log: str | Path | None = None, config_path: str | Path | None = None) -> RunReport:
+        frame_log: str | Path | None = None, config_path: str | Path | None = None,
+        server_key: bytes | None = None) -> RunReport:
     started = time.monotonic()
     server_process = None
     address = settings.server
@@ -144,7 +145,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                         label_style=settings.label_style, zoom_rate=settings.zoom_rate)
     fallback = FallbackPlayer(settings.prerendered_dir, settings.seeds_dir)
     show = ShowState(settings.hold_seconds)
-    client = InferenceClient(address, name=settings.mode, classes=settings.classes)
+    client = InferenceClient(address, name=settings.mode, classes=settings.classes, server_key=server_key)
     bindings = Bindings(settings.mode, class_list(settings.classes), parse_chord(settings.exit_chord))
     controls = Controls(zoom=settings.zoom_rate, hud=settings.show_hud)
     clock = FreezableClock()
