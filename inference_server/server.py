@@ -51,6 +51,21 @@ class DreamSettings:
     blend: float | None = None   # pull back toward the seed per keyframe; None: the engine's default
 
 
+class TokenBucket:
+    """`rate` messages a second on average, `burst` at once."""
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst, self.tokens, self.refill_at = rate, burst, burst, time.monotonic()
+
+    def allow(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.refill_at) * self.rate)
+        self.refill_at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
 @dataclass
 class Session:
     """What the server knows of one connected app."""
@@ -64,18 +79,9 @@ class Session:
     dbfs: float = -100.0
     engine: DreamEngine | None = None
     frames_sent: int = 0
-    tokens: float = RATE_BURST
+    limit: TokenBucket = field(default_factory=lambda: TokenBucket(RATE_LIMIT_PER_S, RATE_BURST))
     over_limit: int = 0
     limit_logged_at: float = -1e9
-    refill_at: float = field(default_factory=time.monotonic)
-
-    def allow(self, now: float) -> bool:
-        self.tokens = min(RATE_BURST, self.tokens + (now - self.refill_at) * RATE_LIMIT_PER_S)
-        self.refill_at = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
 
 
 def is_loopback(address: str) -> bool:
@@ -105,6 +111,7 @@ class InferenceServer:
         self.gate_settings, self.dream_settings = gate, dream
         self.sessions: dict[bytes, Session] = {}
         self._dream_turn = 0
+        self._strangers = TokenBucket(RATE_LIMIT_PER_S, RATE_BURST)
         self._seed_cache: dict[str, np.ndarray] = {}
         self.ctx = context or zmq.Context.instance()
         self.socket = self.ctx.socket(zmq.ROUTER)
@@ -150,7 +157,10 @@ class InferenceServer:
         """Answer one message from one client; every failure ends here as a log line and an ERROR."""
         now = time.monotonic()
         session = self.sessions.get(identity)
-        if session is not None and not session.allow(now):
+        if session is None and not self._strangers.allow(now):
+            self.stats["dropped"] += 1  # clients that never said HELLO share one small allowance
+            return
+        if session is not None and not session.limit.allow(now):
             self.stats["dropped"] += 1
             session.over_limit += 1
             if now - session.limit_logged_at >= 1.0:  # a flood must not become a flood of log lines
