@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,10 +13,13 @@ from app.config import DEMO_RECORDING, ConfigError, load_settings
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Before torch loads: OpenMP threads that spin while waiting starve everything else on a shared CPU
+    # (measured: 2-thread dreams fell from ~6 to under 1 keyframe/s beside another torch job).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Training, evaluation and the dream tools parse their own flags.
     delegated = {"train": ("models.train", "main"), "evaluate": ("models.evaluate", "main"),
                  "classify": ("models.evaluate", "classify_main"), "prerender": ("models.dream", "prerender_main"),
-                 "auralize": ("models.auralize", "auralize_main")}
+                 "auralize": ("models.auralize", "auralize_main"), "seeds": ("models.seeds", "seeds_main")}
     if argv and argv[0] in delegated:
         module, function = delegated[argv[0]]
         return getattr(__import__(module, fromlist=[function]), function)(argv[1:]) or 0

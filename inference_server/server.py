@@ -274,7 +274,7 @@ class InferenceServer:
             images = sorted(p for p in (self.seeds_dir / label).glob("*") if p.suffix.lower() in SEED_EXTENSIONS)
             if not images:
                 raise SeedImageError(f"{self.seeds_dir / label}: no seed image for {label!r}; add a PNG or JPG "
-                                     f"there (or run `hear-and-see seeds` to generate one)")
+                                     f"there (or generate one: `hear-and-see seeds generate`)")
             self._seed_cache[label] = load_seed_image(images[0])
         return self._seed_cache[label]
 

@@ -6,7 +6,7 @@ the detail found at one scale carried to the next). Everything stays in torch on
 the only host copy is the finished uint8 frame.
 
     engine = DreamEngine(create_backbone("efficientnet_lite0"), layer="blocks.4", size=224)
-    engine.set_seed("cat", load_seed_image("seed_images/cat/chelsea.png"))
+    engine.set_seed("cat", load_seed_image("seed_images/cat/chelsea.jpg"))
     frame = engine.next_keyframe(intensity=0.9, zoom_speed=0.5)   # (224, 224, 3) uint8
 """
 from __future__ import annotations
@@ -326,7 +326,7 @@ def _fold_batchnorm(net: nn.Module) -> nn.Module:
 # ---- prerendered sequences (the visualizer's fallback when no model runs) ------------------------------
 
 PRERENDER_FRAMES = 120
-PRERENDER_OUT = Path("out/dreams")
+PRERENDER_OUT = Path(__file__).resolve().parent.parent / "prerendered"  # where app/config.py's fallback looks
 
 
 def prerender(classes: list[str], frames: int = PRERENDER_FRAMES, size: int = SIZE,

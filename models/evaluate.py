@@ -297,6 +297,7 @@ def main(argv=None) -> int:
     p.add_argument("--min-confidence", type=float, default=0.5)
     p.add_argument("--enter-windows", type=int, default=2)
     p.add_argument("--hold-seconds", type=float, default=3.0)
+    p.add_argument("--floor-margin-db", type=float, help="also gate windows within this many dB of the recent floor")
     p.add_argument("--out-dir", default="runs/eval", help="reports, JSON and confusion-matrix PNGs go here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -307,7 +308,8 @@ def main(argv=None) -> int:
         if args.false_triggers:
             model = load_model(args.checkpoint)
             gk = dict(silence_dbfs=args.silence_dbfs, min_confidence=args.min_confidence,
-                      enter_windows=args.enter_windows, hold_seconds=args.hold_seconds)
+                      enter_windows=args.enter_windows, hold_seconds=args.hold_seconds,
+                      floor_margin_db=args.floor_margin_db)
             rows = false_triggers(model, gk)
             summary["false_triggers"] = dict(gate=gk, checkpoint=str(args.checkpoint or SHIPPED_CHECKPOINT), rows=rows)
             for r in rows:

@@ -303,7 +303,8 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
           recipe: str | Recipe = "best", probe: bool = False, backbone: str = "efficientnet_lite0",
           pretrained: bool = True, weights_path: str | None = None, out: str | Path | None = None,
           group_pattern: str | None = None, max_per_class: int | None = None, seed: int = 0,
-          extra_metrics: dict | None = None, progress: bool = True, **overrides) -> dict:
+          extra_metrics: dict | None = None, progress: bool = True, init_from: str | Path | None = None,
+          **overrides) -> dict:
     """Train on `train_folds` (default: every fold not in `test_folds`), test on `test_folds` (empty: no
     test), save a checkpoint to `out` when given. `overrides` replace fields of the recipe (epochs=3).
     Returns dict(model, metrics, recipe, history)."""
@@ -329,7 +330,13 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
              list(test_folds), "probe" if probe else f"recipe {recipe_name}", asdict(r))
     if len(train_set) == 0:
         raise ValueError("no training clips: check --data and the folds")
-    model = build_model(backbone, ds.class_names, pretrained=pretrained, weights_path=weights_path)
+    if init_from is not None:  # continue from a trained classifier (same classes), e.g. to add a held-out fold
+        from models.model import load_model
+        model = load_model(init_from, backbone=backbone)
+        if model.class_names != ds.class_names:
+            raise ValueError(f"{init_from}: classes differ from the dataset's; cannot continue from it")
+    else:
+        model = build_model(backbone, ds.class_names, pretrained=pretrained, weights_path=weights_path)
     last_path = None
     if out is not None and not probe:
         last_path = Path("runs") / (Path(out).stem + ".last.pt")
@@ -350,7 +357,8 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
     if extra_metrics:
         metrics.update(extra_metrics)
     recipe_rec = dict(name="linear_probe" if probe else recipe_name, backbone=backbone, pretrained=pretrained,
-                      dataset=ds.name, seed=seed, **({} if probe else asdict(r)))
+                      dataset=ds.name, seed=seed, init_from=None if init_from is None else str(init_from),
+                      **({} if probe else asdict(r)))
     if out is not None:
         model.trained = True
         save_checkpoint(model, out, recipe=recipe_rec, metrics=metrics)
@@ -390,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stretch-pitch", type=int, help="offline time-stretch/pitch-shift variants per clip")
     p.add_argument("--max-per-class", type=int, help="keep only the first N clips of each class in each fold (quick runs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", help="start from this trained checkpoint instead of ImageNet weights")
     p.add_argument("--out", help="checkpoint to write (e.g. models/checkpoints/esc50_efficientnet_lite0.pt)")
     p.add_argument("--metrics-json", help="also write the run's metrics and history here")
     p.add_argument("--metrics-from", help="JSON of a held-out run of the same recipe, stored in the checkpoint")
@@ -409,7 +418,7 @@ def main(argv=None) -> int:
                     args.probe, args.backbone, not args.no_pretrained, args.weights_path, args.out,
                     args.group_pattern, args.max_per_class, args.seed, extra, not args.no_progress,
                     epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, mixup_alpha=args.mixup_alpha,
-                    stretch_pitch=args.stretch_pitch)
+                    init_from=args.init_from, stretch_pitch=args.stretch_pitch)
     except (FileNotFoundError, ValueError) as exc:
         print(f"hear-and-see train: {exc}", file=sys.stderr)
         return 2

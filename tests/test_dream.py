@@ -358,6 +358,6 @@ def test_auralize_climbs_the_class_and_inverts_to_a_waveform():
     assert margins[1] > margins[0]
     wave = auralize.auralize(model, "rooster", steps=2)
     assert wave.shape == (audio.N_SAMPLES,) and wave.dtype == np.float32 and np.isfinite(wave).all()
-    assert 0.5 < np.abs(wave).max() <= 0.9 + 1e-6
+    assert 0 < np.abs(wave).max() < 1
     with pytest.raises(ValueError, match="rooster"):
         auralize.auralize(model, "unicorn")

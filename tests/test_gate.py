@@ -81,3 +81,22 @@ def test_never_shows_a_class_that_has_not_won_enough(events):
             qualified.add(NAMES[k])
         label, _ = g.update(probs, db, i * 0.5)
         assert label is None or label in qualified
+
+
+def test_relative_gate_ignores_steady_noise_but_not_an_event():
+    g = gate(enter_windows=2, hold_seconds=1.0, floor_margin_db=6.0, floor_seconds=10.0)
+    # steady hiss at -30 dBFS from the start: the model calls it rain, the floor learns it, nothing is shown
+    shown = [g.update([0.05, 0.05, 0.9], -30.0, t * 0.5)[0] for t in range(20)]
+    assert shown == [None] * 20
+    # a quiet room, then a dog 30 dB above it
+    g = gate(enter_windows=2, hold_seconds=1.0, floor_margin_db=6.0, floor_seconds=10.0)
+    for t in range(10):
+        g.update(UNSURE, -60.0, t * 0.5)
+    assert [g.update(DOG, -30.0, 5.0 + t * 0.5)[0] for t in range(3)] == [None, "dog", "dog"]
+
+
+def test_relative_gate_fades_a_sound_that_lasts_longer_than_the_floor_window():
+    g = gate(enter_windows=1, hold_seconds=0.5, floor_margin_db=6.0, floor_seconds=5.0)
+    g.update(UNSURE, -60.0, 0.0)
+    labels = [g.update(DOG, -30.0, 0.5 + t * 0.5)[0] for t in range(20)]  # 10 s of "dog" at one level
+    assert labels[0] == "dog" and labels[-1] is None
