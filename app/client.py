@@ -58,6 +58,7 @@ class InferenceClient:
         self._last_heard = 0.0
         self._last_ping = 0.0
         self._last_frame = 0            # id of the newest frame received: the server's credit is counted from it
+        self._steering: dict | None = None  # a performer's override, re-sent to every server we reach
         self._connect()
 
     def _connect(self) -> None:
@@ -76,7 +77,17 @@ class InferenceClient:
         self.socket = s
         self._last_frame = 0
         self._connected_at = time.monotonic()
+        self._hello()
+
+    def _hello(self) -> None:
         self._send(protocol.encode(protocol.HELLO, client=self.name, classes=self.classes, t=time.time()))
+        if self._steering is not None:
+            self._send(protocol.encode(protocol.STEER, **self._steering))
+
+    def steer(self, forced_class: str | None, intensity: float, layer: str | None) -> None:
+        """Dream `forced_class` whatever is heard (None: what is heard), at `intensity`, on `layer`."""
+        self._steering = {"class": forced_class, "intensity": float(intensity), "layer": layer}
+        self._send(protocol.encode(protocol.STEER, **self._steering))
 
     def _send(self, parts: list[bytes]) -> bool:
         try:
@@ -142,7 +153,7 @@ class InferenceClient:
             del self.errors[:-20]
             log.warning("server refused a request: %s", message)
             if header.get("code") == "unknown_client":  # the server restarted and forgot us
-                self._send(protocol.encode(protocol.HELLO, client=self.name, classes=self.classes, t=time.time()))
+                self._hello()
         return None
 
     def _keep_alive(self, now: float) -> None:

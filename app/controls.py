@@ -45,9 +45,9 @@ class Controls:
     frozen: bool = False            # no new frames are taken and the picture holds still
     forced_label: str | None = None  # shown instead of what is heard
     blackout: bool = False          # a deliberate black screen: the one black the show allows
-    intensity: float = 1.0          # the dream's strength, 0..1 (the server does not take it yet)
+    intensity: float = 1.0          # the dream's strength, 0..1
     zoom: float = 0.05              # the renderer's zoom_rate
-    layer: str | None = None        # the dream layer (the server does not take it yet)
+    layer: str | None = None        # the dream layer (None: the server's)
     hud: bool = True
     quit: bool = False
 
@@ -167,8 +167,8 @@ def _number(address: str, args: tuple) -> float:
 
 
 def steer(scene: Scene, controls: Controls) -> Scene:
-    """The scene as the performer has it: a forced class replaces what is heard, and the status line says
-    what is overridden (intensity and layer change nothing on screen yet, so the HUD is where they show)."""
+    """The scene as the performer has it: a forced class replaces what is heard (also while the server,
+    which dreams it, is away), and the status line says what is overridden."""
     if controls.forced_label is not None and controls.forced_label != scene.label:
         scene = replace(scene, label=controls.forced_label, confidence=1.0, source="fallback", top=[])
     notes = [scene.status]

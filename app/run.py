@@ -190,6 +190,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
             for r in results:
                 show.on_result(r.label, r.confidence, r.top, r.trained, now)
                 report.labels.append((round(now - started, 2), r.label, round(r.confidence, 3)))
+            show.forced = controls.forced_label
             live = frame is not None and show.on_frame(frame.label, now)
             scene = steer(show.scene(client.alive, now), controls)
             keyframe = False
@@ -246,6 +247,9 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 controls = replace(controls, quit=True)
             if controls != before:
                 log.info("controls: %s", changed(before, controls))
+                steering = (controls.forced_label, controls.intensity, controls.layer)
+                if steering != (before.forced_label, before.intensity, before.layer):
+                    client.steer(*steering)
             if controls.quit:
                 break
             if display.headless:

@@ -17,6 +17,7 @@ MAX_HEADER_BYTES = 16 * 1024
 HELLO = "hello"        # {client: name, classes: [..] or None}: start (or restart) a session
 AUDIO = "audio"        # {id, sample_rate} + float32 mono samples: classify this window
 CREDIT = "credit"      # {last_frame, window}: frames may be sent while fewer than `window` follow last_frame
+STEER = "steer"        # {class, intensity, layer}: a performer's override of what is dreamt (None: no override)
 PING = "ping"          # {t}: heartbeat; the server answers PONG
 # server -> client
 RESULT = "result"      # {id, label, confidence, top, dbfs, trained, ms}: what the window sounded like
@@ -24,7 +25,7 @@ FRAME = "frame"        # {id, label, source} + uint8 RGB image: a dream keyframe
 PONG = "pong"          # {t}: heartbeat answer
 ERROR = "error"        # {code, message, id?}: the request was refused; the connection stays up
 
-KINDS = {HELLO, AUDIO, CREDIT, PING, RESULT, FRAME, PONG, ERROR}
+KINDS = {HELLO, AUDIO, CREDIT, STEER, PING, RESULT, FRAME, PONG, ERROR}
 ARRAY_KINDS = {AUDIO: "<f4", FRAME: "|u1"}  # the only payloads there are, each with exactly one dtype
 
 

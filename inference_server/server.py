@@ -20,6 +20,7 @@ import zmq
 
 from inference_server import protocol
 from models import audio
+from models.backbones import DREAM_LAYERS
 from models.classes import resolve_class_set
 from models.dream import DreamEngine, SeedImageError, load_seed_image
 from models.gate import OpenSetGate
@@ -79,6 +80,9 @@ class Session:
     dbfs: float = -100.0
     engine: DreamEngine | None = None
     frames_sent: int = 0
+    forced: str | None = None    # a performer's class, dreamt whatever is heard
+    intensity: float = 1.0       # a performer's scale on the dream's strength
+    layer: str | None = None     # a performer's dream layer; None: the server's
     limit: TokenBucket = field(default_factory=lambda: TokenBucket(RATE_LIMIT_PER_S, RATE_BURST))
     over_limit: int = 0
     limit_logged_at: float = -1e9
@@ -184,6 +188,8 @@ class InferenceServer:
                     raise protocol.ProtocolError("bad_field", "credit needs last_frame and window, ints >= 0")
                 # Stated, not added: a lost or repeated CREDIT cannot make frames pile up or stall.
                 session.credits = max(0, min(MAX_CREDIT, window - max(0, session.frames_sent - last)))
+            elif kind == protocol.STEER:
+                self._steer(session, header)
             elif kind == protocol.AUDIO:
                 self._classify(identity, session, header, payload)
             else:
@@ -216,6 +222,18 @@ class InferenceServer:
         log.info("client %s connected (%d clients)", name, len(self.sessions))
         self._send(identity, protocol.encode(protocol.PONG, t=header.get("t")))
 
+    def _steer(self, session: Session, header: dict) -> None:
+        forced, intensity, layer = header.get("class"), header.get("intensity", 1.0), header.get("layer")
+        if forced is not None and forced not in (session.classes or self.classifier.class_names):
+            raise protocol.ProtocolError("bad_field", f"class {forced!r} is not in this client's class set")
+        if isinstance(intensity, bool) or not isinstance(intensity, (int, float)) or not 0.0 <= intensity <= 1.0:
+            raise protocol.ProtocolError("bad_field", f"intensity must be a number within 0..1, got {intensity!r}")
+        if layer is not None and layer not in DREAM_LAYERS[self.dream_backbone.name]:
+            raise protocol.ProtocolError("bad_field", f"layer {layer!r} is not one of "
+                                                      f"{', '.join(DREAM_LAYERS[self.dream_backbone.name])}")
+        session.forced, session.intensity, session.layer = forced, float(intensity), layer
+        log.info("client %s steers: class %s, intensity %.2f, layer %s", session.name, forced, intensity, layer)
+
     def _classify(self, identity: bytes, session: Session, header: dict, samples: np.ndarray) -> None:
         protocol.check_audio(header, samples, audio.SAMPLE_RATE, audio.N_SAMPLES)
         request_id = header.get("id") if isinstance(header.get("id"), int) else None
@@ -237,7 +255,7 @@ class InferenceServer:
 
     # --- dreaming -------------------------------------------------------------------------------
     def _dream_candidate(self) -> bytes | None:
-        ready = [ident for ident, s in self.sessions.items() if s.credits > 0 and s.label is not None]
+        ready = [ident for ident, s in self.sessions.items() if s.credits > 0 and (s.forced or s.label)]
         if not ready:
             return None
         return ready[self._dream_turn % len(ready)]
@@ -248,26 +266,29 @@ class InferenceServer:
             return
         self._dream_turn += 1
         session = self.sessions[identity]
+        label = session.forced or session.label
+        confidence = 1.0 if session.forced else session.confidence
         try:
-            if session.engine is None:
-                d = self.dream_settings
+            d = self.dream_settings
+            layer = session.layer or d.layer
+            if session.engine is None or (layer is not None and session.engine.layer != layer):
                 options = {} if d.blend is None else {"blend": d.blend}
-                session.engine = DreamEngine(self.dream_backbone, layer=d.layer, size=d.size, **options)
-            if session.engine.current_seed != session.label:
-                session.engine.set_seed(session.label, self._seed(session.label))
+                session.engine = DreamEngine(self.dream_backbone, layer=layer, size=d.size, **options)
+            if session.engine.current_seed != label:
+                session.engine.set_seed(label, self._seed(label))
             # Loudness drives the zoom: -50 dBFS (quiet) .. -10 dBFS (loud) maps to 0 .. 1.
             zoom_speed = float(np.clip((session.dbfs + 50.0) / 40.0, 0.0, 1.0))
-            frame = session.engine.next_keyframe(intensity=session.confidence * self.dream_settings.intensity,
+            frame = session.engine.next_keyframe(intensity=confidence * session.intensity * d.intensity,
                                                  zoom_speed=zoom_speed)
         except Exception:
-            log.exception("dream for %s (%s) failed; no frame this turn", session.name, session.label)
+            log.exception("dream for %s (%s) failed; no frame this turn", session.name, label)
             session.credits = 0  # the app shows its fallback and asks again
             return
         session.credits -= 1
         session.frames_sent += 1
         self.stats["frames"] += 1
         self._send(identity, protocol.encode(protocol.FRAME, frame, id=session.frames_sent,
-                                             label=session.label, source="live"))
+                                             label=label, source="live"))
 
     def _seed(self, label: str) -> np.ndarray:
         if label not in self._seed_cache:

@@ -48,3 +48,17 @@ def test_an_untrained_model_is_labelled_on_screen():
     show = ShowState()
     show.on_result("dog", 0.9, [], trained=False, now=0.0)
     assert show.scene(True, 0.1).status.startswith("UNTRAINED MODEL")
+
+
+def test_a_forced_class_is_shown_and_takes_its_own_live_frames():
+    show = ShowState()
+    show.on_result("dog", 0.9, [], True, now=0.0)
+    show.forced = "cow"
+    assert show.on_frame("dog", now=0.1) is False  # frames of what is heard no longer show
+    assert show.on_frame("cow", now=0.2) is True
+    scene = show.scene(True, now=0.3)
+    assert (scene.label, scene.confidence, scene.source) == ("cow", 1.0, "live")
+    show.on_result("cat", 0.8, [], True, now=0.4)  # what is heard changes underneath
+    assert show.scene(True, now=0.5).source == "live"
+    show.forced = None
+    assert show.scene(True, now=0.6).label == "cat"

@@ -162,3 +162,18 @@ def test_binding_beyond_loopback_needs_keys(networks, seeds):
     assert not is_loopback("tcp://*:5555") and not is_loopback("tcp://0.0.0.0:5555")
     with pytest.raises(ValueError, match="CurveZMQ"):
         InferenceServer(*networks, seeds, "tcp://0.0.0.0:0")
+
+
+def test_a_performer_steers_the_dream_class_intensity_and_layer(running, dealer):
+    sock = dealer()
+    ask(sock, protocol.encode(protocol.HELLO, client="stage", classes="animals"))
+    for fields, code in [({"class": "helicopter"}, "bad_field"), ({"intensity": 2.0}, "bad_field"),
+                         ({"intensity": True}, "bad_field"), ({"layer": "fc"}, "bad_field")]:
+        header, _ = ask(sock, protocol.encode(protocol.STEER, **fields))
+        assert (header["kind"], header["code"]) == (protocol.ERROR, code), fields
+    # Nothing heard yet, but a forced class is dreamt at once, on the layer asked for.
+    sock.send_multipart(protocol.encode(protocol.STEER, **{"class": "cow", "intensity": 0.5, "layer": "blocks.3"}))
+    header, image = ask(sock, protocol.encode(protocol.CREDIT, last_frame=0, window=1))
+    assert header["kind"] == protocol.FRAME and header["label"] == "cow" and image.shape[2] == 3
+    session = next(iter(running.server.sessions.values()))
+    assert (session.forced, session.intensity, session.engine.layer) == ("cow", 0.5, "blocks.3")
