@@ -129,7 +129,9 @@ def soak(args) -> None:
     import psutil
 
     address = free_tcp_address()
-    server = start_server(address)
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as venue:
+        venue.write("min_confidence = 0.0\nsilence_dbfs = -90.0\n")  # dream all the time: the heavy path
+    server = start_server(address, "--config", venue.name)
     try:
         wait_until_serving(address)
         process = psutil.Process(server.pid)
@@ -142,7 +144,8 @@ def soak(args) -> None:
             client.join(timeout=10)
         # After a warm-up (allocator pools, caches), memory should stay flat.
         warm = [m for t, m in samples if t - samples[0][0] >= 60] or [m for _, m in samples]
-        print(f"soak {args.seconds:.0f} s: {stats['soak']['results']} results; server RSS after warm-up "
+        print(f"soak {args.seconds:.0f} s: {stats['soak']['results']} results, {stats['soak']['frames']} frames; "
+              f"server RSS after warm-up "
               f"{warm[0]:.0f} MiB -> end {warm[-1]:.0f} MiB (growth {100 * (warm[-1] / warm[0] - 1):+.1f} %), "
               f"max {max(warm):.0f} MiB")
     finally:

@@ -157,7 +157,7 @@ def _splits(ds, folds, leak, seed):
 
 def finetune_cross_validation(data, folds, recipe="best", leak=False, seed=0, **overrides) -> dict:
     """Fine-tune once per fold (hours on 2 cores for ESC-50). With `leak`, random clip splits instead."""
-    from models.train import RECIPES, Recipe, clip_probabilities, fine_tune
+    from models.train import RECIPES, clip_probabilities, fine_tune
     from models.model import build_model
     from dataclasses import replace
 
