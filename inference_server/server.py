@@ -20,11 +20,11 @@ import zmq
 
 from inference_server import protocol
 from models import audio
-from models.backbones import DREAM_LAYERS
-from models.classes import resolve_class_set
+from models.backbones import DREAM_LAYERS, create_backbone, default_device
+from models.classes import ESC50_CLASSES, resolve_class_set
 from models.dream import DreamEngine, SeedImageError, load_seed_image
 from models.gate import OpenSetGate
-from models.model import SoundClassifier, restrict
+from models.model import SHIPPED_CHECKPOINT, SoundClassifier, build_model, load_model, restrict
 
 log = logging.getLogger("hear_and_see.server")
 
@@ -318,10 +318,6 @@ def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, devic
           backbone: str | None = None, curve_secret_key: bytes | None = None, threads: int | None = None,
           should_stop=lambda: False):
     """Load the classifier and the dream backbone, then serve until `should_stop()`."""
-    from models.backbones import default_device
-    from models.model import load_model, SHIPPED_CHECKPOINT, build_model
-    from models.classes import ESC50_CLASSES
-
     device = torch.device(device) if device else default_device()
     # One core stays free for the app's renderer when both run on one machine (as `make run` does);
     # oversubscribed torch threads spin-wait and make every window late.
@@ -333,7 +329,6 @@ def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, devic
     else:
         classifier = load_model(checkpoint, device=device, backbone=backbone)
     # The classifier's backbone has been fine-tuned on spectrograms; dreams need the ImageNet one.
-    from models.backbones import create_backbone
     dream_backbone = create_backbone(classifier.backbone.name).to(device).eval()
     server = InferenceServer(classifier, dream_backbone, seeds_dir, bind, gate, dream, curve_secret_key)
     server.serve_forever(should_stop)
