@@ -25,6 +25,7 @@ from models.classes import ESC50_CLASSES, resolve_class_set
 from models.dream import DreamEngine, SeedImageError, load_seed_image
 from models.gate import OpenSetGate
 from models.model import SHIPPED_CHECKPOINT, SoundClassifier, build_model, load_model, restrict
+from models.seeds import seed_image_path
 
 log = logging.getLogger("hear_and_see.server")
 
@@ -33,7 +34,6 @@ MAX_CREDIT = 4              # frames a client may have in flight: small, so fram
 RATE_LIMIT_PER_S = 100.0    # messages per second per client, a token bucket: floods are dropped
 RATE_BURST = 200.0          # (a healthy app sends ~10 a second, plus one credit per frame it receives)
 POLL_IDLE_MS = 50
-SEED_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 @dataclass
@@ -117,6 +117,7 @@ class InferenceServer:
         self._dream_turn = 0
         self._strangers = TokenBucket(RATE_LIMIT_PER_S, RATE_BURST)
         self._seed_cache: dict[str, np.ndarray] = {}
+        self._missing_seeds: set[str] = set()
         self.ctx = context or zmq.Context.instance()
         self.socket = self.ctx.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + 4096)
@@ -280,9 +281,15 @@ class InferenceServer:
             zoom_speed = float(np.clip((session.dbfs + 50.0) / 40.0, 0.0, 1.0))
             frame = session.engine.next_keyframe(intensity=confidence * session.intensity * d.intensity,
                                                  zoom_speed=zoom_speed)
+        except SeedImageError as exc:
+            if label not in self._missing_seeds:  # said once per class, not on every retry
+                self._missing_seeds.add(label)
+                log.error("no dream for %s: %s", label, exc)
+            session.credits = 0  # the app shows its fallback and asks again
+            return
         except Exception:
             log.exception("dream for %s (%s) failed; no frame this turn", session.name, label)
-            session.credits = 0  # the app shows its fallback and asks again
+            session.credits = 0
             return
         session.credits -= 1
         session.frames_sent += 1
@@ -292,11 +299,7 @@ class InferenceServer:
 
     def _seed(self, label: str) -> np.ndarray:
         if label not in self._seed_cache:
-            images = sorted(p for p in (self.seeds_dir / label).glob("*") if p.suffix.lower() in SEED_EXTENSIONS)
-            if not images:
-                raise SeedImageError(f"{self.seeds_dir / label}: no seed image for {label!r}; add a PNG or JPG "
-                                     f"there (or generate one: `hear-and-see seeds generate`)")
-            self._seed_cache[label] = load_seed_image(images[0])
+            self._seed_cache[label] = load_seed_image(seed_image_path(label, self.seeds_dir))
         return self._seed_cache[label]
 
     # --- housekeeping ---------------------------------------------------------------------------

@@ -115,7 +115,7 @@ def seed_image_path(name: str, seed_dir: Path = SEED_DIR) -> Path:
     paths = seed_image_paths(name, seed_dir)
     if not paths:
         raise SeedImageError(f"{Path(seed_dir) / name}: no seed image for class {name!r}; add a PNG/JPG there, "
-                             f"or generate one with `python -m models.seeds generate {name}`")
+                             f"or generate one with `hear-and-see seeds generate {name}`")
     pictures = [p for p in paths if p.name != GENERATED_NAME]
     return (pictures or paths)[0]
 

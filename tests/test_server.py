@@ -177,3 +177,19 @@ def test_a_performer_steers_the_dream_class_intensity_and_layer(running, dealer)
     assert header["kind"] == protocol.FRAME and header["label"] == "cow" and image.shape[2] == 3
     session = next(iter(running.server.sessions.values()))
     assert (session.forced, session.intensity, session.engine.layer) == ("cow", 0.5, "blocks.3")
+
+
+def test_a_missing_seed_image_costs_frames_not_the_server(networks, address, tmp_path, dealer, caplog):
+    (tmp_path / "cow").mkdir()  # a class folder with no picture in it
+    server = RunningServer(networks, tmp_path, address)
+    try:
+        sock = dealer()
+        ask(sock, protocol.encode(protocol.HELLO, client="stage"))
+        sock.send_multipart(protocol.encode(protocol.STEER, **{"class": "cow", "intensity": 1.0, "layer": None}))
+        sock.send_multipart(protocol.encode(protocol.CREDIT, last_frame=0, window=2))
+        assert not sock.poll(1500), "a frame came without a seed image"
+        assert caplog.text.count("no seed image for class 'cow'") == 1 and "seeds generate" in caplog.text
+        header, _ = ask(sock, protocol.encode(protocol.AUDIO, window(), id=5, sample_rate=16000))
+        assert header["kind"] == protocol.RESULT and header["id"] == 5
+    finally:
+        server.close()
