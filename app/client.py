@@ -93,7 +93,7 @@ class InferenceClient:
         try:
             self.socket.send_multipart(parts, zmq.NOBLOCK, copy=False)
             return True
-        except zmq.Again:  # no server connected, or it is not reading: that window is stale anyway
+        except zmq.Again:  # SNDHWM messages already wait for a server that is away or not reading: drop this one
             return False
 
     def send_window(self, samples: np.ndarray, sample_rate: int) -> int | None:
