@@ -4,26 +4,20 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
-
-import threading
 
 import numpy as np
 import pytest
 import zmq
 from PIL import Image
 
+from app.run import free_tcp_address
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", REPO_ROOT.parent / "shared"))
-
-
-def free_tcp_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 @pytest.fixture

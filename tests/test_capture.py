@@ -106,3 +106,12 @@ def test_unplugged_sound_server_is_noticed_and_a_replugged_one_is_heard(pulseaud
         MicrophoneSource(RingBuffer(), device="pulse")
     pulseaudio.start()
     _hears_tone(pulseaudio, tmp_path)
+
+
+def test_the_app_side_constants_match_the_models_signal_chain():
+    """The app keeps its own copies (it must not import torch); they must not drift from models/audio.py."""
+    from app import capture
+    from models import audio
+
+    assert capture.SAMPLE_RATE == audio.SAMPLE_RATE and capture.WINDOW_SAMPLES == audio.N_SAMPLES
+    assert capture.AUDIO_EXTENSIONS == audio.AUDIO_EXTENSIONS

@@ -6,7 +6,6 @@ import time
 
 import msgpack
 import numpy as np
-import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
