@@ -102,6 +102,49 @@ def write_report(s: dict, class_names, out_dir, tag: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# trained checkpoints on held-out folds
+
+ALL_FOLDS = (1, 2, 3, 4)  # ESC-50's fold 5 is kept out of shared/ on purpose
+
+
+def score_checkpoints(paths, data=None, folds=None) -> tuple[dict, list[str], str]:
+    """Score each checkpoint on `folds`, or on the folds its training held out (recorded in it), and pool the
+    clips: given the four models of a cross-validation, the pooled scores are the CV scores, with one report
+    and one confusion matrix over all 1600 clips. Returns (scores, class names, report tag)."""
+    from models.train import clip_probabilities
+
+    labels, probs, per_model, names = [], [], [], None
+    t0 = time.time()
+    for path in paths:
+        model = load_model(path)
+        metrics = torch.load(path, map_location="cpu", weights_only=True).get("metrics", {})
+        held_out = metrics.get("test_folds")
+        use = list(folds or (held_out if isinstance(held_out, list) and held_out else ALL_FOLDS))
+        trained_on = set(metrics.get("train_folds", [])) & set(use)
+        if trained_on or held_out == "random":
+            log.warning("%s was trained on %s: its scores on folds %s are not held-out", path,
+                        f"folds {sorted(trained_on)}" if trained_on else "random clips of every fold", use)
+        ds = load_dataset(data, folds=use)
+        if names is not None and ds.class_names != names:
+            raise CheckpointError(f"{path}: classes differ from the other checkpoints'; pool like with like")
+        names = ds.class_names
+        p = clip_probabilities(model, ds.waveforms)
+        s = scores(ds.labels, p, names)
+        per_model.append(dict(checkpoint=str(path), folds=use, accuracy=s["accuracy"], macro_f1=s["macro_f1"]))
+        log.info("%s on folds %s: accuracy %.4f  macro-F1 %.4f", path, use, s["accuracy"], s["macro_f1"])
+        labels.append(ds.labels)
+        probs.append(p)
+        if ds.skipped:
+            log.warning("%s", ds.summary())
+    pooled = scores(np.concatenate(labels), np.concatenate(probs), names)
+    accs = [m["accuracy"] for m in per_model]
+    pooled.update(per_checkpoint=per_model, mean_accuracy=float(np.mean(accs)), std_accuracy=float(np.std(accs)),
+                  mean_macro_f1=float(np.mean([m["macro_f1"] for m in per_model])), seconds=round(time.time() - t0, 1))
+    tag = Path(paths[0]).stem if len(paths) == 1 else f"{Path(paths[0]).stem}_and_{len(paths) - 1}_more"
+    return pooled, names, tag + (f"_folds{''.join(map(str, folds))}" if folds else "_held_out")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # cross-validation and the leak demonstration
 
 def probe_cross_validation(ds, folds, backbone="efficientnet_lite0", hop=0.5, leak=False, seed=0,
@@ -285,8 +328,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="hear-and-see evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="dataset folder (default: $HEAR_AND_SEE_ESC50 or ../shared/data/esc50)")
-    p.add_argument("--checkpoint", help="score this checkpoint on --folds")
-    p.add_argument("--folds", nargs="+", type=int, default=[1, 2, 3, 4])
+    p.add_argument("--checkpoint", nargs="+", help="score checkpoints on their held-out folds (or --folds), pooled")
+    p.add_argument("--folds", nargs="+", type=int, help="default: 1-4, or each checkpoint's own held-out folds")
     p.add_argument("--cv", action="store_true", help="cross-validate over --folds (trains per fold)")
     p.add_argument("--leak", action="store_true", help="also run the same recipe on random clip splits")
     p.add_argument("--probe", action="store_true", help="cv/leak with the frozen linear probe (fast)")
@@ -306,42 +349,29 @@ def main(argv=None) -> int:
     summary = {}
     try:
         if args.false_triggers:
-            model = load_model(args.checkpoint)
+            model = load_model(args.checkpoint[0] if args.checkpoint else None)
             gk = dict(silence_dbfs=args.silence_dbfs, min_confidence=args.min_confidence,
                       enter_windows=args.enter_windows, hold_seconds=args.hold_seconds,
                       floor_margin_db=args.floor_margin_db)
             rows = false_triggers(model, gk)
-            summary["false_triggers"] = dict(gate=gk, checkpoint=str(args.checkpoint or SHIPPED_CHECKPOINT), rows=rows)
+            summary["false_triggers"] = dict(gate=gk, checkpoint=str(args.checkpoint[0] if args.checkpoint else SHIPPED_CHECKPOINT), rows=rows)
             for r in rows:
                 print(f"{r['condition']:<22} raw confident {r['raw_confident']:3d}/{r['windows']}  "
                       f"gate shows {r['gated_shown']:3d}/{r['windows']}  max p {r['max_prob']:.2f}  top {r['top_classes']}")
         elif args.checkpoint and not args.cv:
-            model = load_model(args.checkpoint)
-            trained_on = set(torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-                             .get("metrics", {}).get("train_folds", []))
-            if trained_on & set(args.folds):
-                log.warning("the checkpoint was trained on folds %s: scores on them are not held-out",
-                            sorted(trained_on & set(args.folds)))
-            ds = load_dataset(args.data, folds=args.folds)
-            from models.train import clip_probabilities
-            t0 = time.time()
-            probs = clip_probabilities(model, ds.waveforms)
-            s = scores(ds.labels, probs, ds.class_names)
-            s["seconds"] = round(time.time() - t0, 1)
-            tag = f"{Path(args.checkpoint).stem}_folds{''.join(map(str, args.folds))}"
-            write_report(s, ds.class_names, out_dir, tag)
+            s, names, tag = score_checkpoints(args.checkpoint, args.data, args.folds)
+            write_report(s, names, out_dir, tag)
             print(report_text(s))
             print(f"\nreport, JSON and confusion matrix in {out_dir}/{tag}*")
-            if ds.skipped:
-                print(ds.summary())
         elif args.cv or args.leak:
             runs = [False] + ([True] if args.leak else [])
             ds = load_dataset(args.data) if args.probe else None
             for leak in runs:
                 if args.probe:
-                    res = probe_cross_validation(ds, args.folds, leak=leak)
+                    res = probe_cross_validation(ds, args.folds or ALL_FOLDS, leak=leak)
                 else:
-                    res = finetune_cross_validation(args.data, args.folds, args.recipe, leak=leak, epochs=args.epochs)
+                    res = finetune_cross_validation(args.data, args.folds or ALL_FOLDS, args.recipe, leak=leak,
+                                                    epochs=args.epochs)
                 tag = f"{'probe' if args.probe else args.recipe}_{'random_split' if leak else 'folds'}"
                 names = load_dataset(args.data).class_names if ds is None else ds.class_names
                 write_report(res["pooled"], names, out_dir, tag)

@@ -32,6 +32,11 @@ class SoundClassifier(nn.Module):
         self.trained = False  # set by load_model from the checkpoint; an untrained head must say so
 
     @staticmethod
+    def inputs(waves: torch.Tensor) -> torch.Tensor:
+        """(B, N_SAMPLES) waveforms -> what `forward` takes: the log-mel spectrogram."""
+        return audio.log_mel_spectrogram(waves)
+
+    @staticmethod
     def spectrogram_to_image(mel: torch.Tensor) -> torch.Tensor:
         """(B, N_MELS, N_FRAMES) scaled log-mel -> (B, 3, N_MELS, N_FRAMES) in [0, 1], low frequencies at the bottom."""
         img = ((mel + 1.0) / 2.0).clamp(0.0, 1.0).flip(-2)
@@ -46,7 +51,7 @@ class SoundClassifier(nn.Module):
         device = next(self.parameters()).device
         x = torch.as_tensor(np.asarray(waveforms, dtype=np.float32), device=device)
         x = audio.pad_or_trim(x.reshape(-1, x.shape[-1]))
-        return self(audio.log_mel_spectrogram(x)).softmax(-1).cpu().numpy()
+        return self(self.inputs(x)).softmax(-1).cpu().numpy()
 
 
 def build_model(backbone: str, class_names: list[str], pretrained: bool = True,

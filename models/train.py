@@ -14,6 +14,7 @@ only steal time from the network.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from models import audio
 from models.datasets import ClipSet, load_dataset, windows
 from models.model import SoundClassifier, build_model, save_checkpoint
+from models.waveform_cnn import NAME as WAVEFORM_CNN, WaveformCNN
 
 log = logging.getLogger("hear-and-see.train")
 
@@ -43,7 +45,7 @@ class Recipe:
     momentum: float = 0.9         # sgd only
     weight_decay: float = 1e-2
     schedule: str = "onecycle"    # onecycle (warm up 10 %, cosine down) | constant
-    epochs: int = 20
+    epochs: int = 25
     batch_size: int = 32
     label_smoothing: float = 0.1
     # augmentation
@@ -65,6 +67,8 @@ RECIPES = {
     "paper": Recipe(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4, schedule="constant",
                     label_smoothing=0.0, crop="start", roll=0.0, gain_db=0.0, mixup_alpha=0.0,
                     specaugment=False),
+    # the raw-waveform 1-D CNN (a comparison row): from scratch, so a higher peak lr and more epochs
+    "waveform": Recipe(lr=3e-3, epochs=40, specaugment=False),
 }
 
 
@@ -153,7 +157,7 @@ def clip_probabilities(model: SoundClassifier, waves: list[np.ndarray], hop: flo
     probs = []
     for s in range(0, len(flat), batch_size):
         x = torch.from_numpy(flat[s:s + batch_size]).to(device)
-        probs.append(model(audio.log_mel_spectrogram(x)).softmax(-1).float().cpu().numpy())
+        probs.append(model(model.inputs(x)).softmax(-1).float().cpu().numpy())
     probs = np.concatenate(probs)
     out = np.zeros((len(waves), probs.shape[1]), dtype=np.float64)
     np.add.at(out, owner, probs)
@@ -222,7 +226,7 @@ def fine_tune(model: SoundClassifier, train_set: ClipSet, r: Recipe, test_set: C
             idx = order[step * r.batch_size:(step + 1) * r.batch_size]
             waves = [train_set.waveforms[i] if variants is None or rng.random() < 0.5
                      else variants[i][int(rng.integers(len(variants[i])))] for i in idx]
-            x = audio.log_mel_spectrogram(torch.from_numpy(crop_batch(waves, rng, r)))
+            x = model.inputs(torch.from_numpy(crop_batch(waves, rng, r)))
             y = F.one_hot(labels[idx], n_classes).float()
             if r.specaugment:
                 x = spec_augment(x, gen)
@@ -304,9 +308,11 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
           pretrained: bool = True, weights_path: str | None = None, out: str | Path | None = None,
           group_pattern: str | None = None, max_per_class: int | None = None, seed: int = 0,
           extra_metrics: dict | None = None, progress: bool = True, init_from: str | Path | None = None,
-          **overrides) -> dict:
+          random_split: bool = False, **overrides) -> dict:
     """Train on `train_folds` (default: every fold not in `test_folds`), test on `test_folds` (empty: no
     test), save a checkpoint to `out` when given. `overrides` replace fields of the recipe (epochs=3).
+    `random_split` holds out as many clips as `test_folds` hold, drawn at random instead: the leak
+    demonstration, since takes of one source recording then sit on both sides.
     Returns dict(model, metrics, recipe, history)."""
     from models.evaluate import scores
 
@@ -317,11 +323,15 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
     recipe_name = recipe if isinstance(recipe, str) else "custom"
     test_folds = tuple(test_folds or ())
     ds = load_dataset(data, layout, group_pattern=group_pattern, max_per_class=max_per_class, progress=progress)
-    train_mask = ~np.isin(ds.folds, test_folds)
+    test_mask = np.isin(ds.folds, test_folds)
+    if random_split:
+        test_mask = np.zeros(len(ds), dtype=bool)
+        test_mask[np.random.default_rng(seed).permutation(len(ds))[:int(np.isin(ds.folds, test_folds).sum())]] = True
+    train_mask = ~test_mask
     if train_folds:
         train_mask &= np.isin(ds.folds, list(train_folds))
     train_set = ds.subset(np.flatnonzero(train_mask))
-    test_set = ds.subset(np.flatnonzero(np.isin(ds.folds, test_folds))) if test_folds else None
+    test_set = ds.subset(np.flatnonzero(test_mask)) if test_folds else None
     if test_set is not None and len(test_set) == 0:
         raise ValueError(f"no clips in test folds {list(test_folds)}; use --test-folds none to train on all")
     log.info("%s", ds.summary())
@@ -330,7 +340,12 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
              list(test_folds), "probe" if probe else f"recipe {recipe_name}", asdict(r))
     if len(train_set) == 0:
         raise ValueError("no training clips: check --data and the folds")
-    if init_from is not None:  # continue from a trained classifier (same classes), e.g. to add a held-out fold
+    if backbone == WAVEFORM_CNN:
+        if probe or init_from is not None or out is not None or r.specaugment:
+            raise ValueError(f"{WAVEFORM_CNN} is a comparison row: fine-tuning from scratch with --recipe waveform "
+                             "(no SpecAugment), scored but never saved, probed or continued")
+        model = WaveformCNN(ds.class_names)
+    elif init_from is not None:  # continue from a trained classifier (same classes), e.g. to add a held-out fold
         from models.model import load_model
         model = load_model(init_from, backbone=backbone)
         if model.class_names != ds.class_names:
@@ -351,9 +366,10 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
     if test_set is not None and len(test_set):
         s = scores(test_set.labels, clip_probabilities(model, test_set.waveforms, r.test_hop),
                    test_set.class_names)
-        metrics.update(test_folds=list(test_folds), test_clips=len(test_set), accuracy=s["accuracy"],
-                       macro_f1=s["macro_f1"])
-        log.info("test folds %s: accuracy %.4f  macro-F1 %.4f", list(test_folds), s["accuracy"], s["macro_f1"])
+        metrics.update(test_folds="random" if random_split else list(test_folds), test_clips=len(test_set),
+                       accuracy=s["accuracy"], macro_f1=s["macro_f1"])
+        log.info("test %s: accuracy %.4f  macro-F1 %.4f", "random clips" if random_split else
+                 f"folds {list(test_folds)}", s["accuracy"], s["macro_f1"])
     if extra_metrics:
         metrics.update(extra_metrics)
     recipe_rec = dict(name="linear_probe" if probe else recipe_name, backbone=backbone, pretrained=pretrained,
@@ -378,6 +394,27 @@ def _folds(values):
     return tuple(int(v) for v in values)
 
 
+def recipe_overrides(pairs: list[str]) -> dict:
+    """["roll=0", "specaugment=false"] -> {"roll": 0.0, "specaugment": False}, typed by the Recipe's fields."""
+    fields = {f.name: f.type for f in dataclasses.fields(Recipe)}
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        kind = fields[key]
+        try:
+            if kind == "bool":
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                out[key] = text.lower() in ("true", "1", "yes")
+            else:
+                out[key] = {"int": int, "float": float, "str": str}[kind](text)
+        except ValueError:
+            raise ValueError(f"--set {pair!r}: {key} takes a {kind}") from None
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hear-and-see train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -388,14 +425,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-folds", nargs="+", help="folds to train on (default: all the others)")
     p.add_argument("--recipe", choices=sorted(RECIPES), default="best")
     p.add_argument("--probe", action="store_true", help="frozen backbone + logistic regression head")
-    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   help=f"efficientnet_lite0, resnet18/34/50, or {WAVEFORM_CNN} (raw-waveform comparison row)")
     p.add_argument("--no-pretrained", action="store_true", help="random init (tests, or no weights at hand)")
     p.add_argument("--weights-path", help="local ImageNet weights file for the backbone")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--mixup-alpha", type=float)
-    p.add_argument("--stretch-pitch", type=int, help="offline time-stretch/pitch-shift variants per clip")
+    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="override recipe fields, e.g. --set specaugment=false roll=0 stretch_pitch=2")
+    p.add_argument("--random-split", action="store_true",
+                   help="hold out as many clips as --test-folds hold, drawn at random (the leak demonstration)")
     p.add_argument("--max-per-class", type=int, help="keep only the first N clips of each class in each fold (quick runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-from", help="start from this trained checkpoint instead of ImageNet weights")
@@ -417,8 +456,8 @@ def main(argv=None) -> int:
         res = train(args.data, args.layout, _folds(args.test_folds), _folds(args.train_folds), args.recipe,
                     args.probe, args.backbone, not args.no_pretrained, args.weights_path, args.out,
                     args.group_pattern, args.max_per_class, args.seed, extra, not args.no_progress,
-                    epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, mixup_alpha=args.mixup_alpha,
-                    init_from=args.init_from, stretch_pitch=args.stretch_pitch)
+                    init_from=args.init_from, random_split=args.random_split,
+                    **(dict(epochs=args.epochs, batch_size=args.batch_size) | recipe_overrides(args.set)))
     except (FileNotFoundError, ValueError) as exc:
         print(f"hear-and-see train: {exc}", file=sys.stderr)
         return 2

@@ -160,3 +160,22 @@ def test_shipped_checkpoint_if_trained():
         hits = sum(model.class_names[int(np.argmax(model.predict(audio.pad_or_trim(audio.load_audio(p)))))] ==
                    names[label] for p, label, _, _ in picked)
         assert hits >= 12  # mostly training clips; a loose floor that only a broken model misses
+
+
+def test_evaluate_pools_checkpoints_on_their_own_held_out_folds(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HEAR_AND_SEE_CACHE", str(tmp_path / "cache"))
+    root = make_esc50(tmp_path / "esc50", per_class_per_fold=1)
+    paths = []
+    for fold in (1, 2):
+        torch.manual_seed(fold)
+        paths.append(save_checkpoint(build_model("efficientnet_lite0", CLASSES, pretrained=False),
+                                     tmp_path / f"cv{fold}.pt", metrics=dict(
+                                         test_folds=[fold], train_folds=[f for f in (1, 2, 3, 4) if f != fold])))
+    s, names, tag = evaluate.score_checkpoints(paths, root)
+    assert names == CLASSES and tag == "cv1_and_1_more_held_out"
+    assert [m["folds"] for m in s["per_checkpoint"]] == [[1], [2]]
+    assert sum(c["support"] for c in s["per_class"].values()) == 4  # 2 folds x 2 classes x 1 clip, pooled
+    assert s["mean_accuracy"] == pytest.approx(np.mean([m["accuracy"] for m in s["per_checkpoint"]]))
+    assert evaluate.main(["--data", str(root), "--checkpoint", *map(str, paths), "--out-dir", str(tmp_path / "ev")]) == 0
+    assert (tmp_path / "ev" / "cv1_and_1_more_held_out_confusion.png").exists()
+    assert "top confusions" in capsys.readouterr().out

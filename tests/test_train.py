@@ -128,3 +128,43 @@ def test_init_from_a_checkpoint_with_other_classes_is_refused(tiny_esc50, tmp_pa
     other = save_checkpoint(build_model("efficientnet_lite0", ["a", "b"], pretrained=False), tmp_path / "o.pt")
     assert main(["--data", str(tiny_esc50), "--init-from", str(other), "--epochs", "1", "--no-progress"]) == 2
     assert "classes differ" in capsys.readouterr().err
+
+
+def test_set_overrides_recipe_fields_with_their_types():
+    from models.train import recipe_overrides
+    assert recipe_overrides(["roll=0", "specaugment=false", "stretch_pitch=2", "optimizer=sgd"]) == dict(
+        roll=0.0, specaugment=False, stretch_pitch=2, optimizer="sgd")
+    for bad, words in (("rol=0", "FIELD one of"), ("roll", "FIELD=VALUE"), ("epochs=many", "takes a int"),
+                       ("specaugment=maybe", "takes a bool")):
+        with pytest.raises(ValueError, match=words):
+            recipe_overrides([bad])
+
+
+def test_cli_set_reaches_the_recipe_and_a_bad_one_is_a_clear_error(tiny_esc50, tmp_path, capsys):
+    mj = tmp_path / "m.json"
+    assert main(["--data", str(tiny_esc50), "--no-pretrained", "--epochs", "1", "--batch-size", "8",
+                 "--set", "specaugment=false", "roll=0", "--metrics-json", str(mj), "--no-progress"]) == 0
+    recipe = json.loads(mj.read_text())["recipe"]
+    assert recipe["specaugment"] is False and recipe["roll"] == 0.0 and recipe["epochs"] == 1
+    assert main(["--data", str(tiny_esc50), "--set", "nonsense=1", "--no-progress"]) == 2
+    assert "nonsense=1" in capsys.readouterr().err
+
+
+def test_random_split_holds_out_as_many_clips_drawn_from_every_fold(tiny_esc50):
+    res = train(tiny_esc50, test_folds=(4,), random_split=True, pretrained=False, progress=False,
+                epochs=1, batch_size=8, eval_every=0)
+    m = res["metrics"]
+    assert m["test_folds"] == "random" and m["test_clips"] == 4 and m["train_clips"] == 12
+    assert m["train_folds"] == [1, 2, 3, 4]  # with 4 of 16 held out at random, fold 4 trains too
+
+
+def test_waveform_cnn_learns_tone_from_hiss_and_is_never_saved(tiny_esc50, tmp_path):
+    from models.waveform_cnn import WaveformCNN
+    res = train(tiny_esc50, test_folds=(4,), backbone="waveform_cnn", recipe="waveform", progress=False,
+                epochs=8, batch_size=4)
+    assert isinstance(res["model"], WaveformCNN)
+    assert res["history"]["loss"][-1] < res["history"]["loss"][0]
+    assert res["metrics"]["accuracy"] >= 0.75  # 4 test clips
+    for kwargs in (dict(out=tmp_path / "w.pt"), dict(probe=True), dict(recipe="best")):
+        with pytest.raises(ValueError, match="comparison row"):
+            train(tiny_esc50, backbone="waveform_cnn", progress=False, **{"recipe": "waveform", **kwargs})
