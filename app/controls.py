@@ -90,7 +90,7 @@ class Bindings:
     def on_key(self, controls: Controls, key: str, modifiers: frozenset[str] = frozenset()) -> Controls:
         if key == self.exit_chord.key and self.exit_chord.modifiers <= modifiers:
             return replace(controls, quit=True)
-        if self.mode == "gallery":  # visitors can reach the keyboard: nothing else may do anything
+        if self.mode in ("gallery", "toy"):  # visitors and children reach the keyboard: nothing else does anything
             return controls
         if key == "escape":
             return replace(controls, quit=True)

@@ -22,7 +22,7 @@ from inference_server import protocol
 from models import audio
 from models.backbones import DREAM_LAYERS, create_backbone, default_device
 from models.classes import ESC50_CLASSES, resolve_class_set
-from models.dream import DreamEngine, SeedImageError, load_seed_image
+from models.dream import DreamEngine, SeedImageError, load_seed_image, to_uint8
 from models.gate import OpenSetGate
 from models.model import SHIPPED_CHECKPOINT, SoundClassifier, build_model, load_model, restrict
 from models.seeds import seed_image_path
@@ -273,8 +273,13 @@ class InferenceServer:
             d = self.dream_settings
             layer = session.layer or d.layer
             if session.engine is None or (layer is not None and session.engine.layer != layer):
+                previous = session.engine
                 options = {} if d.blend is None else {"blend": d.blend}
                 session.engine = DreamEngine(self.dream_backbone, layer=layer, size=d.size, **options)
+                if previous is not None and previous.image is not None:
+                    # a performer's layer change morphs the picture on screen, it does not restart at the seed
+                    session.engine.set_seed(label, self._seed(label))
+                    session.engine.set_image(to_uint8(previous.image))
             if session.engine.current_seed != label:
                 session.engine.set_seed(label, self._seed(label))
             # Loudness drives the zoom: -50 dBFS (quiet) .. -10 dBFS (loud) maps to 0 .. 1.

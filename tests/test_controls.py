@@ -50,9 +50,10 @@ def test_the_exit_chord_quits_in_every_mode(mode):
     assert not press(mode, "q", modifiers=frozenset({"ctrl"})).quit
 
 
-def test_gallery_keys_do_nothing_but_the_chord():
+@pytest.mark.parametrize("mode", ["gallery", "toy"])
+def test_gallery_and_toy_keys_do_nothing_but_the_chord(mode):
     keys = ("escape", "h", "space", "b", "1", "0", "up", "down", "left", "right", "q", "return")
-    assert press("gallery", *keys) == Controls()
+    assert press(mode, *keys) == Controls()
 
 
 def test_closing_the_window_quits_except_in_the_gallery():
@@ -60,12 +61,11 @@ def test_closing_the_window_quits_except_in_the_gallery():
     assert not bindings("gallery").on_window_close(Controls()).quit  # alt+F4 is a key visitors can press
 
 
-@pytest.mark.parametrize("mode", ["default", "toy"])
-def test_default_and_toy_have_hud_and_escape_only(mode):
-    assert press(mode, "h") == Controls(hud=False)
-    assert press(mode, "h", "h") == Controls()
-    assert press(mode, "space", "b", "1", "up", "right") == Controls()
-    assert press(mode, "escape").quit
+def test_default_has_hud_and_escape_only():
+    assert press("default", "h") == Controls(hud=False)
+    assert press("default", "h", "h") == Controls()
+    assert press("default", "space", "b", "1", "up", "right") == Controls()
+    assert press("default", "escape").quit
 
 
 def test_performance_keys():

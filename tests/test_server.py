@@ -178,6 +178,16 @@ def test_a_performer_steers_the_dream_class_intensity_and_layer(running, dealer)
     session = next(iter(running.server.sessions.values()))
     assert (session.forced, session.intensity, session.engine.layer) == ("cow", 0.5, "blocks.3")
 
+    # A layer change goes on from the picture on screen; it does not jump back to the seed image.
+    first = image
+    for _ in range(4):
+        header, image = ask(sock, protocol.encode(protocol.CREDIT, last_frame=header["id"], window=1))
+    sock.send_multipart(protocol.encode(protocol.STEER, **{"class": "cow", "intensity": 0.5, "layer": "blocks.5"}))
+    header, after = ask(sock, protocol.encode(protocol.CREDIT, last_frame=header["id"], window=1))
+    assert session.engine.layer == "blocks.5"
+    to_before, to_start = (np.abs(after.astype(float) - x).mean() for x in (image, first))
+    assert to_before < to_start, (to_before, to_start)
+
 
 def test_a_missing_seed_image_costs_frames_not_the_server(networks, address, tmp_path, dealer, caplog):
     (tmp_path / "cow").mkdir()  # a class folder with no picture in it
