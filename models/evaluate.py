@@ -1,6 +1,8 @@
 """How good is the classifier, measured honestly; and `classify` for files.
 
     hear-and-see evaluate --checkpoint runs/fold4.pt --folds 4     # score a checkpoint on held-out folds
+    hear-and-see evaluate --checkpoint runs/cv_fold{1,2,3,4}.pt     # pooled CV: each on its own held-out fold
+    hear-and-see evaluate --checkpoint a.pt b.pt --ensemble --folds 4   # two models' mean probabilities
     hear-and-see evaluate --cv --probe                              # 4-fold CV, frozen features (minutes)
     hear-and-see evaluate --cv --recipe best --epochs 20            # 4-fold CV of fine-tuning (hours on 2 cores)
     hear-and-see evaluate --leak --probe                            # fold split vs random clip split
@@ -107,10 +109,11 @@ def write_report(s: dict, class_names, out_dir, tag: str) -> None:
 ALL_FOLDS = (1, 2, 3, 4)  # ESC-50's fold 5 is kept out of shared/ on purpose
 
 
-def score_checkpoints(paths, data=None, folds=None) -> tuple[dict, list[str], str]:
+def score_checkpoints(paths, data=None, folds=None, ensemble=False) -> tuple[dict, list[str], str]:
     """Score each checkpoint on `folds`, or on the folds its training held out (recorded in it), and pool the
     clips: given the four models of a cross-validation, the pooled scores are the CV scores, with one report
-    and one confusion matrix over all 1600 clips. Returns (scores, class names, report tag)."""
+    and one confusion matrix over all 1600 clips. With `ensemble`, the checkpoints are models of the same
+    split instead, and the scores are those of their averaged probabilities. Returns (scores, names, tag)."""
     from models.train import clip_probabilities
 
     labels, probs, per_model, names = [], [], [], None
@@ -136,11 +139,16 @@ def score_checkpoints(paths, data=None, folds=None) -> tuple[dict, list[str], st
         probs.append(p)
         if ds.skipped:
             log.warning("%s", ds.summary())
+    if ensemble:
+        if any(m["folds"] != per_model[0]["folds"] for m in per_model):
+            raise ValueError("an ensemble's checkpoints must be scored on the same folds: give --folds")
+        labels, probs = labels[:1], [np.mean(probs, axis=0)]
     pooled = scores(np.concatenate(labels), np.concatenate(probs), names)
     accs = [m["accuracy"] for m in per_model]
     pooled.update(per_checkpoint=per_model, mean_accuracy=float(np.mean(accs)), std_accuracy=float(np.std(accs)),
                   mean_macro_f1=float(np.mean([m["macro_f1"] for m in per_model])), seconds=round(time.time() - t0, 1))
-    tag = Path(paths[0]).stem if len(paths) == 1 else f"{Path(paths[0]).stem}_and_{len(paths) - 1}_more"
+    tag = Path(paths[0]).stem if len(paths) == 1 else \
+        f"{Path(paths[0]).stem}_{'ensemble' if ensemble else 'and'}_{len(paths) - 1}_more"
     return pooled, names, tag + (f"_folds{''.join(map(str, folds))}" if folds else "_held_out")
 
 
@@ -330,6 +338,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="dataset folder (default: $HEAR_AND_SEE_ESC50 or ../shared/data/esc50)")
     p.add_argument("--checkpoint", nargs="+", help="score checkpoints on their held-out folds (or --folds), pooled")
     p.add_argument("--folds", nargs="+", type=int, help="default: 1-4, or each checkpoint's own held-out folds")
+    p.add_argument("--ensemble", action="store_true", help="--checkpoint models of one split: score their mean")
     p.add_argument("--cv", action="store_true", help="cross-validate over --folds (trains per fold)")
     p.add_argument("--leak", action="store_true", help="also run the same recipe on random clip splits")
     p.add_argument("--probe", action="store_true", help="cv/leak with the frozen linear probe (fast)")
@@ -359,7 +368,7 @@ def main(argv=None) -> int:
                 print(f"{r['condition']:<22} raw confident {r['raw_confident']:3d}/{r['windows']}  "
                       f"gate shows {r['gated_shown']:3d}/{r['windows']}  max p {r['max_prob']:.2f}  top {r['top_classes']}")
         elif args.checkpoint and not args.cv:
-            s, names, tag = score_checkpoints(args.checkpoint, args.data, args.folds)
+            s, names, tag = score_checkpoints(args.checkpoint, args.data, args.folds, args.ensemble)
             write_report(s, names, out_dir, tag)
             print(report_text(s))
             print(f"\nreport, JSON and confusion matrix in {out_dir}/{tag}*")
@@ -380,7 +389,7 @@ def main(argv=None) -> int:
                       f"macro-F1 {res['mean_macro_f1']:.4f}  ({res['splits']})")
         else:
             p.error("say what to evaluate: --checkpoint, --cv, --leak or --false-triggers")
-    except (CheckpointError, FileNotFoundError) as exc:
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"hear-and-see evaluate: {exc}", file=sys.stderr)
         return 2
     if summary:

@@ -179,3 +179,24 @@ def test_evaluate_pools_checkpoints_on_their_own_held_out_folds(tmp_path, monkey
     assert evaluate.main(["--data", str(root), "--checkpoint", *map(str, paths), "--out-dir", str(tmp_path / "ev")]) == 0
     assert (tmp_path / "ev" / "cv1_and_1_more_held_out_confusion.png").exists()
     assert "top confusions" in capsys.readouterr().out
+
+
+def test_an_ensemble_scores_the_mean_of_its_members(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEAR_AND_SEE_CACHE", str(tmp_path / "cache"))
+    root = make_esc50(tmp_path / "esc50", per_class_per_fold=2)
+    paths = []
+    for k in range(2):
+        torch.manual_seed(k)
+        paths.append(save_checkpoint(build_model("efficientnet_lite0", CLASSES, pretrained=False),
+                                     tmp_path / f"m{k}.pt", metrics=dict(test_folds=[4], train_folds=[1, 2, 3])))
+    s, _, tag = evaluate.score_checkpoints(paths, root, ensemble=True)
+    assert tag == "m0_ensemble_1_more_held_out"
+    assert sum(c["support"] for c in s["per_class"].values()) == 4  # fold 4 once, not once per member
+    from models.train import clip_probabilities
+    ds = datasets.load_dataset(root, folds=[4])
+    mean = np.mean([clip_probabilities(load_model(p), ds.waveforms) for p in paths], axis=0)
+    assert s["accuracy"] == scores(ds.labels, mean, CLASSES)["accuracy"]
+    paths.append(save_checkpoint(build_model("efficientnet_lite0", CLASSES, pretrained=False), tmp_path / "m2.pt",
+                                 metrics=dict(test_folds=[3], train_folds=[1, 2, 4])))
+    with pytest.raises(ValueError, match="same folds"):
+        evaluate.score_checkpoints(paths, root, ensemble=True)
