@@ -89,8 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
+def server_settings(settings):
+    """The venue's settings as the server's (GateSettings, DreamSettings)."""
+    from inference_server.server import DreamSettings, GateSettings
+
+    return (GateSettings(settings.silence_dbfs, settings.min_confidence, settings.enter_windows,
+                         settings.hold_seconds, settings.floor_margin_db or None),
+            DreamSettings(settings.dream_layer, settings.dream_size, settings.dream_intensity, settings.dream_blend))
+
+
 def _serve(args) -> int:
-    from inference_server.server import DreamSettings, GateSettings, serve
+    from inference_server.server import serve
     from models.backbones import BackboneError
     from models.dream import SeedImageError
     from models.model import CheckpointError
@@ -103,14 +112,10 @@ def _serve(args) -> int:
         _, secret = zmq.auth.load_certificate(args.server_secret_key)
         if secret is None:
             raise ConfigError(f"{args.server_secret_key}: holds no secret key; use the .key_secret file")
+    gate, dream = server_settings(settings)
     try:
         serve(settings.checkpoint, settings.seeds_dir, args.bind, device=args.device, backbone=settings.backbone,
-              gate=GateSettings(settings.silence_dbfs, settings.min_confidence, settings.enter_windows,
-                                settings.hold_seconds),
-              dream=DreamSettings(settings.dream_layer, settings.dream_size, settings.dream_intensity,
-                                  settings.dream_blend),
-              curve_secret_key=secret,
-              threads=args.threads)
+              gate=gate, dream=dream, curve_secret_key=secret, threads=args.threads)
     except (CheckpointError, BackboneError, SeedImageError, ValueError) as exc:
         print(f"hear-and-see serve: {exc}", file=sys.stderr)
         return 2

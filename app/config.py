@@ -40,6 +40,7 @@ class Settings:
     hop_seconds: float = 0.5
     window_seconds: float = 4.0          # fixed by the model; here so a venue file can state it explicitly
     silence_dbfs: float = -55.0
+    floor_margin_db: float = 6.0         # a window this close to the room's recent floor is background; 0: off
     min_confidence: float = 0.35
     enter_windows: int = 1
     hold_seconds: float = 2.0
@@ -59,8 +60,7 @@ class Settings:
     vignette: float = 0.35
     zoom_rate: float = 0.05              # the renderer's log-zoom per second between keyframes
     # How hard the server dreams: a scale on its intensity (which is the classifier's confidence) and the
-    # pull back toward the seed image per keyframe (None: the engine's own). Needs server support to take
-    # effect: see docs/kiosk.md, "Toy mode".
+    # pull back toward the seed image per keyframe (None: the engine's own).
     dream_intensity: float = 1.0
     dream_blend: float | None = None
     exit_chord: str = "ctrl+shift+q"     # quits in every mode; in the gallery nothing else does
@@ -75,7 +75,8 @@ MODE_DEFAULTS = {
     "gallery": {"fullscreen": True, "hide_cursor": True, "show_hud": False},
     "toy": {"classes": "animals", "hold_seconds": 4.0, "min_confidence": 0.3, "label_style": "big",
             "dream_intensity": 0.7, "dream_blend": 0.3},
-    "performance": {"hop_seconds": 0.25, "hold_seconds": 0.5, "osc_port": 9000},
+    # a performer's drone may last longer than the room-noise gate's memory, so it is off on stage
+    "performance": {"hop_seconds": 0.25, "hold_seconds": 0.5, "osc_port": 9000, "floor_margin_db": 0.0},
 }
 LABEL_STYLES = ("bars", "big")  # visualizer/hud.py's; not imported, so reading settings needs no pygame
 
@@ -101,6 +102,8 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
     if settings.label_style not in LABEL_STYLES:
         raise ConfigError(f"{where}: label_style must be one of {', '.join(LABEL_STYLES)}, "
                           f"got {settings.label_style!r}")
+    if not 0.0 <= settings.floor_margin_db <= 40.0:
+        raise ConfigError(f"{where}: floor_margin_db must be within 0..40 dB (0: off), got {settings.floor_margin_db}")
     if not 0.0 <= settings.dream_intensity <= 1.0:
         raise ConfigError(f"{where}: dream_intensity must be within 0..1, got {settings.dream_intensity}")
     blend = settings.dream_blend

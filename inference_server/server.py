@@ -42,6 +42,7 @@ class GateSettings:
     min_confidence: float = 0.35
     enter_windows: int = 1
     hold_seconds: float = 2.0
+    floor_margin_db: float | None = None  # gate windows this close to the room's recent floor; None: off
 
 
 @dataclass
@@ -219,7 +220,8 @@ class InferenceServer:
         self.sessions[identity] = Session(
             name=name, classes=classes,
             gate=OpenSetGate(g.silence_dbfs, g.min_confidence, g.enter_windows, g.hold_seconds,
-                             class_names=classes or self.classifier.class_names))
+                             class_names=classes or self.classifier.class_names,
+                             floor_margin_db=g.floor_margin_db))
         log.info("client %s connected (%d clients)", name, len(self.sessions))
         self._send(identity, protocol.encode(protocol.PONG, t=header.get("t")))
 

@@ -281,6 +281,41 @@ def false_triggers(model, gate_kwargs=None, n_windows=40, hop_seconds=0.5, seed=
     return rows
 
 
+def events_in_noise(model, waves, labels, gates: dict[str, dict], bed: str = "pink", bed_dbfs: float = -50.0,
+                    lead_seconds: float = 6.0, tail_seconds: float = 2.0, hop_seconds: float = 0.5,
+                    seed: int = 0) -> dict:
+    """What the room-noise gate costs: each clip is played into a steady noise bed (a quiet room) after
+    `lead_seconds` of bed alone, windows every `hop_seconds` go through the model and through each gate in
+    `gates` (name -> OpenSetGate keyword arguments), fresh per clip. Per gate: `hit` (the clip's class shown
+    while it sounds), `wrong` (another class shown then), `lead_triggers` (anything shown during the bed alone)."""
+    from tqdm import tqdm
+
+    rng = np.random.default_rng(seed)
+    sr, hop = audio.SAMPLE_RATE, int(hop_seconds * audio.SAMPLE_RATE)
+    lead = int(lead_seconds * sr)
+    counts = {name: dict(hit=0, wrong=0, lead_triggers=0) for name in gates}
+    for wave, label in tqdm(list(zip(waves, labels)), desc="events in noise", unit="clip", mininterval=10):
+        stream = noise(bed, lead + len(wave) + int(tail_seconds * sr), bed_dbfs, rng)
+        stream[lead:lead + len(wave)] += wave
+        starts = range(0, len(stream) - audio.N_SAMPLES + 1, hop)
+        wins = np.stack([stream[s:s + audio.N_SAMPLES] for s in starts])
+        probs = model.predict(wins)
+        dbfs = [audio.rms_dbfs(w) for w in wins]
+        during = [s + audio.N_SAMPLES > lead and s < lead + len(wave) for s in starts]
+        for name, kwargs in gates.items():
+            gate = OpenSetGate(class_names=model.class_names, **kwargs)
+            shown = [gate.update(p.tolist(), d, i * hop_seconds)[0] for i, (p, d) in enumerate(zip(probs, dbfs))]
+            while_sounding = {s for s, on in zip(shown, during) if on and s is not None}
+            c = counts[name]
+            c["hit"] += model.class_names[label] in while_sounding
+            c["wrong"] += bool(while_sounding - {model.class_names[label]})
+            c["lead_triggers"] += any(s is not None for s, on, st in zip(shown, during, starts)
+                                      if not on and st < lead)
+    n = len(waves)
+    return dict(bed=bed, bed_dbfs=bed_dbfs, clips=n, gates=gates,
+                rows={name: {k: dict(count=v, share=v / max(1, n)) for k, v in c.items()} for name, c in counts.items()})
+
+
 # ----------------------------------------------------------------------------------------------------------
 # classify files
 
@@ -350,6 +385,10 @@ def main(argv=None) -> int:
     p.add_argument("--enter-windows", type=int, default=2)
     p.add_argument("--hold-seconds", type=float, default=3.0)
     p.add_argument("--floor-margin-db", type=float, help="also gate windows within this many dB of the recent floor")
+    p.add_argument("--events-in-noise", action="store_true",
+                   help="--folds' clips played into a steady noise bed, through the gate with and without "
+                        "--floor-margin-db (default 6): what the room-noise gate costs in missed events")
+    p.add_argument("--bed-dbfs", type=float, default=-50.0, help="the noise bed's level for --events-in-noise")
     p.add_argument("--out-dir", default="runs/eval", help="reports, JSON and confusion-matrix PNGs go here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -367,6 +406,21 @@ def main(argv=None) -> int:
             for r in rows:
                 print(f"{r['condition']:<22} raw confident {r['raw_confident']:3d}/{r['windows']}  "
                       f"gate shows {r['gated_shown']:3d}/{r['windows']}  max p {r['max_prob']:.2f}  top {r['top_classes']}")
+        elif args.events_in_noise:
+            model = load_model(args.checkpoint[0] if args.checkpoint else None)
+            ds = load_dataset(args.data, folds=args.folds or ALL_FOLDS)
+            base = dict(silence_dbfs=args.silence_dbfs, min_confidence=args.min_confidence,
+                        enter_windows=args.enter_windows, hold_seconds=args.hold_seconds)
+            margin = args.floor_margin_db or 6.0
+            res = events_in_noise(model, ds.waveforms, ds.labels,
+                                  {"absolute gate only": base, f"+ room floor {margin:g} dB": base | dict(
+                                      floor_margin_db=margin)}, bed_dbfs=args.bed_dbfs)
+            res["checkpoint"], res["folds"] = str(args.checkpoint[0] if args.checkpoint else SHIPPED_CHECKPOINT), \
+                list(args.folds or ALL_FOLDS)
+            summary["events_in_noise"] = res
+            for name, row in res["rows"].items():
+                print(f"{name:<24} " + "  ".join(f"{k} {v['count']}/{res['clips']} ({v['share']:.1%})"
+                                                for k, v in row.items()))
         elif args.checkpoint and not args.cv:
             s, names, tag = score_checkpoints(args.checkpoint, args.data, args.folds, args.ensemble)
             write_report(s, names, out_dir, tag)

@@ -6,11 +6,12 @@ Three cheap rules keep the picture from flickering between guesses:
   2. confidence: a winning class below `min_confidence` is not shown;
   3. hysteresis: a class must win `enter_windows` windows in a row to be shown, and then stays shown for
      `hold_seconds` after its last win (so a dog that barks twice keeps its picture between barks).
-Optional 4. a relative energy gate (`floor_margin_db`): a window less than that many dB above the quietest window
-     of the last `floor_seconds` is background too. Measured with the fold-4 model, steady white or pink noise
-     above the absolute gate is named "rain" or "crickets" with p 0.8-0.95, so neither the absolute gate nor
-     the confidence threshold stops it; this does, at the price of also fading out a sound that goes on and on
-     (real rain) once it has lasted `floor_seconds`. Off by default.
+  4. room noise (`floor_margin_db`, when set): a window less than that many dB above the quietest window of the
+     last `floor_seconds` is background too, and so is the first window, before there is a floor. Measured with
+     the fold-4 model, steady white or pink noise above the absolute gate is named "rain" or "crickets" with
+     p 0.8-0.95, so neither the absolute gate nor the confidence threshold stops it; this does, at the price
+     of also fading out a sound that goes on and on (real rain) once it has lasted `floor_seconds`. The app
+     sets it (6 dB) in every mode but performance; BENCHMARKS.md has what it costs in missed events.
 Pure Python, no numpy needed: the server calls `update` once per window.
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ class OpenSetGate:
         if self.floor_margin_db is not None:
             while self.history and self.history[0][0] < now - self.floor_seconds:
                 self.history.popleft()
-            if self.history and dbfs < min(d for _, d in self.history) + self.floor_margin_db:
+            if not self.history or dbfs < min(d for _, d in self.history) + self.floor_margin_db:
                 quiet = True
             self.history.append((now, dbfs))
         return quiet

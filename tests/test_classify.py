@@ -200,3 +200,28 @@ def test_an_ensemble_scores_the_mean_of_its_members(tmp_path, monkeypatch):
                                  metrics=dict(test_folds=[3], train_folds=[1, 2, 4])))
     with pytest.raises(ValueError, match="same folds"):
         evaluate.score_checkpoints(paths, root, ensemble=True)
+
+
+class LoudnessModel:
+    """A stand-in classifier that calls anything louder than -40 dBFS "tone" and the rest "hiss" (as the real
+    model calls room noise "crickets"), always sure of itself."""
+    class_names = CLASSES
+
+    def predict(self, wins):
+        loud = np.array([audio.rms_dbfs(w) > -40 for w in wins])
+        return np.where(loud[:, None], [[0.9, 0.1]], [[0.1, 0.9]])
+
+
+def test_events_in_noise_counts_hits_misses_and_triggers_in_the_lead_in():
+    t = np.arange(5 * audio.SAMPLE_RATE) / audio.SAMPLE_RATE
+    loud = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)  # about -13 dBFS over a -50 dBFS bed
+    gates = {"absolute": dict(silence_dbfs=-55.0, min_confidence=0.5, enter_windows=1, hold_seconds=1.0),
+             "floor": dict(silence_dbfs=-55.0, min_confidence=0.5, enter_windows=1, hold_seconds=1.0,
+                           floor_margin_db=6.0)}
+    res = evaluate.events_in_noise(LoudnessModel(), [loud, loud * 0.001], [0, 0], gates, bed_dbfs=-50.0)
+    rows = {name: {k: v["count"] for k, v in row.items()} for name, row in res["rows"].items()}
+    # The absolute gate lets the bed through: "hiss" shows before anything happens, and over the faint tone.
+    assert rows["absolute"] == dict(hit=1, wrong=1, lead_triggers=2)
+    # The floor keeps the bed out and still hears the loud tone; the faint one, no louder than the room, is
+    # now missed instead of misnamed.
+    assert rows["floor"] == dict(hit=1, wrong=0, lead_triggers=0)

@@ -20,6 +20,15 @@ def test_mode_defaults():
     assert load_settings(mode="performance").hop_seconds == 0.25
 
 
+def test_the_room_noise_gate_reaches_the_server_except_on_stage():
+    from app.cli import server_settings
+    for mode in ("default", "gallery", "toy"):
+        assert server_settings(load_settings(mode=mode))[0].floor_margin_db == 6.0
+    assert server_settings(load_settings(mode="performance"))[0].floor_margin_db is None
+    gate, dream = server_settings(load_settings(mode="toy"))
+    assert (gate.min_confidence, gate.hold_seconds, dream.intensity, dream.blend) == (0.3, 4.0, 0.7, 0.3)
+
+
 @pytest.mark.parametrize("text, words", [
     ("mode = \n", ["venue.toml", "TOML"]),
     ("colour = 'red'\n", ["unknown setting", "colour"]),
@@ -27,6 +36,7 @@ def test_mode_defaults():
     ("fullscreen = 1\n", ["fullscreen", "bool"]),
     ("mode = 'disco'\n", ["disco"]),
     ("window_seconds = 2.0\n", ["window_seconds"]),
+    ("floor_margin_db = -3\n", ["floor_margin_db", "0: off"]),
 ])
 def test_bad_venue_files_name_the_file_and_the_problem(tmp_path, text, words):
     venue = tmp_path / "venue.toml"

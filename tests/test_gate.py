@@ -95,6 +95,12 @@ def test_relative_gate_ignores_steady_noise_but_not_an_event():
     assert [g.update(DOG, -30.0, 5.0 + t * 0.5)[0] for t in range(3)] == [None, "dog", "dog"]
 
 
+def test_relative_gate_waits_for_a_floor_before_showing_anything():
+    g = gate(enter_windows=1, hold_seconds=1.0, floor_margin_db=6.0)
+    assert g.update(DOG, -30.0, 0.0)[0] is None  # the first window: no floor to compare with yet
+    assert g.update(DOG, -10.0, 0.5)[0] == "dog"  # 20 dB over it
+
+
 def test_relative_gate_fades_a_sound_that_lasts_longer_than_the_floor_window():
     g = gate(enter_windows=1, hold_seconds=0.5, floor_margin_db=6.0, floor_seconds=5.0)
     g.update(UNSURE, -60.0, 0.0)
