@@ -5,7 +5,6 @@ its own process, so a slow dream never stalls the picture.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -13,12 +12,10 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pygame
-from PIL import Image
 
 from app.capture import SAMPLE_RATE, FileSource, MicrophoneError, MicrophoneSource, RingBuffer
 from app.client import InferenceClient
@@ -26,26 +23,15 @@ from app.config import Settings
 from app.controls import (Bindings, ControlError, Controls, FreezableClock, OscListener, changed, class_list,
                           parse_chord, steer)
 from app.modes import ShowState
+from app.recording import Recorder, RunReport
 from visualizer.fallback import FallbackPlayer
 from visualizer.renderer import Renderer
-from visualizer.window import open_display, save_contact_sheet
+from visualizer.window import open_display
 
 log = logging.getLogger("hear_and_see.app")
 
 HEADLESS_FPS = 30            # headless output is paced like a window would be, in real time
-SAVED_FRAMES_PER_SECOND = 2  # how often the headless run keeps what the window would have shown
 MIC_RETRY_S = 2.0
-SERVER_START_TIMEOUT_S = 120.0
-
-
-@dataclass
-class RunReport:
-    output_dir: Path | None
-    frames_drawn: int = 0
-    frames_by_source: dict = field(default_factory=dict)
-    labels: list = field(default_factory=list)       # (seconds since start, label, confidence)
-    first_live_frame_s: float | None = None
-    first_image_s: float | None = None
 
 
 def free_tcp_address() -> str:
@@ -157,14 +143,8 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
             log.error("no OSC control: cannot listen on udp://%s:%d (%s)", settings.osc_host, settings.osc_port, exc)
     systemd = SystemdNotifier()
 
-    output = Path(output_dir) if output_dir else None
-    if output:
-        (output / "frames").mkdir(parents=True, exist_ok=True)
-    report = RunReport(output)
-    frame_log_file = open(frame_log, "w", encoding="utf-8") if frame_log else None
-    if frame_log_file:
-        frame_log_file.write("seconds\tsource\tclass\tmean_luminance\n")
-    saved, next_save, next_hop = [], 0.0, time.monotonic() + settings.hop_seconds
+    recorder = Recorder(output_dir, frame_log)
+    next_hop = time.monotonic() + settings.hop_seconds
     shown = "seed"  # where the picture on screen came from, for the frame log
     try:
         while duration is None or time.monotonic() - started < duration:
@@ -189,7 +169,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 source.start()
             for r in results:
                 show.on_result(r.label, r.confidence, r.top, r.trained, now)
-                report.labels.append((round(now - started, 2), r.label, round(r.confidence, 3)))
+                recorder.label(now - started, r.label, r.confidence)
             show.forced = controls.forced_label
             live = frame is not None and show.on_frame(frame.label, now)
             scene = steer(show.scene(client.alive, now), controls)
@@ -198,9 +178,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 if live and frame.label == scene.label:  # not while another class is forced
                     renderer.show_frame(frame.image, "live")
                     keyframe, shown = True, "live"
-                    if report.first_live_frame_s is None:
-                        report.first_live_frame_s = now - started
-                        log.info("first live dream frame after %.1f s", report.first_live_frame_s)
+                    recorder.first_live_frame(now - started)
                 elif scene.source == "fallback":
                     picture = fallback.frame(scene.label, now)
                     if picture is not None:
@@ -218,22 +196,9 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 # The renderer zooms by rate x time since the last keyframe, so a new rate set mid-keyframe
                 # would rescale the picture at once; set with a keyframe (which starts at zoom 1) it cannot.
                 renderer.zoom_rate = controls.zoom
-            on_screen = "blackout" if controls.blackout else shown
-            report.frames_drawn += 1
-            report.frames_by_source[on_screen] = report.frames_by_source.get(on_screen, 0) + 1
-            save_now = output is not None and now - started >= next_save
-            if frame_log_file or save_now:
-                pixels = display.read_pixels()  # before the swap: a window's back buffer is undefined after it
-                if frame_log_file:
-                    frame_log_file.write(f"{now - started:.3f}\t{on_screen}\t{scene.label or '-'}\t{pixels.mean():.1f}\n")
-                if save_now:
-                    next_save += 1.0 / SAVED_FRAMES_PER_SECOND
-                    path = output / "frames" / f"{len(saved):05d}.png"
-                    display.save_png(pixels, path)
-                    saved.append(path)
+            recorder.frame(now - started, "blackout" if controls.blackout else shown, scene.label, display)
             display.swap()
-            if report.first_image_s is None:
-                report.first_image_s = time.monotonic() - started
+            if recorder.first_image(time.monotonic() - started):
                 systemd.notify("READY=1")  # a picture is up: systemd's start-up is over, its watchdog begins
             systemd.ping(now)
             before = controls
@@ -265,8 +230,6 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
         client.close()
         if source is not None:
             source.stop()
-        if frame_log_file:
-            frame_log_file.close()
         display.close()
         if server_process is not None:
             server_process.terminate()
@@ -274,12 +237,4 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 server_process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 server_process.kill()
-    if output:
-        if saved:
-            chosen = saved[:: max(1, len(saved) // 24)][:24]
-            save_contact_sheet([np.asarray(Image.open(p).convert("RGB")) for p in chosen], output / "contact_sheet.png")
-        (output / "timeline.json").write_text(json.dumps(
-            {"labels": report.labels, "frames_drawn": report.frames_drawn,
-             "frames_by_source": report.frames_by_source, "first_image_s": report.first_image_s,
-             "first_live_frame_s": report.first_live_frame_s}, indent=1))
-    return report
+    return recorder.close()

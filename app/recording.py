@@ -1,0 +1,94 @@
+"""What a run leaves behind: counts for the caller, and with --output / --frame-log the frames themselves.
+
+A headless run keeps what the window would have shown (`frames/*.png`, twice a second), a contact sheet of
+them, and `timeline.json` (labels over time, frames by source, time to first picture and first live frame);
+`--frame-log` writes one line per drawn frame (its source, class and mean luminance), which is how the
+tests and the robustness benchmark see a black or frozen screen.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from visualizer.window import save_contact_sheet
+
+log = logging.getLogger("hear_and_see.app")
+
+SAVED_FRAMES_PER_SECOND = 2
+CONTACT_SHEET_FRAMES = 24
+
+
+@dataclass
+class RunReport:
+    output_dir: Path | None
+    frames_drawn: int = 0
+    frames_by_source: dict = field(default_factory=dict)
+    labels: list = field(default_factory=list)       # (seconds since start, label, confidence)
+    first_live_frame_s: float | None = None
+    first_image_s: float | None = None
+
+
+class Recorder:
+    def __init__(self, output_dir: str | Path | None, frame_log: str | Path | None):
+        self.output = Path(output_dir) if output_dir else None
+        if self.output:
+            (self.output / "frames").mkdir(parents=True, exist_ok=True)
+        self.report = RunReport(self.output)
+        self.saved: list[Path] = []
+        self._next_save = 0.0
+        self._log = open(frame_log, "w", encoding="utf-8") if frame_log else None
+        if self._log:
+            self._log.write("seconds\tsource\tclass\tmean_luminance\n")
+
+    def label(self, seconds: float, label: str | None, confidence: float) -> None:
+        self.report.labels.append((round(seconds, 2), label, round(confidence, 3)))
+
+    def first_image(self, seconds: float) -> bool:
+        """True the first time: a picture is up."""
+        if self.report.first_image_s is not None:
+            return False
+        self.report.first_image_s = seconds
+        return True
+
+    def first_live_frame(self, seconds: float) -> None:
+        if self.report.first_live_frame_s is None:
+            self.report.first_live_frame_s = seconds
+            log.info("first live dream frame after %.1f s", seconds)
+
+    def frame(self, seconds: float, source: str, label: str | None, display) -> None:
+        """Count a drawn frame; read it back only when it is to be logged or saved. Call before the swap: a
+        window's back buffer is undefined after it."""
+        r = self.report
+        r.frames_drawn += 1
+        r.frames_by_source[source] = r.frames_by_source.get(source, 0) + 1
+        save_now = self.output is not None and seconds >= self._next_save
+        if not (self._log or save_now):
+            return
+        pixels = display.read_pixels()
+        if self._log:
+            self._log.write(f"{seconds:.3f}\t{source}\t{label or '-'}\t{pixels.mean():.1f}\n")
+        if save_now:
+            self._next_save += 1.0 / SAVED_FRAMES_PER_SECOND
+            path = self.output / "frames" / f"{len(self.saved):05d}.png"
+            display.save_png(pixels, path)
+            self.saved.append(path)
+
+    def close(self) -> RunReport:
+        if self._log:
+            self._log.close()
+            self._log = None
+        if self.output:
+            if self.saved:
+                chosen = self.saved[:: max(1, len(self.saved) // CONTACT_SHEET_FRAMES)][:CONTACT_SHEET_FRAMES]
+                save_contact_sheet([np.asarray(Image.open(p).convert("RGB")) for p in chosen],
+                                   self.output / "contact_sheet.png")
+            r = self.report
+            (self.output / "timeline.json").write_text(json.dumps(
+                {"labels": r.labels, "frames_drawn": r.frames_drawn, "frames_by_source": r.frames_by_source,
+                 "first_image_s": r.first_image_s, "first_live_frame_s": r.first_live_frame_s}, indent=1))
+        return self.report
