@@ -286,14 +286,17 @@ def events_in_noise(model, waves, labels, gates: dict[str, dict], bed: str = "pi
                     seed: int = 0) -> dict:
     """What the room-noise gate costs: each clip is played into a steady noise bed (a quiet room) after
     `lead_seconds` of bed alone, windows every `hop_seconds` go through the model and through each gate in
-    `gates` (name -> OpenSetGate keyword arguments), fresh per clip. Per gate: `hit` (the clip's class shown
-    while it sounds), `wrong` (another class shown then), `lead_triggers` (anything shown during the bed alone)."""
+    `gates` (name -> OpenSetGate keyword arguments), fresh per clip. Per gate, counted in clips: `hit` (the
+    clip's class shown while it sounds), `wrong` (another class shown then, if only for one window: flicker),
+    `lead_triggers` (anything shown during the bed alone); and `right_windows`, the share of the windows
+    showing a class while the clip sounds that show the right one."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
     sr, hop = audio.SAMPLE_RATE, int(hop_seconds * audio.SAMPLE_RATE)
     lead = int(lead_seconds * sr)
     counts = {name: dict(hit=0, wrong=0, lead_triggers=0) for name in gates}
+    windows = {name: [0, 0] for name in gates}  # windows showing a class while the clip sounds, right ones
     for wave, label in tqdm(list(zip(waves, labels)), desc="events in noise", unit="clip", mininterval=10):
         stream = noise(bed, lead + len(wave) + int(tail_seconds * sr), bed_dbfs, rng)
         stream[lead:lead + len(wave)] += wave
@@ -306,14 +309,19 @@ def events_in_noise(model, waves, labels, gates: dict[str, dict], bed: str = "pi
             gate = OpenSetGate(class_names=model.class_names, **kwargs)
             shown = [gate.update(p.tolist(), d, i * hop_seconds)[0] for i, (p, d) in enumerate(zip(probs, dbfs))]
             while_sounding = {s for s, on in zip(shown, during) if on and s is not None}
+            showing = [s for s, on in zip(shown, during) if on and s is not None]
+            windows[name][0] += len(showing)
+            windows[name][1] += sum(s == model.class_names[label] for s in showing)
             c = counts[name]
             c["hit"] += model.class_names[label] in while_sounding
             c["wrong"] += bool(while_sounding - {model.class_names[label]})
             c["lead_triggers"] += any(s is not None for s, on, st in zip(shown, during, starts)
                                       if not on and st < lead)
     n = len(waves)
-    return dict(bed=bed, bed_dbfs=bed_dbfs, clips=n, gates=gates,
-                rows={name: {k: dict(count=v, share=v / max(1, n)) for k, v in c.items()} for name, c in counts.items()})
+    rows = {name: {k: dict(count=v, share=v / max(1, n)) for k, v in c.items()} for name, c in counts.items()}
+    for name, (showing, right) in windows.items():
+        rows[name]["right_windows"] = dict(count=right, of=showing, share=right / max(1, showing))
+    return dict(bed=bed, bed_dbfs=bed_dbfs, clips=n, gates=gates, rows=rows)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -381,8 +389,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int)
     p.add_argument("--false-triggers", action="store_true", help="silence and noise through the model and gate")
     p.add_argument("--silence-dbfs", type=float, default=-55.0)
-    p.add_argument("--min-confidence", type=float, default=0.5)
-    p.add_argument("--enter-windows", type=int, default=2)
+    p.add_argument("--min-confidence", type=float, nargs="+", default=[0.5],
+                   help="--events-in-noise compares every value given; the rest use the first")
+    p.add_argument("--enter-windows", type=int, nargs="+", default=[2], help="as --min-confidence")
     p.add_argument("--hold-seconds", type=float, default=3.0)
     p.add_argument("--floor-margin-db", type=float, help="also gate windows within this many dB of the recent floor")
     p.add_argument("--events-in-noise", action="store_true",
@@ -398,8 +407,8 @@ def main(argv=None) -> int:
     try:
         if args.false_triggers:
             model = load_model(args.checkpoint[0] if args.checkpoint else None)
-            gk = dict(silence_dbfs=args.silence_dbfs, min_confidence=args.min_confidence,
-                      enter_windows=args.enter_windows, hold_seconds=args.hold_seconds,
+            gk = dict(silence_dbfs=args.silence_dbfs, min_confidence=args.min_confidence[0],
+                      enter_windows=args.enter_windows[0], hold_seconds=args.hold_seconds,
                       floor_margin_db=args.floor_margin_db)
             rows = false_triggers(model, gk)
             summary["false_triggers"] = dict(gate=gk, checkpoint=str(args.checkpoint[0] if args.checkpoint else SHIPPED_CHECKPOINT), rows=rows)
@@ -409,17 +418,17 @@ def main(argv=None) -> int:
         elif args.events_in_noise:
             model = load_model(args.checkpoint[0] if args.checkpoint else None)
             ds = load_dataset(args.data, folds=args.folds or ALL_FOLDS)
-            base = dict(silence_dbfs=args.silence_dbfs, min_confidence=args.min_confidence,
-                        enter_windows=args.enter_windows, hold_seconds=args.hold_seconds)
             margin = args.floor_margin_db or 6.0
-            res = events_in_noise(model, ds.waveforms, ds.labels,
-                                  {"absolute gate only": base, f"+ room floor {margin:g} dB": base | dict(
-                                      floor_margin_db=margin)}, bed_dbfs=args.bed_dbfs)
+            gates = {f"p>={c:g}, {e} window(s), {f'floor {margin:g} dB' if floor else 'no floor'}": dict(
+                silence_dbfs=args.silence_dbfs, min_confidence=c, enter_windows=e, hold_seconds=args.hold_seconds,
+                floor_margin_db=margin if floor else None)
+                for c in args.min_confidence for e in args.enter_windows for floor in (False, True)}
+            res = events_in_noise(model, ds.waveforms, ds.labels, gates, bed_dbfs=args.bed_dbfs)
             res["checkpoint"], res["folds"] = str(args.checkpoint[0] if args.checkpoint else SHIPPED_CHECKPOINT), \
                 list(args.folds or ALL_FOLDS)
             summary["events_in_noise"] = res
             for name, row in res["rows"].items():
-                print(f"{name:<24} " + "  ".join(f"{k} {v['count']}/{res['clips']} ({v['share']:.1%})"
+                print(f"{name:<36} " + "  ".join(f"{k} {v['count']}/{v.get('of', res['clips'])} ({v['share']:.1%})"
                                                 for k, v in row.items()))
         elif args.checkpoint and not args.cv:
             s, names, tag = score_checkpoints(args.checkpoint, args.data, args.folds, args.ensemble)

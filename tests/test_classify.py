@@ -221,7 +221,9 @@ def test_events_in_noise_counts_hits_misses_and_triggers_in_the_lead_in():
     res = evaluate.events_in_noise(LoudnessModel(), [loud, loud * 0.001], [0, 0], gates, bed_dbfs=-50.0)
     rows = {name: {k: v["count"] for k, v in row.items()} for name, row in res["rows"].items()}
     # The absolute gate lets the bed through: "hiss" shows before anything happens, and over the faint tone.
-    assert rows["absolute"] == dict(hit=1, wrong=1, lead_triggers=2)
+    assert rows["absolute"] == dict(hit=1, wrong=1, lead_triggers=2, right_windows=14)
+    assert res["rows"]["absolute"]["right_windows"]["of"] == 28  # 14 windows overlap each clip
     # The floor keeps the bed out and still hears the loud tone; the faint one, no louder than the room, is
     # now missed instead of misnamed.
-    assert rows["floor"] == dict(hit=1, wrong=0, lead_triggers=0)
+    assert rows["floor"] == dict(hit=1, wrong=0, lead_triggers=0, right_windows=14)
+    assert res["rows"]["floor"]["right_windows"]["share"] == 1.0
