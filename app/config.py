@@ -42,7 +42,7 @@ class Settings:
     silence_dbfs: float = -55.0
     floor_margin_db: float = 6.0         # a window this close to the room's recent floor is background; 0: off
     min_confidence: float = 0.35
-    enter_windows: int = 1
+    enter_windows: int = 2               # windows in a row a class must win before it is shown
     hold_seconds: float = 2.0
     checkpoint: str | None = None        # None: the shipped model
     backbone: str | None = None          # None: whatever the checkpoint was trained on
@@ -76,7 +76,8 @@ MODE_DEFAULTS = {
     "toy": {"classes": "animals", "hold_seconds": 4.0, "min_confidence": 0.3, "label_style": "big",
             "dream_intensity": 0.7, "dream_blend": 0.3},
     # a performer's drone may last longer than the room-noise gate's memory, so it is off on stage
-    "performance": {"hop_seconds": 0.25, "hold_seconds": 0.5, "osc_port": 9000, "floor_margin_db": 0.0},
+    "performance": {"hop_seconds": 0.25, "hold_seconds": 0.5, "osc_port": 9000, "floor_margin_db": 0.0,
+                    "enter_windows": 1},
 }
 LABEL_STYLES = ("bars", "big")  # visualizer/hud.py's; not imported, so reading settings needs no pygame
 

@@ -25,6 +25,8 @@ def test_the_room_noise_gate_reaches_the_server_except_on_stage():
     for mode in ("default", "gallery", "toy"):
         assert server_settings(load_settings(mode=mode))[0].floor_margin_db == 6.0
     assert server_settings(load_settings(mode="performance"))[0].floor_margin_db is None
+    assert server_settings(load_settings(mode="gallery"))[0].enter_windows == 2
+    assert server_settings(load_settings(mode="performance"))[0].enter_windows == 1  # latency first
     gate, dream = server_settings(load_settings(mode="toy"))
     assert (gate.min_confidence, gate.hold_seconds, dream.intensity, dream.blend) == (0.3, 4.0, 0.7, 0.3)
 
