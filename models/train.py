@@ -59,6 +59,12 @@ class Recipe:
     test_hop: float = 0.5         # seconds between the 4 s test windows
     eval_every: int = 5           # epochs between test evaluations during training (0: only at the end)
 
+    def __post_init__(self):
+        for name, allowed in (("optimizer", ("adamw", "sgd")), ("schedule", ("onecycle", "constant")),
+                              ("crop", ("energy", "random", "start"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"recipe {name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+
 
 RECIPES = {
     # what ships: AdamW one-cycle, mixup, SpecAugment, label smoothing, energy-aware crops
@@ -198,18 +204,14 @@ def fine_tune(model: SoundClassifier, train_set: ClipSet, r: Recipe, test_set: C
     model.to(memory_format=torch.channels_last)  # ~1.5x faster convolutions on CPU
     if r.optimizer == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
-    elif r.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
     else:
-        raise ValueError(f"unknown optimizer {r.optimizer!r}; use adamw or sgd")
+        opt = torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / r.batch_size)
     total = steps_per_epoch * r.epochs
     if r.schedule == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=total, pct_start=0.1)
-    elif r.schedule == "constant":
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     else:
-        raise ValueError(f"unknown schedule {r.schedule!r}; use onecycle or constant")
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     variants = stretch_pitch_variants(train_set.waveforms, r.stretch_pitch, seed) if r.stretch_pitch else None
     labels = torch.from_numpy(train_set.labels)
     n_classes = len(train_set.class_names)

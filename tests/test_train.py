@@ -138,6 +138,8 @@ def test_set_overrides_recipe_fields_with_their_types():
                        ("specaugment=maybe", "takes a bool")):
         with pytest.raises(ValueError, match=words):
             recipe_overrides([bad])
+    with pytest.raises(ValueError, match="crop 'middle' is not one of energy, random, start"):
+        Recipe(**recipe_overrides(["crop=middle"]))
 
 
 def test_cli_set_reaches_the_recipe_and_a_bad_one_is_a_clear_error(tiny_esc50, tmp_path, capsys):
