@@ -7,6 +7,7 @@ Example venue.toml (every key is a field of Settings below):
     server = "tcp://127.0.0.1:5555"
     hop_seconds = 0.5
     min_confidence = 0.35
+    floor_margin_db = 6.0       # a sound must stand this far out of the room's noise; 0 turns it off
     fullscreen = true
     exit_chord = "ctrl+shift+q" # the only key that ends the gallery mode
     osc_port = 9000             # OSC control (performance mode); 0 turns it off
