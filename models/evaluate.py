@@ -28,7 +28,7 @@ import torch
 from models import audio
 from models.datasets import load_dataset, windows
 from models.gate import OpenSetGate
-from models.model import SHIPPED_CHECKPOINT, CheckpointError, load_model
+from models.model import SHIPPED_CHECKPOINT, CheckpointError, load_model, read_checkpoint
 
 log = logging.getLogger("hear-and-see.evaluate")
 
@@ -120,7 +120,7 @@ def score_checkpoints(paths, data=None, folds=None, ensemble=False) -> tuple[dic
     t0 = time.time()
     for path in paths:
         model = load_model(path)
-        metrics = torch.load(path, map_location="cpu", weights_only=True).get("metrics", {})
+        metrics = read_checkpoint(path).get("metrics", {})
         held_out = metrics.get("test_folds")
         use = list(folds or (held_out if isinstance(held_out, list) and held_out else ALL_FOLDS))
         trained_on = set(metrics.get("train_folds", [])) & set(use)
@@ -308,8 +308,8 @@ def events_in_noise(model, waves, labels, gates: dict[str, dict], bed: str = "pi
         for name, kwargs in gates.items():
             gate = OpenSetGate(class_names=model.class_names, **kwargs)
             shown = [gate.update(p.tolist(), d, i * hop_seconds)[0] for i, (p, d) in enumerate(zip(probs, dbfs))]
-            while_sounding = {s for s, on in zip(shown, during) if on and s is not None}
             showing = [s for s, on in zip(shown, during) if on and s is not None]
+            while_sounding = set(showing)
             windows[name][0] += len(showing)
             windows[name][1] += sum(s == model.class_names[label] for s in showing)
             c = counts[name]
@@ -404,19 +404,20 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     out_dir = Path(args.out_dir)
     summary = {}
+    first_checkpoint = args.checkpoint[0] if args.checkpoint else None  # the gate measurements use one model
     try:
         if args.false_triggers:
-            model = load_model(args.checkpoint[0] if args.checkpoint else None)
+            model = load_model(first_checkpoint)
             gk = dict(silence_dbfs=args.silence_dbfs, min_confidence=args.min_confidence[0],
                       enter_windows=args.enter_windows[0], hold_seconds=args.hold_seconds,
                       floor_margin_db=args.floor_margin_db)
             rows = false_triggers(model, gk)
-            summary["false_triggers"] = dict(gate=gk, checkpoint=str(args.checkpoint[0] if args.checkpoint else SHIPPED_CHECKPOINT), rows=rows)
+            summary["false_triggers"] = dict(gate=gk, checkpoint=str(first_checkpoint or SHIPPED_CHECKPOINT), rows=rows)
             for r in rows:
                 print(f"{r['condition']:<22} raw confident {r['raw_confident']:3d}/{r['windows']}  "
                       f"gate shows {r['gated_shown']:3d}/{r['windows']}  max p {r['max_prob']:.2f}  top {r['top_classes']}")
         elif args.events_in_noise:
-            model = load_model(args.checkpoint[0] if args.checkpoint else None)
+            model = load_model(first_checkpoint)
             ds = load_dataset(args.data, folds=args.folds or ALL_FOLDS)
             margin = args.floor_margin_db or 6.0
             gates = {f"p>={c:g}, {e} window(s), {f'floor {margin:g} dB' if floor else 'no floor'}": dict(
@@ -424,7 +425,7 @@ def main(argv=None) -> int:
                 floor_margin_db=margin if floor else None)
                 for c in args.min_confidence for e in args.enter_windows for floor in (False, True)}
             res = events_in_noise(model, ds.waveforms, ds.labels, gates, bed_dbfs=args.bed_dbfs)
-            res["checkpoint"], res["folds"] = str(args.checkpoint[0] if args.checkpoint else SHIPPED_CHECKPOINT), \
+            res["checkpoint"], res["folds"] = str(first_checkpoint or SHIPPED_CHECKPOINT), \
                 list(args.folds or ALL_FOLDS)
             summary["events_in_noise"] = res
             for name, row in res["rows"].items():
