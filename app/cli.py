@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     # Training, evaluation and the dream tools parse their own flags.
     delegated = {"train": ("models.train", "main"), "evaluate": ("models.evaluate", "main"),
                  "classify": ("models.evaluate", "classify_main"), "prerender": ("models.dream", "prerender_main"),
-                 "auralize": ("models.auralize", "auralize_main"), "seeds": ("models.seeds", "seeds_main")}
+                 "auralize": ("models.auralize", "auralize_main"), "seeds": ("models.seeds", "seeds_main"),
+                 "ensemble": ("models.model", "ensemble_main")}
     if argv and argv[0] in delegated:
         module, function = delegated[argv[0]]
         return getattr(__import__(module, fromlist=[function]), function)(argv[1:]) or 0

@@ -24,7 +24,7 @@ from models.backbones import DREAM_LAYERS, create_backbone, default_device
 from models.classes import ESC50_CLASSES, resolve_class_set
 from models.dream import DreamEngine, SeedImageError, load_seed_image, to_uint8
 from models.gate import OpenSetGate
-from models.model import SHIPPED_CHECKPOINT, SoundClassifier, build_model, load_model, restrict
+from models.model import SHIPPED_CHECKPOINT, Ensemble, SoundClassifier, build_model, load_model, restrict
 from models.seeds import seed_image_path
 
 log = logging.getLogger("hear_and_see.server")
@@ -103,7 +103,7 @@ def is_loopback(address: str) -> bool:
 
 
 class InferenceServer:
-    def __init__(self, classifier: SoundClassifier, backbone_for_dreams, seeds_dir: str | Path,
+    def __init__(self, classifier: SoundClassifier | Ensemble, backbone_for_dreams, seeds_dir: str | Path,
                  bind: str = "tcp://127.0.0.1:5555", gate: GateSettings = GateSettings(),
                  dream: DreamSettings = DreamSettings(), curve_secret_key: bytes | None = None,
                  context: zmq.Context | None = None):
@@ -133,8 +133,9 @@ class InferenceServer:
         self.socket.bind(bind)
         self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.stats = {"windows": 0, "frames": 0, "errors": 0, "dropped": 0}
-        log.info("serving on %s with %s classifier (%s), %d classes", self.address,
+        log.info("serving on %s with %s classifier (%s%s), %d classes", self.address,
                  classifier.backbone.name, "trained" if classifier.trained else "UNTRAINED head",
+                 f", ensemble of {len(classifier.members)}" if isinstance(classifier, Ensemble) else "",
                  len(classifier.class_names))
 
     # --- the loop -------------------------------------------------------------------------------

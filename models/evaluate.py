@@ -2,7 +2,7 @@
 
     hear-and-see evaluate --checkpoint runs/fold4.pt --folds 4     # score a checkpoint on held-out folds
     hear-and-see evaluate --checkpoint runs/cv_fold{1,2,3,4}.pt     # pooled CV: each on its own held-out fold
-    hear-and-see evaluate --checkpoint a.pt b.pt --ensemble --folds 4   # two models' mean probabilities
+    hear-and-see evaluate --checkpoint a.pt b.pt --ensemble         # two models' mean, on the folds both held out
     hear-and-see evaluate --cv --probe                              # 4-fold CV, frozen features (minutes)
     hear-and-see evaluate --cv --recipe best --epochs 20            # 4-fold CV of fine-tuning (hours on 2 cores)
     hear-and-see evaluate --leak --probe                            # fold split vs random clip split
@@ -28,7 +28,7 @@ import torch
 from models import audio
 from models.datasets import load_dataset, windows
 from models.gate import OpenSetGate
-from models.model import SHIPPED_CHECKPOINT, CheckpointError, load_model, read_checkpoint
+from models.model import SHIPPED_CHECKPOINT, CheckpointError, ensemble_of, load_model, read_checkpoint
 
 log = logging.getLogger("hear-and-see.evaluate")
 
@@ -112,43 +112,44 @@ ALL_FOLDS = (1, 2, 3, 4)  # ESC-50's fold 5 is kept out of shared/ on purpose
 def score_checkpoints(paths, data=None, folds=None, ensemble=False) -> tuple[dict, list[str], str]:
     """Score each checkpoint on `folds`, or on the folds its training held out (recorded in it), and pool the
     clips: given the four models of a cross-validation, the pooled scores are the CV scores, with one report
-    and one confusion matrix over all 1600 clips. With `ensemble`, the checkpoints are models of the same
-    split instead, and the scores are those of their averaged probabilities. Returns (scores, names, tag)."""
+    and one confusion matrix over all 1600 clips. With `ensemble`, the checkpoints are scored as one model,
+    their averaged probabilities, on the folds held out from all of them. Returns (scores, names, tag)."""
     from models.train import clip_probabilities
 
+    if ensemble:
+        model, metrics = ensemble_of(paths)
+        if not metrics["test_folds"] and not folds:
+            raise ValueError("no fold is held out from every member of the ensemble: give --folds")
+        tag = f"{Path(paths[0]).stem}_ensemble_{len(paths) - 1}_more"
+        entries = [(tag, model, metrics)]
+    else:
+        entries = [(str(path), load_model(path), read_checkpoint(path).get("metrics", {})) for path in paths]
+        tag = Path(paths[0]).stem if len(paths) == 1 else f"{Path(paths[0]).stem}_and_{len(paths) - 1}_more"
     labels, probs, per_model, names = [], [], [], None
     t0 = time.time()
-    for path in paths:
-        model = load_model(path)
-        metrics = read_checkpoint(path).get("metrics", {})
+    for name, model, metrics in entries:
         held_out = metrics.get("test_folds")
         use = list(folds or (held_out if isinstance(held_out, list) and held_out else ALL_FOLDS))
         trained_on = set(metrics.get("train_folds", [])) & set(use)
         if trained_on or held_out == "random":
-            log.warning("%s was trained on %s: its scores on folds %s are not held-out", path,
+            log.warning("%s was trained on %s: its scores on folds %s are not held-out", name,
                         f"folds {sorted(trained_on)}" if trained_on else "random clips of every fold", use)
         ds = load_dataset(data, folds=use)
-        if names is not None and ds.class_names != names:
-            raise CheckpointError(f"{path}: classes differ from the other checkpoints'; pool like with like")
+        if ds.class_names != model.class_names:
+            raise CheckpointError(f"{name}: classes differ from the dataset's")
         names = ds.class_names
         p = clip_probabilities(model, ds.waveforms)
         s = scores(ds.labels, p, names)
-        per_model.append(dict(checkpoint=str(path), folds=use, accuracy=s["accuracy"], macro_f1=s["macro_f1"]))
-        log.info("%s on folds %s: accuracy %.4f  macro-F1 %.4f", path, use, s["accuracy"], s["macro_f1"])
+        per_model.append(dict(checkpoint=name, folds=use, accuracy=s["accuracy"], macro_f1=s["macro_f1"]))
+        log.info("%s on folds %s: accuracy %.4f  macro-F1 %.4f", name, use, s["accuracy"], s["macro_f1"])
         labels.append(ds.labels)
         probs.append(p)
         if ds.skipped:
             log.warning("%s", ds.summary())
-    if ensemble:
-        if any(m["folds"] != per_model[0]["folds"] for m in per_model):
-            raise ValueError("an ensemble's checkpoints must be scored on the same folds: give --folds")
-        labels, probs = labels[:1], [np.mean(probs, axis=0)]
     pooled = scores(np.concatenate(labels), np.concatenate(probs), names)
     accs = [m["accuracy"] for m in per_model]
     pooled.update(per_checkpoint=per_model, mean_accuracy=float(np.mean(accs)), std_accuracy=float(np.std(accs)),
                   mean_macro_f1=float(np.mean([m["macro_f1"] for m in per_model])), seconds=round(time.time() - t0, 1))
-    tag = Path(paths[0]).stem if len(paths) == 1 else \
-        f"{Path(paths[0]).stem}_{'ensemble' if ensemble else 'and'}_{len(paths) - 1}_more"
     return pooled, names, tag + (f"_folds{''.join(map(str, folds))}" if folds else "_held_out")
 
 
@@ -381,7 +382,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="dataset folder (default: $HEAR_AND_SEE_ESC50 or ../shared/data/esc50)")
     p.add_argument("--checkpoint", nargs="+", help="score checkpoints on their held-out folds (or --folds), pooled")
     p.add_argument("--folds", nargs="+", type=int, help="default: 1-4, or each checkpoint's own held-out folds")
-    p.add_argument("--ensemble", action="store_true", help="--checkpoint models of one split: score their mean")
+    p.add_argument("--ensemble", action="store_true", help="score --checkpoint as one model, their mean (as `hear-and-see ensemble` writes it)")
     p.add_argument("--cv", action="store_true", help="cross-validate over --folds (trains per fold)")
     p.add_argument("--leak", action="store_true", help="also run the same recipe on random clip splits")
     p.add_argument("--probe", action="store_true", help="cv/leak with the frozen linear probe (fast)")

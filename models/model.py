@@ -1,10 +1,12 @@
 """The sound classifier: a log-mel "image" through an ImageNet backbone to one logit per sound class.
 
 A checkpoint alone is enough to serve: it records the class names, the backbone and the feature
-settings, and `load_model` refuses one whose settings do not match this code.
+settings, and `load_model` refuses one whose settings do not match this code. A checkpoint may hold
+an ensemble: several classifiers of one backbone whose probabilities are averaged.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -54,18 +56,57 @@ class SoundClassifier(nn.Module):
         return self(self.inputs(x)).softmax(-1).cpu().numpy()
 
 
+class Ensemble(nn.Module):
+    """Classifiers of one class list, backbone and signal chain whose probabilities are averaged: models
+    trained with other seeds get different clips wrong, and their average is right more often than either
+    (BENCHMARKS.md). `forward` returns the log of the mean probability, so its softmax is that mean."""
+
+    inputs = staticmethod(SoundClassifier.inputs)
+
+    def __init__(self, members: list[SoundClassifier]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one classifier")
+        first = members[0]
+        for m in members[1:]:
+            if m.class_names != first.class_names or m.backbone.name != first.backbone.name:
+                raise CheckpointError("ensemble members must share class names and backbone")
+        self.members = nn.ModuleList(members)
+        self.class_names = first.class_names
+
+    @property
+    def backbone(self) -> ImageNetBackbone:
+        return self.members[0].backbone
+
+    @property
+    def trained(self) -> bool:
+        return all(m.trained for m in self.members)
+
+    @trained.setter
+    def trained(self, value: bool):
+        for m in self.members:
+            m.trained = value
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([m(mel).log_softmax(-1) for m in self.members])
+        return logp.logsumexp(0) - math.log(len(self.members))
+
+    predict = SoundClassifier.predict
+
+
 def build_model(backbone: str, class_names: list[str], pretrained: bool = True,
                 weights_path: str | Path | None = None) -> SoundClassifier:
     return SoundClassifier(create_backbone(backbone, pretrained, weights_path), class_names)
 
 
-def save_checkpoint(model: SoundClassifier, path: str | Path, **extra) -> Path:
+def save_checkpoint(model: SoundClassifier | Ensemble, path: str | Path, **extra) -> Path:
     """fp16 weights plus everything serving needs; `extra` (recipe, metrics) is stored as-is."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    members = len(model.members) if isinstance(model, Ensemble) else None
     torch.save(dict(format=CHECKPOINT_FORMAT, backbone=model.backbone.name, class_names=model.class_names,
-                    features=audio.feature_settings(), state_dict=state, **extra), path)
+                    features=audio.feature_settings(), state_dict=state, members=members, **extra), path)
     return path
 
 
@@ -85,10 +126,13 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu",
-               backbone: str | None = None) -> SoundClassifier:
-    """Load a trained classifier. `backbone`, when given, must match the checkpoint's."""
+               backbone: str | None = None) -> SoundClassifier | Ensemble:
+    """Load a trained classifier (or ensemble). `backbone`, when given, must match the checkpoint's."""
     path = Path(path) if path is not None else SHIPPED_CHECKPOINT
-    ckpt = read_checkpoint(path)
+    return _model_from(read_checkpoint(path), path, backbone).to(device).eval()
+
+
+def _model_from(ckpt: dict, path: Path, backbone: str | None = None) -> SoundClassifier | Ensemble:
     if backbone is not None and backbone != ckpt["backbone"]:
         raise CheckpointError(f"{path}: checkpoint is for backbone {ckpt['backbone']!r}, "
                               f"but {backbone!r} was asked for; set backbone = \"{ckpt['backbone']}\" "
@@ -98,14 +142,56 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
                 if audio.feature_settings().get(k) != v}
         raise CheckpointError(f"{path}: made with other feature settings (checkpoint, this code): {diff}; "
                               f"retrain it with this version")
-    model = build_model(ckpt["backbone"], ckpt["class_names"], pretrained=False)
+    members = [build_model(ckpt["backbone"], ckpt["class_names"], pretrained=False)
+               for _ in range(ckpt.get("members") or 1)]
+    model = Ensemble(members) if ckpt.get("members") else members[0]
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                for k, v in ckpt["state_dict"].items()})
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit {ckpt['backbone']}: {exc}") from exc
     model.trained = True
-    return model.to(device).eval()
+    return model
+
+
+def ensemble_of(paths: list[str | Path]) -> tuple[Ensemble, dict]:
+    """The ensemble of trained checkpoints (ensembles among them contribute their members), and its metrics:
+    the folds any member trained on, and the folds held out from all of them (none, if each held out another)."""
+    members, train_folds, held_out, parts = [], set(), set(), []
+    for path in paths:
+        ckpt = read_checkpoint(path)
+        model, metrics = _model_from(ckpt, Path(path)).eval(), ckpt.get("metrics", {})
+        members += list(model.members) if isinstance(model, Ensemble) else [model]
+        train_folds |= set(metrics.get("train_folds", []))
+        if isinstance(metrics.get("test_folds"), list):
+            held_out |= set(metrics["test_folds"])
+        parts.append(dict(checkpoint=str(path), **metrics))
+    try:
+        ensemble = Ensemble(members)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{', '.join(map(str, paths))}: {exc}") from None
+    return ensemble, dict(train_folds=sorted(train_folds), test_folds=sorted(held_out - train_folds),
+                          members=parts)
+
+
+def ensemble_main(argv=None) -> int:
+    """hear-and-see ensemble --out OUT.pt A.pt B.pt ...: one checkpoint serving the average of several."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="hear-and-see ensemble", description=ensemble_main.__doc__.split(": ", 1)[1])
+    p.add_argument("checkpoints", nargs="+", help="trained checkpoints of one backbone and class list")
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    args = p.parse_args(argv)
+    try:
+        model, metrics = ensemble_of(args.checkpoints)
+    except CheckpointError as exc:
+        print(f"hear-and-see ensemble: {exc}", file=sys.stderr)
+        return 2
+    save_checkpoint(model, args.out, recipe=dict(name="ensemble"), metrics=metrics)
+    print(f"{args.out}: {len(model.members)} members of {model.backbone.name}, "
+          f"{Path(args.out).stat().st_size / 1e6:.1f} MB, held-out folds {metrics['test_folds'] or 'none'}")
+    return 0
 
 
 def restrict(probs: np.ndarray, class_names: list[str], subset: list[str]) -> np.ndarray:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from models import audio
 from models.datasets import ClipSet, load_dataset, windows
-from models.model import SoundClassifier, build_model, save_checkpoint
+from models.model import Ensemble, SoundClassifier, build_model, save_checkpoint
 from models.waveform_cnn import NAME as WAVEFORM_CNN, WaveformCNN
 
 log = logging.getLogger("hear-and-see.train")
@@ -152,7 +152,7 @@ def stretch_pitch_variants(waves: list[np.ndarray], k: int, seed: int = 0) -> li
 # evaluation over windows
 
 @torch.no_grad()
-def clip_probabilities(model: SoundClassifier, waves: list[np.ndarray], hop: float = 0.5,
+def clip_probabilities(model: SoundClassifier | Ensemble, waves: list[np.ndarray], hop: float = 0.5,
                        batch_size: int = 64) -> np.ndarray:
     """(n_clips, n_classes): the mean of the softmax over 4 s windows every `hop` s covering each clip."""
     model.eval()

@@ -190,7 +190,7 @@ def test_an_ensemble_scores_the_mean_of_its_members(tmp_path, monkeypatch):
         paths.append(save_checkpoint(build_model("efficientnet_lite0", CLASSES, pretrained=False),
                                      tmp_path / f"m{k}.pt", metrics=dict(test_folds=[4], train_folds=[1, 2, 3])))
     s, _, tag = evaluate.score_checkpoints(paths, root, ensemble=True)
-    assert tag == "m0_ensemble_1_more_held_out"
+    assert tag == "m0_ensemble_1_more_held_out" and s["per_checkpoint"][0]["folds"] == [4]
     assert sum(c["support"] for c in s["per_class"].values()) == 4  # fold 4 once, not once per member
     from models.train import clip_probabilities
     ds = datasets.load_dataset(root, folds=[4])
@@ -198,8 +198,47 @@ def test_an_ensemble_scores_the_mean_of_its_members(tmp_path, monkeypatch):
     assert s["accuracy"] == scores(ds.labels, mean, CLASSES)["accuracy"]
     paths.append(save_checkpoint(build_model("efficientnet_lite0", CLASSES, pretrained=False), tmp_path / "m2.pt",
                                  metrics=dict(test_folds=[3], train_folds=[1, 2, 4])))
-    with pytest.raises(ValueError, match="same folds"):
+    with pytest.raises(ValueError, match="no fold is held out from every member"):
         evaluate.score_checkpoints(paths, root, ensemble=True)
+
+
+def test_an_ensemble_checkpoint_serves_the_mean_of_its_members(tmp_path, files, capsys):
+    from app.cli import main as cli_main
+    from models.model import Ensemble
+
+    paths = []
+    for k, held in enumerate((1, 1, 2)):
+        torch.manual_seed(k)
+        paths.append(save_checkpoint(build_model("efficientnet_lite0", CLASSES, pretrained=False), tmp_path / f"m{k}.pt",
+                                     metrics=dict(test_folds=[held], train_folds=[f for f in (1, 2, 3, 4) if f != held])))
+    pair = tmp_path / "pair.pt"
+    assert cli_main(["ensemble", "--out", str(pair), str(paths[0]), str(paths[1])]) == 0
+    assert "2 members" in capsys.readouterr().out
+    model = load_model(pair)
+    assert isinstance(model, Ensemble) and model.trained and model.class_names == CLASSES
+    x = np.stack([audio.pad_or_trim(audio.load_audio(f)) for f in files])
+    members = [load_model(p).predict(x) for p in paths[:2]]
+    assert np.allclose(model.predict(x), np.mean(members, axis=0), atol=1e-5)
+    assert not np.allclose(members[0], members[1], atol=1e-3)  # the mean is not just one member's answer
+    ckpt = torch.load(pair, weights_only=True)
+    assert ckpt["metrics"]["test_folds"] == [1] and ckpt["metrics"]["train_folds"] == [2, 3, 4]
+    assert [m["checkpoint"] for m in ckpt["metrics"]["members"]] == [str(p) for p in paths[:2]]
+    # An ensemble with a member that held out another fold has no held-out fold; its members are flattened.
+    trio = tmp_path / "trio.pt"
+    assert cli_main(["ensemble", "--out", str(trio), str(pair), str(paths[2])]) == 0
+    assert len(load_model(trio).members) == 3
+    assert torch.load(trio, weights_only=True)["metrics"]["test_folds"] == []
+
+
+def test_an_ensemble_of_unlike_checkpoints_is_a_clear_error(tmp_path, capsys):
+    from app.cli import main as cli_main
+
+    a = save_checkpoint(build_model("efficientnet_lite0", CLASSES, pretrained=False), tmp_path / "a.pt")
+    b = save_checkpoint(build_model("efficientnet_lite0", ["x", "y", "z"], pretrained=False), tmp_path / "b.pt")
+    assert cli_main(["ensemble", "--out", str(tmp_path / "ab.pt"), str(a), str(b)]) == 2
+    assert "share class names" in capsys.readouterr().err and not (tmp_path / "ab.pt").exists()
+    assert cli_main(["ensemble", "--out", str(tmp_path / "ab.pt"), str(a), str(tmp_path / "none.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
 
 
 class LoudnessModel:
