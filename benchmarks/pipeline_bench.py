@@ -3,7 +3,8 @@
 1. launch to first image and to first live dream frame: `hear-and-see run --headless` on the demo recordings,
    a fresh process each time (so torch import and model loading count);
 2. classification ms per 4 s window, in-process, median of many windows, beside the wire round trip
-   (window sent -> result back, through a real server on loopback) to show what the protocol adds.
+   (window sent -> result back, through a real server on loopback) to show what the protocol adds; when the
+   shipped model is an ensemble, one of its members alone is timed in turn with it, as the baseline.
 
 Usage: python benchmarks/pipeline_bench.py [--runs 2]
 """
@@ -36,24 +37,29 @@ def launch_to_first_image(runs: int) -> list[dict]:
     return out
 
 
-def classification_ms(n: int = 60) -> tuple[float, float]:
+def classification_ms(n: int = 60) -> tuple[float, float | None, float]:
+    """(ms per window for the shipped model, for one ensemble member alone or None, round trip ms)."""
     import torch
     from app.client import InferenceClient
     from inference_server.server import InferenceServer
     from models.backbones import create_backbone
-    from models.model import SHIPPED_CHECKPOINT, load_model, build_model
+    from models.model import SHIPPED_CHECKPOINT, Ensemble, load_model, build_model
     from models.classes import ESC50_CLASSES
 
     torch.set_num_threads(2)
     model = load_model() if SHIPPED_CHECKPOINT.is_file() else build_model("efficientnet_lite0", ESC50_CLASSES)
+    member = model.members[0] if isinstance(model, Ensemble) else None
     windows = np.random.default_rng(0).normal(0, 0.1, (n, 64000)).astype(np.float32)
     model.predict(windows[:1])
-    times = []
-    for w in windows:
-        t = time.perf_counter()
-        model.predict(w[None])
-        times.append((time.perf_counter() - t) * 1000)
+    times, member_times = [], []
+    for w in windows:  # in turns, so that load from other jobs falls on both alike
+        for m, out in ((model, times), (member, member_times)):
+            if m is not None:
+                t = time.perf_counter()
+                m.predict(w[None])
+                out.append((time.perf_counter() - t) * 1000)
     in_process = float(np.median(times))
+    one_member = float(np.median(member_times)) if member_times else None
 
     address = "tcp://127.0.0.1:5599"
     server = InferenceServer(model, create_backbone("efficientnet_lite0", pretrained=False), ROOT / "seed_images",
@@ -75,7 +81,7 @@ def classification_ms(n: int = 60) -> tuple[float, float]:
     client.close()
     stop.set()
     thread.join()
-    return in_process, float(np.median(trips))
+    return in_process, one_member, float(np.median(trips))
 
 
 def main() -> None:
@@ -83,9 +89,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}")
-    in_process, round_trip = classification_ms()
+    in_process, one_member, round_trip = classification_ms()
     print(f"classification per 4 s window: {in_process:.1f} ms in process, {round_trip:.1f} ms round trip over "
           f"loopback ZeroMQ (ratio {round_trip / in_process:.2f})")
+    if one_member is not None:
+        print(f"one ensemble member alone: {one_member:.1f} ms (the ensemble costs {in_process / one_member:.2f}x)")
     for i, t in enumerate(launch_to_first_image(args.runs)):
         print(f"run {i}: first image {t['first_image_s']:.1f} s, first live dream frame "
               f"{t['first_live_frame_s'] if t['first_live_frame_s'] is None else round(t['first_live_frame_s'], 1)} s, "
