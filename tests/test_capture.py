@@ -7,6 +7,7 @@ import soundfile as sf
 
 from app.capture import (SAMPLE_RATE, FileSource, MicrophoneError, MicrophoneSource, RingBuffer,
                          list_input_devices)
+from tests.conftest import REPO_ROOT
 
 
 def test_ring_buffer_keeps_the_newest_samples_oldest_first():
@@ -42,6 +43,19 @@ def test_folder_source_plays_every_recording_with_pauses(tmp_path):
     _tone(tmp_path / "2.wav", 0.5)
     source = FileSource(RingBuffer(), tmp_path, loop=False)
     assert len(source.samples) == int((0.5 + 2.0) * 2 * SAMPLE_RATE)
+
+
+def test_file_source_decodes_as_training_does(tmp_path):
+    """The app decodes with soundfile + soxr, training with librosa: the same samples, mono, 16 kHz."""
+    from models.audio import load_audio
+
+    rng = np.random.default_rng(0)
+    stereo = tmp_path / "stereo.ogg"
+    sf.write(stereo, (0.2 * rng.standard_normal((22050, 2))).astype(np.float32), 22050)
+    for path in (REPO_ROOT / "app/demo_audio/dog.mp3", stereo):
+        app_side, training_side = FileSource(RingBuffer(), path).samples, load_audio(path)
+        assert app_side.dtype == np.float32 and app_side.shape == training_side.shape
+        assert np.allclose(app_side, training_side, atol=1e-5), path.name
 
 
 @pytest.mark.parametrize("content", [b"", b"not audio at all" * 100])
