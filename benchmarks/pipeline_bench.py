@@ -6,7 +6,10 @@
    (window sent -> result back, through a real server on loopback) to show what the protocol adds; when the
    shipped model is an ensemble, one of its members alone is timed in turn with it, as the baseline.
 
-Usage: python benchmarks/pipeline_bench.py [--runs 2]
+Usage: python benchmarks/pipeline_bench.py [--runs 2] [--baseline OTHER_CHECKOUT]
+
+With --baseline, launches alternate between this checkout and the other one (an older commit, say), so both
+meet the same load; the ratios are what to compare.
 """
 from __future__ import annotations
 
@@ -26,15 +29,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def launch_to_first_image(runs: int) -> list[dict]:
-    out = []
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run([sys.executable, "-m", "app.cli", "run", "--input", str(ROOT / "app" / "demo_audio"),
-                            "--headless", "--duration", "45", "--output", tmp], cwd=ROOT, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            out.append(json.loads((Path(tmp) / "timeline.json").read_text()))
-    return out
+def launch_to_first_image(root: Path = ROOT) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "app.cli", "run", "--input", str(root / "app" / "demo_audio"),
+                        "--headless", "--duration", "45", "--output", tmp], cwd=root, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return json.loads((Path(tmp) / "timeline.json").read_text())
 
 
 def classification_ms(n: int = 60) -> tuple[float, float | None, float]:
@@ -87,6 +87,7 @@ def classification_ms(n: int = 60) -> tuple[float, float | None, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--baseline", type=Path, help="another checkout whose launches alternate with these")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}")
     in_process, one_member, round_trip = classification_ms()
@@ -94,10 +95,21 @@ def main() -> None:
           f"loopback ZeroMQ (ratio {round_trip / in_process:.2f})")
     if one_member is not None:
         print(f"one ensemble member alone: {one_member:.1f} ms (the ensemble costs {in_process / one_member:.2f}x)")
-    for i, t in enumerate(launch_to_first_image(args.runs)):
-        print(f"run {i}: first image {t['first_image_s']:.1f} s, first live dream frame "
-              f"{t['first_live_frame_s'] if t['first_live_frame_s'] is None else round(t['first_live_frame_s'], 1)} s, "
-              f"frames drawn {t['frames_drawn']} {t['frames_by_source']}")
+    roots = [("this", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+    seen: dict[str, list[dict]] = {name: [] for name, _ in roots}
+    for i in range(args.runs):
+        for name, root in roots:
+            t = launch_to_first_image(root)
+            seen[name].append(t)
+            print(f"{name} run {i}: first image {t['first_image_s']:.1f} s, first live dream frame "
+                  f"{t['first_live_frame_s'] if t['first_live_frame_s'] is None else round(t['first_live_frame_s'], 1)} s, "
+                  f"frames drawn {t['frames_drawn']} {t['frames_by_source']}")
+    if args.baseline:
+        for key in ("first_image_s", "first_live_frame_s"):
+            medians = {name: float(np.median([t[key] for t in runs if t[key] is not None] or [np.nan]))
+                       for name, runs in seen.items()}
+            print(f"{key}: median {medians['this']:.2f} s here, {medians['baseline']:.2f} s in the baseline "
+                  f"(ratio {medians['this'] / medians['baseline']:.2f})")
 
 
 if __name__ == "__main__":
