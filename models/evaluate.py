@@ -28,7 +28,8 @@ import torch
 from models import audio
 from models.datasets import load_dataset, windows
 from models.gate import OpenSetGate
-from models.model import SHIPPED_CHECKPOINT, CheckpointError, ensemble_of, load_model, read_checkpoint
+from models.classes import resolve_class_set
+from models.model import SHIPPED_CHECKPOINT, CheckpointError, ensemble_of, load_model, read_checkpoint, restrict
 
 log = logging.getLogger("hear-and-see.evaluate")
 
@@ -109,11 +110,20 @@ def write_report(s: dict, class_names, out_dir, tag: str) -> None:
 ALL_FOLDS = (1, 2, 3, 4)  # ESC-50's fold 5 is kept out of shared/ on purpose
 
 
-def score_checkpoints(paths, data=None, folds=None, ensemble=False) -> tuple[dict, list[str], str]:
+def within_class_set(labels, probs, class_names, subset):
+    """Clips of `subset`'s classes only, scored as the app shows a class set: outputs restricted to the set and
+    renormalised (so a dog's bark cannot be called a door knock in the toy). Returns (labels, probs)."""
+    keep = np.isin(labels, [class_names.index(c) for c in subset])
+    remap = {class_names.index(c): i for i, c in enumerate(subset)}
+    return np.array([remap[int(y)] for y in labels[keep]], dtype=np.int64), restrict(probs[keep], class_names, subset)
+
+
+def score_checkpoints(paths, data=None, folds=None, ensemble=False, classes=None) -> tuple[dict, list[str], str]:
     """Score each checkpoint on `folds`, or on the folds its training held out (recorded in it), and pool the
     clips: given the four models of a cross-validation, the pooled scores are the CV scores, with one report
     and one confusion matrix over all 1600 clips. With `ensemble`, the checkpoints are scored as one model,
-    their averaged probabilities, on the folds held out from all of them. Returns (scores, names, tag)."""
+    their averaged probabilities, on the folds held out from all of them. With `classes` (a class set such as
+    "animals"), only those classes' clips and outputs count. Returns (scores, names, tag)."""
     from models.train import clip_probabilities
 
     if ensemble:
@@ -137,12 +147,17 @@ def score_checkpoints(paths, data=None, folds=None, ensemble=False) -> tuple[dic
         ds = load_dataset(data, folds=use)
         if ds.class_names != model.class_names:
             raise CheckpointError(f"{name}: classes differ from the dataset's")
-        names = ds.class_names
-        p = clip_probabilities(model, ds.waveforms)
-        s = scores(ds.labels, p, names)
+        subset = resolve_class_set(classes, ds.class_names)
+        if subset:
+            ds = ds.subset(np.flatnonzero(np.isin(ds.labels, [ds.class_names.index(c) for c in subset])))
+        y, p = ds.labels, clip_probabilities(model, ds.waveforms)
+        if subset:
+            y, p = within_class_set(y, p, ds.class_names, subset)
+        names = subset or ds.class_names
+        s = scores(y, p, names)
         per_model.append(dict(checkpoint=name, folds=use, accuracy=s["accuracy"], macro_f1=s["macro_f1"]))
         log.info("%s on folds %s: accuracy %.4f  macro-F1 %.4f", name, use, s["accuracy"], s["macro_f1"])
-        labels.append(ds.labels)
+        labels.append(y)
         probs.append(p)
         if ds.skipped:
             log.warning("%s", ds.summary())
@@ -150,6 +165,7 @@ def score_checkpoints(paths, data=None, folds=None, ensemble=False) -> tuple[dic
     accs = [m["accuracy"] for m in per_model]
     pooled.update(per_checkpoint=per_model, mean_accuracy=float(np.mean(accs)), std_accuracy=float(np.std(accs)),
                   mean_macro_f1=float(np.mean([m["macro_f1"] for m in per_model])), seconds=round(time.time() - t0, 1))
+    tag += f"_{classes}" if isinstance(classes, str) and classes != "all" else ""
     return pooled, names, tag + (f"_folds{''.join(map(str, folds))}" if folds else "_held_out")
 
 
@@ -382,6 +398,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="dataset folder (default: $HEAR_AND_SEE_ESC50 or ../shared/data/esc50)")
     p.add_argument("--checkpoint", nargs="+", help="score checkpoints on their held-out folds (or --folds), pooled")
     p.add_argument("--folds", nargs="+", type=int, help="default: 1-4, or each checkpoint's own held-out folds")
+    p.add_argument("--classes", help="score a class set as the app shows it (e.g. animals, the toy's): only its "
+                                     "clips, outputs restricted to it")
     p.add_argument("--ensemble", action="store_true", help="score --checkpoint as one model, their mean (as `hear-and-see ensemble` writes it)")
     p.add_argument("--cv", action="store_true", help="cross-validate over --folds (trains per fold)")
     p.add_argument("--leak", action="store_true", help="also run the same recipe on random clip splits")
@@ -433,7 +451,7 @@ def main(argv=None) -> int:
                 print(f"{name:<36} " + "  ".join(f"{k} {v['count']}/{v.get('of', res['clips'])} ({v['share']:.1%})"
                                                 for k, v in row.items()))
         elif args.checkpoint and not args.cv:
-            s, names, tag = score_checkpoints(args.checkpoint, args.data, args.folds, args.ensemble)
+            s, names, tag = score_checkpoints(args.checkpoint, args.data, args.folds, args.ensemble, args.classes)
             write_report(s, names, out_dir, tag)
             print(report_text(s))
             print(f"\nreport, JSON and confusion matrix in {out_dir}/{tag}*")

@@ -178,7 +178,20 @@ def test_evaluate_pools_checkpoints_on_their_own_held_out_folds(tmp_path, monkey
     assert s["mean_accuracy"] == pytest.approx(np.mean([m["accuracy"] for m in s["per_checkpoint"]]))
     assert evaluate.main(["--data", str(root), "--checkpoint", *map(str, paths), "--out-dir", str(tmp_path / "ev")]) == 0
     assert (tmp_path / "ev" / "cv1_and_1_more_held_out_confusion.png").exists()
+    only, names, tag = evaluate.score_checkpoints(paths, root, classes=["hiss"])
+    assert names == ["hiss"] and sum(c["support"] for c in only["per_class"].values()) == 2  # the hiss clips
     assert "top confusions" in capsys.readouterr().out
+
+
+def test_a_class_set_is_scored_as_the_app_shows_it():
+    names = ["door_wood_knock", "dog", "cat"]
+    labels = np.array([1, 2, 0])
+    probs = np.array([[0.5, 0.3, 0.2],    # a bark heard as a door knock: right once the set is animals only
+                      [0.1, 0.5, 0.4],    # a meow heard as a bark: still wrong
+                      [0.9, 0.05, 0.05]])  # a door knock: not an animal, not counted
+    y, p = evaluate.within_class_set(labels, probs, names, ["dog", "cat"])
+    assert y.tolist() == [0, 1] and np.allclose(p.sum(-1), 1)
+    assert scores(y, p, ["dog", "cat"])["accuracy"] == 0.5
 
 
 def test_an_ensemble_scores_the_mean_of_its_members(tmp_path, monkeypatch):
