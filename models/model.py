@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models import audio
@@ -26,14 +25,10 @@ class CheckpointError(RuntimeError):
 
 
 class SoundClassifier(nn.Module):
-    def __init__(self, backbone: ImageNetBackbone, class_names: list[str], dropout: float = 0.2,
-                 image_scale: float = 1.0):
+    def __init__(self, backbone: ImageNetBackbone, class_names: list[str], dropout: float = 0.2):
         super().__init__()
         self.backbone = backbone
         self.class_names = list(class_names)
-        # The spectrogram image is enlarged by this factor before the backbone: at 128 x 256 pixels the
-        # ImageNet network's last feature map is only 4 x 8 cells (a recipe option; see BENCHMARKS.md).
-        self.image_scale = float(image_scale)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.feature_dim, len(class_names))
         self.trained = False  # set by load_model from the checkpoint; an untrained head must say so
@@ -43,13 +38,11 @@ class SoundClassifier(nn.Module):
         """(B, N_SAMPLES) waveforms -> what `forward` takes: the log-mel spectrogram."""
         return audio.log_mel_spectrogram(waves)
 
-    def spectrogram_to_image(self, mel: torch.Tensor) -> torch.Tensor:
-        """(B, N_MELS, N_FRAMES) scaled log-mel -> (B, 3, N_MELS * image_scale, N_FRAMES * image_scale) in [0, 1],
-        low frequencies at the bottom."""
-        img = ((mel + 1.0) / 2.0).clamp(0.0, 1.0).flip(-2).unsqueeze(1)
-        if self.image_scale != 1.0:
-            img = F.interpolate(img, scale_factor=self.image_scale, mode="bilinear", align_corners=False)
-        return img.expand(-1, 3, -1, -1)
+    @staticmethod
+    def spectrogram_to_image(mel: torch.Tensor) -> torch.Tensor:
+        """(B, N_MELS, N_FRAMES) scaled log-mel -> (B, 3, N_MELS, N_FRAMES) in [0, 1], low frequencies at the bottom."""
+        img = ((mel + 1.0) / 2.0).clamp(0.0, 1.0).flip(-2)
+        return img.unsqueeze(1).expand(-1, 3, -1, -1)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.backbone.embed(self.spectrogram_to_image(mel))))
@@ -102,8 +95,8 @@ class Ensemble(nn.Module):
 
 
 def build_model(backbone: str, class_names: list[str], pretrained: bool = True,
-                weights_path: str | Path | None = None, image_scale: float = 1.0) -> SoundClassifier:
-    return SoundClassifier(create_backbone(backbone, pretrained, weights_path), class_names, image_scale=image_scale)
+                weights_path: str | Path | None = None) -> SoundClassifier:
+    return SoundClassifier(create_backbone(backbone, pretrained, weights_path), class_names)
 
 
 def save_checkpoint(model: SoundClassifier | Ensemble, path: str | Path, **extra) -> Path:
@@ -111,11 +104,9 @@ def save_checkpoint(model: SoundClassifier | Ensemble, path: str | Path, **extra
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    members = list(model.members) if isinstance(model, Ensemble) else [model]
+    members = len(model.members) if isinstance(model, Ensemble) else None
     torch.save(dict(format=CHECKPOINT_FORMAT, backbone=model.backbone.name, class_names=model.class_names,
-                    features=audio.feature_settings(), state_dict=state,
-                    members=len(members) if isinstance(model, Ensemble) else None,
-                    image_scale=[m.image_scale for m in members], **extra), path)
+                    features=audio.feature_settings(), state_dict=state, members=members, **extra), path)
     return path
 
 
@@ -151,8 +142,8 @@ def _model_from(ckpt: dict, path: Path, backbone: str | None = None) -> SoundCla
                 if audio.feature_settings().get(k) != v}
         raise CheckpointError(f"{path}: made with other feature settings (checkpoint, this code): {diff}; "
                               f"retrain it with this version")
-    members = [build_model(ckpt["backbone"], ckpt["class_names"], pretrained=False, image_scale=scale)
-               for scale in ckpt.get("image_scale") or [1.0] * (ckpt.get("members") or 1)]
+    members = [build_model(ckpt["backbone"], ckpt["class_names"], pretrained=False)
+               for _ in range(ckpt.get("members") or 1)]
     model = Ensemble(members) if ckpt.get("members") else members[0]
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v

@@ -55,8 +55,6 @@ class Recipe:
     mixup_alpha: float = 0.2      # 0 disables; mixes log-mels and targets with lam ~ Beta(alpha, alpha)
     specaugment: bool = True      # 2 frequency masks (<= 16 bins) and 2 time masks (<= 32 frames)
     stretch_pitch: int = 0        # variants per clip made offline with librosa (slow); 0 disables
-    # model input
-    image_scale: float = 1.0      # enlarge the 128 x 256 spectrogram image this much before the backbone
     # evaluation
     test_hop: float = 0.5         # seconds between the 4 s test windows
     eval_every: int = 5           # epochs between test evaluations during training (0: only at the end)
@@ -66,8 +64,6 @@ class Recipe:
                               ("crop", ("energy", "random", "start"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"recipe {name} {getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        if not 0.25 <= self.image_scale <= 4.0:
-            raise ValueError(f"recipe image_scale {self.image_scale} is outside 0.25-4")
 
 
 RECIPES = {
@@ -356,12 +352,8 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
         model = load_model(init_from, backbone=backbone)
         if model.class_names != ds.class_names:
             raise ValueError(f"{init_from}: classes differ from the dataset's; cannot continue from it")
-        if model.image_scale != r.image_scale:
-            raise ValueError(f"{init_from}: made with image_scale {model.image_scale}, the recipe asks for "
-                             f"{r.image_scale}; use --set image_scale={model.image_scale}")
     else:
-        model = build_model(backbone, ds.class_names, pretrained=pretrained, weights_path=weights_path,
-                            image_scale=r.image_scale)
+        model = build_model(backbone, ds.class_names, pretrained=pretrained, weights_path=weights_path)
     last_path = None
     if out is not None and not probe:
         last_path = Path("runs") / (Path(out).stem + ".last.pt")

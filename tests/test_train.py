@@ -152,27 +152,6 @@ def test_cli_set_reaches_the_recipe_and_a_bad_one_is_a_clear_error(tiny_esc50, t
     assert "nonsense=1" in capsys.readouterr().err
 
 
-def test_image_scale_enlarges_the_backbones_input_and_travels_with_the_checkpoint(tiny_esc50, tmp_path,
-                                                                                   monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    out = tmp_path / "big.pt"
-    assert main(["--data", str(tiny_esc50), "--test-folds", "none", "--no-pretrained", "--epochs", "1",
-                 "--batch-size", "8", "--set", "image_scale=1.5", "--out", str(out), "--no-progress"]) == 0
-    model = load_model(out)
-    assert model.image_scale == 1.5 and read_checkpoint(out)["image_scale"] == [1.5]
-    mel = model.inputs(torch.zeros(2, audio.N_SAMPLES))
-    assert model.spectrogram_to_image(mel).shape == (2, 3, 192, 384)
-    # the same weights at the unscaled size answer differently: the scale is applied, not just recorded
-    same = load_model(out)
-    same.image_scale = 1.0
-    x = np.random.default_rng(0).normal(0, 0.1, (1, audio.N_SAMPLES)).astype(np.float32)
-    assert not np.allclose(model.predict(x), same.predict(x), atol=1e-4)
-    with pytest.raises(ValueError, match="image_scale 1.5.*asks for 1.0"):
-        train(tiny_esc50, test_folds=(), pretrained=False, progress=False, epochs=1, init_from=out)
-    with pytest.raises(ValueError, match="outside"):
-        Recipe(image_scale=10)
-
-
 def test_random_split_holds_out_as_many_clips_drawn_from_every_fold(tiny_esc50):
     res = train(tiny_esc50, test_folds=(4,), random_split=True, pretrained=False, progress=False,
                 epochs=1, batch_size=8, eval_every=0)
