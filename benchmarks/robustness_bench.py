@@ -26,6 +26,11 @@ from app.client import InferenceClient  # noqa: E402
 from app.run import free_tcp_address  # noqa: E402
 
 
+# Every window shown, so every client dreams all the time (the heavy path): no confidence threshold, no energy
+# gate, and no room floor (a steady test tone would otherwise become the floor and be gated off).
+DREAM_ALWAYS = "min_confidence = 0.0\nsilence_dbfs = -90.0\nfloor_margin_db = 0.0\n"
+
+
 def start_server(address: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--bind", address, *extra], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -103,7 +108,7 @@ def load(args) -> None:
     address = free_tcp_address()
     # min_confidence 0: every client gets a class and so asks for dream frames, the heaviest case
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as venue:
-        venue.write("min_confidence = 0.0\nsilence_dbfs = -90.0\n")
+        venue.write(DREAM_ALWAYS)
     server = start_server(address, "--config", venue.name)
     try:
         wait_until_serving(address)
@@ -129,7 +134,7 @@ def soak(args) -> None:
 
     address = free_tcp_address()
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as venue:
-        venue.write("min_confidence = 0.0\nsilence_dbfs = -90.0\n")  # dream all the time: the heavy path
+        venue.write(DREAM_ALWAYS)
     server = start_server(address, "--config", venue.name)
     try:
         wait_until_serving(address)
@@ -155,7 +160,7 @@ def recovery(args) -> None:
     """An app runs headless with a frame log while its server is killed and restarted `kills` times."""
     address = free_tcp_address()
     with tempfile.TemporaryDirectory() as tmp, tempfile.NamedTemporaryFile("w", suffix=".toml") as venue:
-        venue.write("min_confidence = 0.0\nsilence_dbfs = -90.0\nwidth = 640\nheight = 360\n")
+        venue.write(DREAM_ALWAYS + "width = 640\nheight = 360\n")
         venue.flush()
         server = start_server(address, "--config", venue.name)
         wait_until_serving(address)
