@@ -29,7 +29,7 @@ from models import audio
 from models.datasets import load_dataset, windows
 from models.gate import OpenSetGate
 from models.classes import resolve_class_set
-from models.model import SHIPPED_CHECKPOINT, CheckpointError, ensemble_of, load_model, read_checkpoint, restrict
+from models.model import SHIPPED_CHECKPOINT, CheckpointError, ensemble_of, load_model, load_with_metrics, restrict
 
 log = logging.getLogger("hear-and-see.evaluate")
 
@@ -133,7 +133,7 @@ def score_checkpoints(paths, data=None, folds=None, ensemble=False, classes=None
         tag = f"{Path(paths[0]).stem}_ensemble_{len(paths) - 1}_more"
         entries = [(tag, model, metrics)]
     else:
-        entries = [(str(path), load_model(path), read_checkpoint(path).get("metrics", {})) for path in paths]
+        entries = [(str(path), *load_with_metrics(path)) for path in paths]
         tag = Path(paths[0]).stem if len(paths) == 1 else f"{Path(paths[0]).stem}_and_{len(paths) - 1}_more"
     labels, probs, per_model, names = [], [], [], None
     t0 = time.time()

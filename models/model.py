@@ -154,13 +154,18 @@ def _model_from(ckpt: dict, path: Path, backbone: str | None = None) -> SoundCla
     return model
 
 
+def load_with_metrics(path: str | Path) -> tuple[SoundClassifier | Ensemble, dict]:
+    """A trained classifier (on the CPU) and the metrics its checkpoint records, from one read of the file."""
+    ckpt = read_checkpoint(path)
+    return _model_from(ckpt, Path(path)).eval(), ckpt.get("metrics", {})
+
+
 def ensemble_of(paths: list[str | Path]) -> tuple[Ensemble, dict]:
     """The ensemble of trained checkpoints (ensembles among them contribute their members), and its metrics:
     the folds any member trained on, and the folds held out from all of them (none, if each held out another)."""
     members, train_folds, held_out, parts = [], set(), set(), []
     for path in paths:
-        ckpt = read_checkpoint(path)
-        model, metrics = _model_from(ckpt, Path(path)).eval(), ckpt.get("metrics", {})
+        model, metrics = load_with_metrics(path)
         members += list(model.members) if isinstance(model, Ensemble) else [model]
         train_folds |= set(metrics.get("train_folds", []))
         if isinstance(metrics.get("test_folds"), list):
