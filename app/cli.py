@@ -17,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     # (measured: 2-thread dreams fell from ~6 to under 1 keyframe/s beside another torch job).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Training, evaluation and the dream tools parse their own flags.
-    delegated = {"train": ("models.train", "main"), "evaluate": ("models.evaluate", "main"),
-                 "classify": ("models.evaluate", "classify_main"), "prerender": ("models.dream", "prerender_main"),
-                 "auralize": ("models.auralize", "auralize_main"), "seeds": ("models.seeds", "seeds_main"),
+    delegated = {"train": ("offline.train", "main"), "evaluate": ("offline.evaluate", "main"),
+                 "classify": ("offline.evaluate", "classify_main"), "prerender": ("models.dream", "prerender_main"),
+                 "auralize": ("offline.auralize", "auralize_main"), "seeds": ("models.seeds", "seeds_main"),
                  "ensemble": ("models.model", "ensemble_main")}
     if argv and argv[0] in delegated:
         module, function = delegated[argv[0]]
@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def server_settings(settings):
     """The venue's settings as the server's (GateSettings, DreamSettings)."""
-    from inference_server.server import DreamSettings, GateSettings
+    from app.config import gate_settings
+    from inference_server.server import DreamSettings
 
-    return (GateSettings(settings.silence_dbfs, settings.min_confidence, settings.enter_windows,
-                         settings.hold_seconds, settings.floor_margin_db or None),
+    return (gate_settings(settings),
             DreamSettings(settings.dream_layer, settings.dream_size, settings.dream_intensity, settings.dream_blend))
 
 

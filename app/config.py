@@ -6,8 +6,8 @@ Example venue.toml (every key is a field of Settings below):
     classes = "animals"         # "all", a set name (animals, natural, human, domestic, urban) or a list
     server = "tcp://127.0.0.1:5555"
     hop_seconds = 0.5
-    min_confidence = 0.35
-    floor_margin_db = 6.0       # a sound must stand this far out of the room's noise; 0 turns it off
+    min_confidence = 0.4
+    speech = "ignore"           # talking shows nothing; "show": it is shown as the class "speech"
     fullscreen = true
     exit_chord = "ctrl+shift+q" # the only key that ends the gallery mode
     osc_port = 9000             # OSC control (performance mode); 0 turns it off
@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from app.controls import parse_chord
+from models.gate import GateSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,11 +41,13 @@ class Settings:
     server: str = "tcp://127.0.0.1:5555"
     hop_seconds: float = 0.5
     window_seconds: float = 4.0          # fixed by the model; here so a venue file can state it explicitly
-    silence_dbfs: float = -55.0
-    floor_margin_db: float = 6.0         # a window this close to the room's recent floor is background; 0: off
-    min_confidence: float = 0.35
-    enter_windows: int = 2               # windows in a row a class must win before it is shown
-    hold_seconds: float = 2.0
+    # The gate (models/gate.py says what each does); defaults defined once, there.
+    silence_dbfs: float = GateSettings.silence_dbfs
+    min_confidence: float = GateSettings.min_confidence
+    enter_windows: int = GateSettings.enter_windows
+    hold_seconds: float = GateSettings.hold_seconds
+    speech: str = GateSettings.speech
+    floor_margin_db: float = GateSettings.floor_margin_db
     checkpoint: str | None = None        # None: the shipped model
     backbone: str | None = None          # None: whatever the checkpoint was trained on
     dream_layer: str | None = None
@@ -76,9 +79,7 @@ MODE_DEFAULTS = {
     "gallery": {"fullscreen": True, "hide_cursor": True, "show_hud": False},
     "toy": {"classes": "animals", "hold_seconds": 4.0, "min_confidence": 0.3, "label_style": "big",
             "dream_intensity": 0.7, "dream_blend": 0.3},
-    # a performer's drone may last longer than the room-noise gate's memory, so it is off on stage
-    "performance": {"hop_seconds": 0.25, "hold_seconds": 0.5, "osc_port": 9000, "floor_margin_db": 0.0,
-                    "enter_windows": 1},
+    "performance": {"hop_seconds": 0.25, "hold_seconds": 0.5, "osc_port": 9000, "enter_windows": 1},
 }
 LABEL_STYLES = ("bars", "big")  # visualizer/hud.py's; not imported, so reading settings needs no pygame
 
@@ -106,6 +107,10 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
                           f"got {settings.label_style!r}")
     if not 0.0 <= settings.floor_margin_db <= 40.0:
         raise ConfigError(f"{where}: floor_margin_db must be within 0..40 dB (0: off), got {settings.floor_margin_db}")
+    try:
+        gate_settings(settings)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     if not 0.0 <= settings.dream_intensity <= 1.0:
         raise ConfigError(f"{where}: dream_intensity must be within 0..1, got {settings.dream_intensity}")
     blend = settings.dream_blend
@@ -142,3 +147,8 @@ def _same_kind(value, default) -> bool:
     if isinstance(default, bool) or isinstance(value, bool):
         return type(value) is type(default)
     return isinstance(value, (int, float)) if isinstance(default, float) else type(value) is type(default)
+
+
+def gate_settings(settings: Settings) -> GateSettings:
+    """The venue's gate, field by field by name."""
+    return GateSettings(**{f.name: getattr(settings, f.name) for f in fields(GateSettings) if hasattr(settings, f.name)})

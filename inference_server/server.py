@@ -20,11 +20,11 @@ import zmq
 
 from inference_server import protocol
 from models import audio
-from models.backbones import DREAM_LAYERS, create_backbone, default_device
-from models.classes import ESC50_CLASSES, resolve_class_set
+from models.backbones import DREAM_BACKBONE, DREAM_LAYERS, create_backbone, default_device
+from models.classes import ESC50_CLASSES, class_set_probabilities, resolve_class_set
 from models.dream import DreamEngine, SeedImageError, load_seed_image, to_uint8
-from models.gate import OpenSetGate
-from models.model import SHIPPED_CHECKPOINT, Ensemble, SoundClassifier, build_model, load_model, restrict
+from models.gate import GateSettings, OpenSetGate
+from models.model import SHIPPED_CHECKPOINT, Ensemble, SoundClassifier, build_model, load_model
 from models.seeds import seed_image_path
 
 log = logging.getLogger("hear_and_see.server")
@@ -34,15 +34,6 @@ MAX_CREDIT = 4              # frames a client may have in flight: small, so fram
 RATE_LIMIT_PER_S = 100.0    # messages per second per client, a token bucket: floods are dropped
 RATE_BURST = 200.0          # (a healthy app sends ~10 a second, plus one credit per frame it receives)
 POLL_IDLE_MS = 50
-
-
-@dataclass
-class GateSettings:
-    silence_dbfs: float = -55.0
-    min_confidence: float = 0.35
-    enter_windows: int = 1
-    hold_seconds: float = 2.0
-    floor_margin_db: float | None = None  # gate windows this close to the room's recent floor; None: off
 
 
 @dataclass
@@ -111,6 +102,7 @@ class InferenceServer:
             raise ValueError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
                              f"(run `hear-and-see keys`, then pass --server-key)")
         self.classifier = classifier
+        self.tag_names = list(getattr(classifier, "tag_names", ()))  # AudioSet's, when the classifier has them
         self.dream_backbone = backbone_for_dreams
         self.seeds_dir = Path(seeds_dir)
         self.gate_settings, self.dream_settings = gate, dream
@@ -214,15 +206,13 @@ class InferenceServer:
     def _hello(self, identity: bytes, header: dict, now: float) -> None:
         name = str(header.get("client", identity.hex()))[:64]
         try:
-            classes = resolve_class_set(header.get("classes"), self.classifier.class_names)
+            classes = resolve_class_set(header.get("classes"), self.classifier.class_names, self.tag_names)
         except ValueError as exc:
             raise protocol.ProtocolError("bad_classes", str(exc)) from exc
-        g = self.gate_settings
         self.sessions[identity] = Session(
             name=name, classes=classes,
-            gate=OpenSetGate(g.silence_dbfs, g.min_confidence, g.enter_windows, g.hold_seconds,
-                             class_names=classes or self.classifier.class_names,
-                             floor_margin_db=g.floor_margin_db))
+            gate=OpenSetGate(self.gate_settings, class_names=classes or self.classifier.class_names,
+                             tag_names=self.tag_names))
         log.info("client %s connected (%d clients)", name, len(self.sessions))
         self._send(identity, protocol.encode(protocol.PONG, t=header.get("t")))
 
@@ -244,18 +234,22 @@ class InferenceServer:
         start = time.perf_counter()
         window = audio.pad_or_trim(samples.astype(np.float32), audio.N_SAMPLES)
         dbfs = audio.rms_dbfs(samples)
-        probs = self.classifier.predict(window[None])[0]
+        if self.tag_names:
+            probs, tags = (p[0] for p in self.classifier.predict_with_tags(window[None]))
+        else:
+            probs, tags = self.classifier.predict(window[None])[0], None
         names = session.classes or self.classifier.class_names
         if session.classes:
-            probs = restrict(probs, self.classifier.class_names, session.classes)
-        label, confidence = session.gate.update(probs, dbfs, time.monotonic())
+            probs = class_set_probabilities(probs, self.classifier.class_names, session.classes, tags, self.tag_names)
+        label, confidence = session.gate.update(probs, dbfs, time.monotonic(), tags)
         session.label, session.confidence, session.dbfs = label, confidence, dbfs
         order = np.argsort(probs)[::-1][:5]
+        heard = [] if tags is None else [[self.tag_names[i], float(tags[i])] for i in np.argsort(tags)[::-1][:3]]
         ms = (time.perf_counter() - start) * 1000
         self.stats["windows"] += 1
         self._send(identity, protocol.encode(
             protocol.RESULT, id=request_id, label=label, confidence=float(confidence), dbfs=float(dbfs),
-            top=[[names[i], float(probs[i])] for i in order], trained=self.classifier.trained, ms=ms))
+            top=[[names[i], float(probs[i])] for i in order], tags=heard, trained=self.classifier.trained, ms=ms))
 
     # --- dreaming -------------------------------------------------------------------------------
     def _dream_candidate(self) -> bytes | None:
@@ -339,8 +333,10 @@ def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, devic
         classifier = build_model(backbone or "efficientnet_lite0", ESC50_CLASSES).to(device).eval()
     else:
         classifier = load_model(checkpoint, device=device, backbone=backbone)
-    # The classifier's backbone has been fine-tuned on spectrograms; dreams need the ImageNet one.
-    dream_backbone = create_backbone(classifier.backbone.name).to(device).eval()
+    # Dreams climb an ImageNet network: the classifier's own when it has one (fine-tuned on spectrograms, so a
+    # fresh ImageNet copy of it), else the one that ships with ImageNet weights.
+    imagenet_name = classifier.backbone.name if classifier.backbone.name in DREAM_LAYERS else DREAM_BACKBONE
+    dream_backbone = create_backbone(imagenet_name).to(device).eval()
     server = InferenceServer(classifier, dream_backbone, seeds_dir, bind, gate, dream, curve_secret_key)
     server.serve_forever(should_stop)
     return server

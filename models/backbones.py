@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 BACKBONES = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50")
+DREAM_BACKBONE = "efficientnet_lite0"  # the ImageNet network dreams climb when the classifier is not one
 
 # Layers a dream may climb, shallow to deep, named as in the network (net.get_submodule(name)).
 DREAM_LAYERS = {

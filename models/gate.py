@@ -1,51 +1,101 @@
-"""Open-set gating: when to show a class at all.
+"""Open-set gating: when to show a class at all. The one definition of the gate's settings lives here.
 
 A closed-set classifier always names one of its classes, even for an empty room or an air conditioner.
-Three cheap rules keep the picture from flickering between guesses:
+The rules, in order:
   1. energy: a window quieter than `silence_dbfs` is "listening", whatever the model says;
-  2. confidence: a winning class below `min_confidence` is not shown;
-  3. hysteresis: a class must win `enter_windows` windows in a row to be shown, and then stays shown for
-     `hold_seconds` after its last win (so a dog that barks twice keeps its picture between barks).
-  4. room noise (`floor_margin_db`, when set): a window less than that many dB above the quietest window of the
-     last `floor_seconds` is background too, and so is the first window, before there is a floor. Measured with
-     the fold-4 model, steady white or pink noise above the absolute gate is named "rain" or "crickets" with
-     p 0.8-0.95, so neither the absolute gate nor the confidence threshold stops it; this does, at the price
-     of also fading out a sound that goes on and on (real rain) once it has lasted `floor_seconds`. The app
-     sets it (6 dB) in every mode but performance; BENCHMARKS.md has what it costs in missed events.
+  2. what AudioSet hears (classifiers with tags, the shipped one): a window whose strongest tag is a kind of
+     background (silence, noise, hum, air conditioning, the sound of a room) is "listening"; one whose
+     strongest tag is speech shows nothing, or the class "speech" where the venue says `speech = "show"`;
+  3. confidence: a winning class below `min_confidence` is not shown;
+  4. hysteresis: a class must win `enter_windows` windows in a row to be shown, and then stays shown for
+     `hold_seconds` after its last win (so a dog that barks twice keeps its picture between barks; a minute
+     of barking is a minute of dog). This is the only hold: the app shows what the gate says.
+  5. room floor (`floor_margin_db` > 0; for classifiers without tags): a window less than that many dB above
+     the quietest window of the last `floor_seconds` is background too, and so is the first window. It fades
+     out a sound that goes on (a bark on a loop becomes "the room"), so it is off unless a venue sets it.
 Pure Python, no numpy needed: the server calls `update` once per window.
 """
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from typing import Mapping, Sequence
+
+SPEECH = "speech"  # the class a venue with `speech = "show"` sees for talking
+SPEECH_POLICIES = ("ignore", "show")
+
+# AudioSet display names (models/weights/audioset_class_labels_indices.csv) that are the room, not an event.
+BACKGROUND_TAGS = (
+    "Silence", "Noise", "White noise", "Pink noise", "Static", "Hum", "Mains hum", "Buzz", "Hiss",
+    "Environmental noise", "Air conditioning", "Mechanical fan", "Wind noise (microphone)",
+    "Inside, small room", "Inside, large room or hall", "Inside, public space", "Outside, urban or manmade",
+    "Outside, rural or natural", "Distortion", "Sidetone", "Cacophony", "Echo", "Reverberation",
+)
+SPEECH_TAGS = (
+    "Speech", "Male speech, man speaking", "Female speech, woman speaking", "Child speech, kid speaking",
+    "Conversation", "Narration, monologue", "Babbling", "Speech synthesizer", "Whispering", "Chatter",
+    "Hubbub, speech noise, speech babble", "Television", "Radio",
+)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    silence_dbfs: float = -60.0
+    min_confidence: float = 0.4
+    enter_windows: int = 1
+    hold_seconds: float = 2.0
+    speech: str = "ignore"          # "ignore": talking shows nothing; "show": it is the class "speech"
+    floor_margin_db: float = 0.0    # the room-floor rule (5 above); 0: off
+    floor_seconds: float = 20.0
+
+    def __post_init__(self):
+        if self.enter_windows < 1:
+            raise ValueError("enter_windows must be >= 1")
+        if self.speech not in SPEECH_POLICIES:
+            raise ValueError(f"speech must be one of {', '.join(SPEECH_POLICIES)}, got {self.speech!r}")
+
+
+class TagReader:
+    """Reads a window's AudioSet tag probabilities as one of "background", "speech" or "event"."""
+
+    def __init__(self, tag_names: Sequence[str]):
+        index = {name: i for i, name in enumerate(tag_names)}
+        self.background = [index[t] for t in BACKGROUND_TAGS if t in index]
+        self.speech = [index[t] for t in SPEECH_TAGS if t in index]
+        self.names = list(tag_names)
+
+    def kind(self, tags: Sequence[float]) -> str:
+        top = max(range(len(tags)), key=tags.__getitem__)
+        if top in self.background:
+            return "background"
+        return "speech" if top in self.speech else "event"
 
 
 class OpenSetGate:
-    def __init__(self, silence_dbfs: float = -55.0, min_confidence: float = 0.5, enter_windows: int = 2,
-                 hold_seconds: float = 3.0, class_names: Sequence[str] | None = None,
-                 floor_margin_db: float | None = None, floor_seconds: float = 20.0):
-        if enter_windows < 1:
-            raise ValueError("enter_windows must be >= 1")
-        self.silence_dbfs, self.min_confidence = float(silence_dbfs), float(min_confidence)
-        self.enter_windows, self.hold_seconds = int(enter_windows), float(hold_seconds)
+    def __init__(self, settings: GateSettings = GateSettings(), class_names: Sequence[str] | None = None,
+                 tag_names: Sequence[str] | None = None):
+        self.settings = settings
         self.class_names = list(class_names) if class_names is not None else None
-        self.floor_margin_db, self.floor_seconds = floor_margin_db, float(floor_seconds)
+        self.tags = TagReader(tag_names) if tag_names is not None else None
         self.reset()
+
+    @property
+    def min_confidence(self) -> float:
+        return self.settings.min_confidence
 
     def reset(self) -> None:
         self.candidate, self.streak = None, 0  # the class winning the latest windows, and for how many
         self.shown, self.shown_until = None, float("-inf")
-        self.history = deque()  # (time, dBFS) of recent windows, for the relative gate
+        self.history = deque()  # (time, dBFS) of recent windows, for the room floor
 
-    def _background(self, dbfs: float, now: float) -> bool:
-        """True when the window is quiet: under the absolute gate, or (if enabled) near the recent floor."""
-        quiet = dbfs < self.silence_dbfs
-        if self.floor_margin_db is not None:
-            while self.history and self.history[0][0] < now - self.floor_seconds:
-                self.history.popleft()
-            if not self.history or dbfs < min(d for _, d in self.history) + self.floor_margin_db:
-                quiet = True
-            self.history.append((now, dbfs))
+    def _below_floor(self, dbfs: float, now: float) -> bool:
+        s = self.settings
+        if s.floor_margin_db <= 0:
+            return False
+        while self.history and self.history[0][0] < now - s.floor_seconds:
+            self.history.popleft()
+        quiet = not self.history or dbfs < min(d for _, d in self.history) + s.floor_margin_db
+        self.history.append((now, dbfs))
         return quiet
 
     def _top(self, probs) -> tuple[object, float]:
@@ -57,32 +107,43 @@ class OpenSetGate:
         return (self.class_names[i] if self.class_names is not None else i), float(probs[i])
 
     def _prob(self, probs, label) -> float:
+        if label == SPEECH:
+            return 1.0
         if isinstance(probs, Mapping):
             return float(probs.get(label, 0.0))
         probs = list(probs)
         i = self.class_names.index(label) if self.class_names is not None else label
         return float(probs[i])
 
-    def update(self, probs, dbfs: float, now: float) -> tuple[object | None, float]:
-        """One window: `probs` (a {label: p} mapping, or a sequence in `class_names` order), its loudness in
-        dBFS and the time in seconds. Returns (label to show or None for "listening", confidence): the
-        current window's probability of the shown label, or of the top class when nothing is shown (0.0
-        when the window is silent)."""
-        quiet = self._background(dbfs, now)
+    def hears(self, probs, dbfs: float, now: float, tags: Sequence[float] | None = None) -> tuple[object | None, float]:
+        """This window alone: (the class it names or None, its confidence)."""
+        quiet = self._below_floor(dbfs, now) or dbfs < self.settings.silence_dbfs
         if quiet:
-            label, conf = None, 0.0
-        else:
-            label, conf = self._top(probs)
-            if conf < self.min_confidence:
-                label = None
+            return None, 0.0
+        if tags is not None and self.tags is not None:
+            kind = self.tags.kind(tags)
+            if kind == "background":
+                return None, 0.0
+            if kind == "speech":
+                return (SPEECH, 1.0) if self.settings.speech == "show" else (None, 0.0)
+        label, conf = self._top(probs)
+        return (label if conf >= self.settings.min_confidence else None), conf
+
+    def update(self, probs, dbfs: float, now: float, tags: Sequence[float] | None = None) -> tuple[object | None, float]:
+        """One window: `probs` (a {label: p} mapping, or a sequence in `class_names` order), its loudness in
+        dBFS, the time in seconds, and (when the classifier gives them) its AudioSet tag probabilities in
+        `tag_names` order. Returns (label to show or None for "listening", confidence): the current window's
+        probability of the shown label, or of the top class when nothing is shown (0.0 when the window is
+        background)."""
+        label, conf = self.hears(probs, dbfs, now, tags)
         if label is not None and label == self.candidate:
             self.streak += 1
         else:
             self.candidate, self.streak = label, (1 if label is not None else 0)
-        if self.candidate is not None and self.streak >= self.enter_windows:
-            self.shown, self.shown_until = self.candidate, now + self.hold_seconds
+        if self.candidate is not None and self.streak >= self.settings.enter_windows:
+            self.shown, self.shown_until = self.candidate, now + self.settings.hold_seconds
         if self.shown is not None and now >= self.shown_until:
             self.shown = None
         if self.shown is None:
             return None, conf
-        return self.shown, (0.0 if quiet else self._prob(probs, self.shown))
+        return self.shown, (self._prob(probs, self.shown) if label is not None or conf > 0 else 0.0)

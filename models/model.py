@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import audio
+from models import audio, efficientat
 from models.backbones import ImageNetBackbone, create_backbone
 
 CHECKPOINT_FORMAT = 1
@@ -56,12 +56,51 @@ class SoundClassifier(nn.Module):
         return self(self.inputs(x)).softmax(-1).cpu().numpy()
 
 
+class TaggingClassifier(nn.Module):
+    """EfficientAT mn04 hears a window once: from its 384-d embedding, one head names the sound class and the
+    network's own AudioSet head gives the 527 tags that the gate reads (background, speech, music)."""
+
+    def __init__(self, class_names: list[str], net: efficientat.MN04 | None = None, dropout: float = 0.2):
+        super().__init__()
+        self.front_end = efficientat.LogMel()
+        self.backbone = net if net is not None else efficientat.load_mn04(None)
+        self.class_names = list(class_names)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(efficientat.EMBED_DIM, len(class_names))
+        self.trained = False
+        self.tag_names = efficientat.audioset_labels()
+
+    @staticmethod
+    def inputs(waves: torch.Tensor) -> torch.Tensor:
+        """(B, samples) at the project's SAMPLE_RATE -> the same sound at the network's 32 kHz."""
+        up = efficientat.to_model_rate(waves.detach().cpu().numpy(), audio.SAMPLE_RATE)
+        return torch.from_numpy(up).to(waves.device)
+
+    def heads(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, mels, frames) -> (class logits, AudioSet tag logits)."""
+        embedding = self.backbone.embed(mel)
+        return self.head(self.dropout(embedding)), self.backbone.tag_logits(embedding)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.front_end(waves))[0]
+
+    @torch.no_grad()
+    def predict_with_tags(self, waveforms: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(B, N_SAMPLES) or (N_SAMPLES,) at SAMPLE_RATE -> class probabilities and AudioSet tag
+        probabilities, from one forward pass."""
+        device = next(self.parameters()).device
+        x = torch.as_tensor(np.asarray(waveforms, dtype=np.float32), device=device)
+        x = audio.pad_or_trim(x.reshape(-1, x.shape[-1]))
+        logits, tags = self.heads(self.front_end(self.inputs(x)))
+        return logits.softmax(-1).cpu().numpy(), tags.sigmoid().cpu().numpy()
+
+    predict = SoundClassifier.predict
+
+
 class Ensemble(nn.Module):
     """Classifiers of one class list, backbone and signal chain whose probabilities are averaged: models
     trained with other seeds get different clips wrong, and their average is right more often than either
     (BENCHMARKS.md). `forward` returns the log of the mean probability, so its softmax is that mean."""
-
-    inputs = staticmethod(SoundClassifier.inputs)
 
     def __init__(self, members: list[SoundClassifier]):
         super().__init__()
@@ -73,6 +112,7 @@ class Ensemble(nn.Module):
                 raise CheckpointError("ensemble members must share class names and backbone")
         self.members = nn.ModuleList(members)
         self.class_names = first.class_names
+        self.inputs = first.inputs
 
     @property
     def backbone(self) -> ImageNetBackbone:
@@ -94,9 +134,25 @@ class Ensemble(nn.Module):
     predict = SoundClassifier.predict
 
 
+def hear(model, waveforms: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(B, N_SAMPLES) windows -> class probabilities, and AudioSet tag probabilities where the model has them."""
+    if hasattr(model, "predict_with_tags"):
+        return model.predict_with_tags(waveforms)
+    return model.predict(waveforms), None
+
+
 def build_model(backbone: str, class_names: list[str], pretrained: bool = True,
-                weights_path: str | Path | None = None) -> SoundClassifier:
+                weights_path: str | Path | None = None) -> SoundClassifier | TaggingClassifier:
+    if backbone == efficientat.NAME:
+        weights = weights_path or efficientat.PRETRAINED_WEIGHTS
+        return TaggingClassifier(class_names, efficientat.load_mn04(weights if pretrained else None))
     return SoundClassifier(create_backbone(backbone, pretrained, weights_path), class_names)
+
+
+def feature_settings(backbone: str) -> dict:
+    if backbone == efficientat.NAME:
+        return {**efficientat.feature_settings(audio.SAMPLE_RATE), "n_samples": audio.N_SAMPLES}
+    return audio.feature_settings()
 
 
 def save_checkpoint(model: SoundClassifier | Ensemble, path: str | Path, **extra) -> Path:
@@ -106,7 +162,7 @@ def save_checkpoint(model: SoundClassifier | Ensemble, path: str | Path, **extra
     state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     members = len(model.members) if isinstance(model, Ensemble) else None
     torch.save(dict(format=CHECKPOINT_FORMAT, backbone=model.backbone.name, class_names=model.class_names,
-                    features=audio.feature_settings(), state_dict=state, members=members, **extra), path)
+                    features=feature_settings(model.backbone.name), state_dict=state, members=members, **extra), path)
     return path
 
 
@@ -137,9 +193,9 @@ def _model_from(ckpt: dict, path: Path, backbone: str | None = None) -> SoundCla
         raise CheckpointError(f"{path}: checkpoint is for backbone {ckpt['backbone']!r}, "
                               f"but {backbone!r} was asked for; set backbone = \"{ckpt['backbone']}\" "
                               f"or use a checkpoint trained on {backbone}")
-    if ckpt["features"] != audio.feature_settings():
-        diff = {k: (v, audio.feature_settings().get(k)) for k, v in ckpt["features"].items()
-                if audio.feature_settings().get(k) != v}
+    expected = feature_settings(ckpt["backbone"])
+    if ckpt["features"] != expected:
+        diff = {k: (v, expected.get(k)) for k, v in ckpt["features"].items() if expected.get(k) != v}
         raise CheckpointError(f"{path}: made with other feature settings (checkpoint, this code): {diff}; "
                               f"retrain it with this version")
     members = [build_model(ckpt["backbone"], ckpt["class_names"], pretrained=False)
@@ -197,13 +253,3 @@ def ensemble_main(argv=None) -> int:
     print(f"{args.out}: {len(model.members)} members of {model.backbone.name}, "
           f"{Path(args.out).stat().st_size / 1e6:.1f} MB, held-out folds {metrics['test_folds'] or 'none'}")
     return 0
-
-
-def restrict(probs: np.ndarray, class_names: list[str], subset: list[str]) -> np.ndarray:
-    """Probabilities over `subset` only, renormalised to sum to one (a class set drawn from one model)."""
-    missing = [c for c in subset if c not in class_names]
-    if missing:
-        raise ValueError(f"classes not in the model: {missing}")
-    idx = [class_names.index(c) for c in subset]
-    sub = probs[..., idx]
-    return sub / np.clip(sub.sum(-1, keepdims=True), 1e-12, None)

@@ -101,7 +101,8 @@ class RunningServer:
     head is never confident, and the tests that use this are about the wire)."""
 
     def __init__(self, networks, seeds, address, **options):
-        from inference_server.server import DreamSettings, GateSettings, InferenceServer
+        from inference_server.server import DreamSettings, InferenceServer
+        from models.gate import GateSettings
 
         classifier, backbone = networks
         self.server = InferenceServer(classifier, backbone, seeds, address,

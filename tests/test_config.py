@@ -20,15 +20,17 @@ def test_mode_defaults():
     assert load_settings(mode="performance").hop_seconds == 0.25
 
 
-def test_the_room_noise_gate_reaches_the_server_except_on_stage():
+def test_the_venue_gate_reaches_the_server_by_name(tmp_path):
     from app.cli import server_settings
-    for mode in ("default", "gallery", "toy"):
-        assert server_settings(load_settings(mode=mode))[0].floor_margin_db == 6.0
-    assert server_settings(load_settings(mode="performance"))[0].floor_margin_db is None
-    assert server_settings(load_settings(mode="gallery"))[0].enter_windows == 2
-    assert server_settings(load_settings(mode="performance"))[0].enter_windows == 1  # latency first
+    from models.gate import GateSettings
+    assert server_settings(load_settings(mode="gallery"))[0] == GateSettings()  # one definition of the defaults
+    assert server_settings(load_settings(mode="performance"))[0].hold_seconds == 0.5
     gate, dream = server_settings(load_settings(mode="toy"))
     assert (gate.min_confidence, gate.hold_seconds, dream.intensity, dream.blend) == (0.3, 4.0, 0.7, 0.3)
+    venue = tmp_path / "venue.toml"
+    venue.write_text('speech = "show"\nfloor_margin_db = 6.0\nenter_windows = 3\n')
+    gate, _ = server_settings(load_settings(venue))
+    assert (gate.speech, gate.floor_margin_db, gate.enter_windows) == ("show", 6.0, 3)
 
 
 @pytest.mark.parametrize("text, words", [
@@ -39,6 +41,7 @@ def test_the_room_noise_gate_reaches_the_server_except_on_stage():
     ("mode = 'disco'\n", ["disco"]),
     ("window_seconds = 2.0\n", ["window_seconds"]),
     ("floor_margin_db = -3\n", ["floor_margin_db", "0: off"]),
+    ("speech = 'shout'\n", ["speech", "ignore", "show"]),
 ])
 def test_bad_venue_files_name_the_file_and_the_problem(tmp_path, text, words):
     venue = tmp_path / "venue.toml"

@@ -350,7 +350,8 @@ def test_real_lite0_sixty_keyframe_zoom_keeps_the_class():
 
 
 def test_auralize_climbs_the_class_and_inverts_to_a_waveform():
-    from models import audio, auralize
+    from models import audio
+    from offline import auralize
     from models.classes import ESC50_CLASSES
     from models.model import build_model
 

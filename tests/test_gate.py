@@ -1,19 +1,26 @@
-"""The open-set gate: silence, confidence, and hysteresis."""
+"""The open-set gate: silence, AudioSet's background and speech, confidence, and hysteresis."""
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.gate import OpenSetGate
+import pytest
+
+from models.gate import SPEECH, GateSettings, OpenSetGate
 
 NAMES = ["dog", "cat", "rain"]
 DOG, CAT = [0.9, 0.05, 0.05], [0.1, 0.8, 0.1]
 UNSURE = [0.4, 0.35, 0.25]
 
 
+TAG_NAMES = ["Dog", "Bark", "Silence", "Pink noise", "Speech", "Music"]
+TAGS_DOG, TAGS_ROOM = [0.8, 0.6, 0.0, 0.1, 0.0, 0.0], [0.05, 0.0, 0.1, 0.5, 0.02, 0.0]
+TAGS_TALK = [0.05, 0.0, 0.0, 0.1, 0.7, 0.1]
+
+
 def gate(**kw):
-    return OpenSetGate(**{**dict(silence_dbfs=-50, min_confidence=0.5, enter_windows=2, hold_seconds=2.0,
-                                 class_names=NAMES), **kw})
+    return OpenSetGate(GateSettings(**{**dict(silence_dbfs=-50, min_confidence=0.5, enter_windows=2,
+                                              hold_seconds=2.0), **kw}), class_names=NAMES, tag_names=TAG_NAMES)
 
 
 def test_silence_is_listening_whatever_the_model_says():
@@ -61,7 +68,7 @@ def test_a_new_class_takes_over_once_it_wins_enough():
 
 
 def test_mapping_probabilities():
-    g = OpenSetGate(enter_windows=1)
+    g = OpenSetGate(GateSettings(enter_windows=1))
     assert g.update({"siren": 0.7, "dog": 0.3}, -10, 0.0) == ("siren", 0.7)
 
 
@@ -106,3 +113,35 @@ def test_relative_gate_fades_a_sound_that_lasts_longer_than_the_floor_window():
     g.update(UNSURE, -60.0, 0.0)
     labels = [g.update(DOG, -30.0, 0.5 + t * 0.5)[0] for t in range(20)]  # 10 s of "dog" at one level
     assert labels[0] == "dog" and labels[-1] is None
+
+
+def test_a_window_audioset_hears_as_background_is_listening_whatever_the_classifier_says():
+    g = gate(enter_windows=1)
+    assert [g.update(DOG, -30.0, t * 0.5, TAGS_ROOM) for t in range(10)] == [(None, 0.0)] * 10
+    assert g.update(DOG, -30.0, 5.0, TAGS_DOG) == ("dog", 0.9)
+
+
+def test_speech_shows_nothing_unless_the_venue_shows_it():
+    assert gate(enter_windows=1).update(CAT, -25.0, 0.0, TAGS_TALK) == (None, 0.0)
+    assert gate(enter_windows=1, speech="show").update(CAT, -25.0, 0.0, TAGS_TALK) == (SPEECH, 1.0)
+
+
+def test_a_sound_that_goes_on_stays_shown_for_as_long_as_it_goes_on():
+    """A minute of barking is a minute of dog: nothing learns a steady sound as the room (the floor is off)."""
+    g = gate(enter_windows=2, hold_seconds=2.0)
+    shown = [g.update(DOG, -25.0, t * 0.5, TAGS_DOG)[0] for t in range(120)]
+    assert shown[0] is None and set(shown[1:]) == {"dog"}
+    assert [g.update(UNSURE, -25.0, 60.0 + t * 0.5, TAGS_ROOM)[0] for t in range(6)] == ["dog"] * 3 + [None] * 3
+
+
+def test_a_fresh_gate_shows_a_sound_already_going_on():
+    """After a server restart the gate starts fresh, and a bark that never stopped is shown again at once."""
+    g = gate(enter_windows=1)
+    assert g.update(DOG, -25.0, 0.0, TAGS_DOG)[0] == "dog"
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError):
+        GateSettings(enter_windows=0)
+    with pytest.raises(ValueError):
+        GateSettings(speech="shout")

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from models import audio, datasets
+from models import audio
+from offline import datasets
 from models.model import load_model, read_checkpoint
-from models.train import RECIPES, Recipe, crop_batch, fine_tune, main, spec_augment, train
+from offline.train import RECIPES, Recipe, crop_batch, fine_tune, main, spec_augment, train
 from tests.synth_sounds import make_esc50
 
 SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -114,7 +115,7 @@ def test_real_esc50_fine_tune_fold4(tmp_path):
 
 
 def test_stretch_pitch_variants_are_made_offline():
-    from models.train import stretch_pitch_variants
+    from offline.train import stretch_pitch_variants
     rng = np.random.default_rng(0)
     waves = [rng.standard_normal(audio.SAMPLE_RATE).astype(np.float32) * 0.1 for _ in range(3)]
     out = stretch_pitch_variants(waves, 2, seed=0)
@@ -131,7 +132,7 @@ def test_init_from_a_checkpoint_with_other_classes_is_refused(tiny_esc50, tmp_pa
 
 
 def test_set_overrides_recipe_fields_with_their_types():
-    from models.train import recipe_overrides
+    from offline.train import recipe_overrides
     assert recipe_overrides(["roll=0", "specaugment=false", "stretch_pitch=2", "optimizer=sgd"]) == dict(
         roll=0.0, specaugment=False, stretch_pitch=2, optimizer="sgd")
     for bad, words in (("rol=0", "FIELD one of"), ("roll", "FIELD=VALUE"), ("epochs=many", "takes a int"),

@@ -20,88 +20,20 @@ import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from models import audio
-from models.datasets import load_dataset, windows
-from models.gate import OpenSetGate
-from models.classes import resolve_class_set
-from models.model import SHIPPED_CHECKPOINT, CheckpointError, ensemble_of, load_model, load_with_metrics, restrict
+from offline.datasets import load_dataset, windows
+from offline.metrics import report_text, scores, write_report
+from models.gate import GateSettings, OpenSetGate
+from models.classes import class_set_probabilities, resolve_class_set, restrict
+from models.model import SHIPPED_CHECKPOINT, CheckpointError, ensemble_of, hear, load_model, load_with_metrics
 
 log = logging.getLogger("hear-and-see.evaluate")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# scores
-
-def scores(labels, probs, class_names) -> dict:
-    """accuracy, macro-F1, per-class precision/recall/F1/support, the confusion matrix (rows: truth) and the
-    ten most frequent confusions."""
-    labels = np.asarray(labels)
-    pred = np.asarray(probs).argmax(-1)
-    C = len(class_names)
-    cm = np.zeros((C, C), dtype=np.int64)
-    np.add.at(cm, (labels, pred), 1)
-    tp = np.diag(cm).astype(float)
-    support, predicted = cm.sum(1), cm.sum(0)
-    precision = np.divide(tp, predicted, out=np.zeros(C), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(C), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(C), where=(precision + recall) > 0)
-    present = support > 0  # macro-F1 over the classes the test set contains
-    off = cm.copy()
-    np.fill_diagonal(off, 0)
-    pairs = sorted(((int(off[i, j]), class_names[i], class_names[j]) for i, j in zip(*np.nonzero(off))),
-                   reverse=True)[:10]
-    return dict(accuracy=float(tp.sum() / max(1, cm.sum())), macro_f1=float(f1[present].mean()) if present.any() else 0.0,
-                per_class={n: dict(precision=float(precision[i]), recall=float(recall[i]), f1=float(f1[i]),
-                                   support=int(support[i])) for i, n in enumerate(class_names)},
-                confusion=cm.tolist(), top_confusions=[dict(true=t, predicted=p, count=c) for c, t, p in pairs])
-
-
-def report_text(s: dict) -> str:
-    lines = [f"accuracy {s['accuracy']:.4f}   macro-F1 {s['macro_f1']:.4f}", "",
-             f"{'class':<20}{'prec':>7}{'recall':>8}{'f1':>7}{'n':>5}"]
-    for name, c in sorted(s["per_class"].items(), key=lambda kv: kv[1]["f1"]):
-        lines.append(f"{name:<20}{c['precision']:7.3f}{c['recall']:8.3f}{c['f1']:7.3f}{c['support']:5d}")
-    lines += ["", "top confusions (true -> predicted: clips)"]
-    lines += [f"  {c['true']} -> {c['predicted']}: {c['count']}" for c in s["top_confusions"]]
-    return "\n".join(lines)
-
-
-def confusion_png(cm, class_names, path, title="") -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(cm, dtype=float)
-    norm = cm / np.clip(cm.sum(1, keepdims=True), 1, None)
-    n = len(class_names)
-    fig, ax = plt.subplots(figsize=(max(6, n * 0.22 + 2), max(5, n * 0.22 + 1.5)), dpi=100)
-    im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
-    ax.set_xticks(range(n), class_names, rotation=90, fontsize=6 if n > 20 else 9)
-    ax.set_yticks(range(n), class_names, fontsize=6 if n > 20 else 9)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def write_report(s: dict, class_names, out_dir, tag: str) -> None:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{tag}.json").write_text(json.dumps(s, indent=1))
-    (out_dir / f"{tag}.txt").write_text(report_text(s) + "\n")
-    confusion_png(s["confusion"], class_names, out_dir / f"{tag}_confusion.png",
-                  f"{tag}: acc {s['accuracy']:.3f}, macro-F1 {s['macro_f1']:.3f}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -124,7 +56,7 @@ def score_checkpoints(paths, data=None, folds=None, ensemble=False, classes=None
     and one confusion matrix over all 1600 clips. With `ensemble`, the checkpoints are scored as one model,
     their averaged probabilities, on the folds held out from all of them. With `classes` (a class set such as
     "animals"), only those classes' clips and outputs count. Returns (scores, names, tag)."""
-    from models.train import clip_probabilities
+    from offline.train import clip_probabilities
 
     if ensemble:
         model, metrics = ensemble_of(paths)
@@ -177,7 +109,7 @@ def probe_cross_validation(ds, folds, backbone="efficientnet_lite0", hop=0.5, le
     """Frozen-feature linear probe, fold by fold. Every window is embedded once, so each fold costs only
     an L-BFGS fit. With `leak`, the same number of splits drawn clip by clip at random instead."""
     from models.model import build_model
-    from models.train import NUM_THREADS, clip_embeddings, fit_head
+    from offline.train import NUM_THREADS, clip_embeddings, fit_head
 
     torch.set_num_threads(NUM_THREADS)
     model = build_model(backbone, ds.class_names, pretrained=pretrained)
@@ -225,7 +157,7 @@ def _splits(ds, folds, leak, seed):
 
 def finetune_cross_validation(data, folds, recipe="best", leak=False, seed=0, **overrides) -> dict:
     """Fine-tune once per fold (hours on 2 cores for ESC-50). With `leak`, random clip splits instead."""
-    from models.train import RECIPES, clip_probabilities, fine_tune
+    from offline.train import RECIPES, clip_probabilities, fine_tune
     from models.model import build_model
     from dataclasses import replace
 
@@ -256,54 +188,66 @@ def finetune_cross_validation(data, folds, recipe="best", leak=False, seed=0, **
 # false triggers: what the model and the gate do with no sound event at all
 
 def noise(kind: str, n: int, dbfs: float, rng: np.random.Generator) -> np.ndarray:
-    """White or pink (1/f power) noise scaled to `dbfs` RMS; "silence" is digital zero."""
+    """White, pink (1/f power) or brown (1/f^2 power) noise scaled to `dbfs` RMS; "silence" is digital zero."""
     if kind == "silence":
         return np.zeros(n, dtype=np.float32)
     x = rng.standard_normal(n)
-    if kind == "pink":
+    if kind in ("pink", "brown"):
         spec = np.fft.rfft(x)
         f = np.arange(len(spec), dtype=float)
         f[0] = 1.0
-        x = np.fft.irfft(spec / np.sqrt(f), n)
+        x = np.fft.irfft(spec / (np.sqrt(f) if kind == "pink" else f), n)
     elif kind != "white":
         raise ValueError(f"unknown noise {kind!r}")
     x = x / np.sqrt(np.mean(x ** 2)) * 10 ** (dbfs / 20)
     return x.astype(np.float32)
 
 
-def false_triggers(model, gate_kwargs=None, n_windows=40, hop_seconds=0.5, seed=0) -> list[dict]:
-    """Feed `n_windows` consecutive 4 s windows (hop 0.5 s, the server's pace) of each condition through the
-    model and a fresh gate. raw: windows whose top class is >= min_confidence (what an ungated display would
-    show); gated: windows where the gate shows a class."""
-    gate_kwargs = dict(gate_kwargs or {})
+def noise_conditions(seconds: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """A room with no event in it: digital silence, and white, pink and brown noise from -60 to -30 dBFS."""
     rng = np.random.default_rng(seed)
-    conditions = [("silence", None)] + [(k, d) for k in ("white", "pink") for d in (-70, -50, -40, -30, -20)]
-    rows = []
+    n = int(seconds * audio.SAMPLE_RATE)
+    streams = {"silence": noise("silence", n, 0, rng)}
+    for kind in ("white", "pink", "brown"):
+        for dbfs in (-60, -50, -40, -30):
+            streams[f"{kind} {dbfs} dBFS"] = noise(kind, n, dbfs, rng)
+    return streams
+
+
+def false_triggers(model, settings: GateSettings = GateSettings(), streams: dict[str, np.ndarray] | None = None,
+                   n_windows: int = 40, hop_seconds: float = 0.5) -> list[dict]:
+    """Feed `n_windows` consecutive 4 s windows (every `hop_seconds`) of each stream (default: silence and noise;
+    speech or music recordings can be added) through the model and a fresh gate. raw: windows whose top class
+    is >= min_confidence (what an ungated display would show); gated: windows where the gate shows a class."""
     hop = int(hop_seconds * audio.SAMPLE_RATE)
-    for kind, dbfs in conditions:
-        stream = noise(kind, audio.N_SAMPLES + hop * (n_windows - 1), dbfs if dbfs is not None else 0, rng)
-        wins = np.stack([stream[i * hop:i * hop + audio.N_SAMPLES] for i in range(n_windows)])
-        probs = model.predict(wins)
-        gate = OpenSetGate(class_names=model.class_names, **gate_kwargs)
+    length = audio.N_SAMPLES + hop * (n_windows - 1)
+    streams = streams if streams is not None else noise_conditions(length / audio.SAMPLE_RATE)
+    rows = []
+    for name, stream in streams.items():
+        stream = np.resize(stream, length) if len(stream) < length else stream  # a short recording loops
+        count = min(n_windows, 1 + (len(stream) - audio.N_SAMPLES) // hop)
+        wins = np.stack([stream[i * hop:i * hop + audio.N_SAMPLES] for i in range(count)])
+        probs, tags = hear(model, wins)
+        gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None))
         shown, raw, tops = 0, 0, {}
         for i, (p, w) in enumerate(zip(probs, wins)):
-            label, _ = gate.update(p.tolist(), audio.rms_dbfs(w), i * hop_seconds)
+            label, _ = gate.update(p.tolist(), audio.rms_dbfs(w), i * hop_seconds,
+                                   None if tags is None else tags[i].tolist())
             shown += label is not None
-            raw += float(p.max()) >= gate.min_confidence
+            raw += float(p.max()) >= settings.min_confidence
             top = model.class_names[int(p.argmax())]
             tops[top] = tops.get(top, 0) + 1
-        rows.append(dict(condition=kind if dbfs is None else f"{kind} {dbfs} dBFS", windows=n_windows,
-                         raw_confident=raw, gated_shown=shown, max_prob=float(probs.max()),
-                         top_classes=sorted(tops.items(), key=lambda kv: -kv[1])[:3]))
+        rows.append(dict(condition=name, windows=count, raw_confident=raw, gated_shown=shown,
+                         max_prob=float(probs.max()), top_classes=sorted(tops.items(), key=lambda kv: -kv[1])[:3]))
     return rows
 
 
-def events_in_noise(model, waves, labels, gates: dict[str, dict], bed: str = "pink", bed_dbfs: float = -50.0,
+def events_in_noise(model, waves, labels, gates: dict[str, GateSettings], bed: str = "pink", bed_dbfs: float = -50.0,
                     lead_seconds: float = 6.0, tail_seconds: float = 2.0, hop_seconds: float = 0.5,
                     seed: int = 0) -> dict:
     """What the room-noise gate costs: each clip is played into a steady noise bed (a quiet room) after
     `lead_seconds` of bed alone, windows every `hop_seconds` go through the model and through each gate in
-    `gates` (name -> OpenSetGate keyword arguments), fresh per clip. Per gate, counted in clips: `hit` (the
+    `gates` (name -> GateSettings), fresh per clip. Per gate, counted in clips: `hit` (the
     clip's class shown while it sounds), `wrong` (another class shown then, if only for one window: flicker),
     `lead_triggers` (anything shown during the bed alone); and `right_windows`, the share of the windows
     showing a class while the clip sounds that show the right one."""
@@ -319,12 +263,13 @@ def events_in_noise(model, waves, labels, gates: dict[str, dict], bed: str = "pi
         stream[lead:lead + len(wave)] += wave
         starts = range(0, len(stream) - audio.N_SAMPLES + 1, hop)
         wins = np.stack([stream[s:s + audio.N_SAMPLES] for s in starts])
-        probs = model.predict(wins)
+        probs, tags = hear(model, wins)
         dbfs = [audio.rms_dbfs(w) for w in wins]
         during = [s + audio.N_SAMPLES > lead and s < lead + len(wave) for s in starts]
-        for name, kwargs in gates.items():
-            gate = OpenSetGate(class_names=model.class_names, **kwargs)
-            shown = [gate.update(p.tolist(), d, i * hop_seconds)[0] for i, (p, d) in enumerate(zip(probs, dbfs))]
+        for name, settings in gates.items():
+            gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None))
+            shown = [gate.update(p.tolist(), d, i * hop_seconds, None if tags is None else tags[i].tolist())[0]
+                     for i, (p, d) in enumerate(zip(probs, dbfs))]
             showing = [s for s, on in zip(shown, during) if on and s is not None]
             while_sounding = set(showing)
             windows[name][0] += len(showing)
@@ -338,18 +283,21 @@ def events_in_noise(model, waves, labels, gates: dict[str, dict], bed: str = "pi
     rows = {name: {k: dict(count=v, share=v / max(1, n)) for k, v in c.items()} for name, c in counts.items()}
     for name, (showing, right) in windows.items():
         rows[name]["right_windows"] = dict(count=right, of=showing, share=right / max(1, showing))
-    return dict(bed=bed, bed_dbfs=bed_dbfs, clips=n, gates=gates, rows=rows)
+    return dict(bed=bed, bed_dbfs=bed_dbfs, clips=n, gates={k: asdict(v) for k, v in gates.items()}, rows=rows)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # classify files
 
-def classify(files, checkpoint=None, json_out=False, hop=0.5, top=3, stream=None) -> int:
-    """Print each file's class probabilities (mean over 4 s windows every `hop` s). Returns the number of files
-    that could not be read (each is named on stderr; the others are still classified)."""
+def classify(files, checkpoint=None, json_out=False, hop=0.5, top=3, stream=None, classes=None) -> int:
+    """Print each file's class probabilities (mean over 4 s windows every `hop` s) over the class set `classes`
+    (default: every class of the model), and the strongest AudioSet tags where the model has them. Returns the
+    number of files that could not be read (each is named on stderr; the others are still classified)."""
     stream = stream or sys.stdout
     torch.set_num_threads(2)
     model = load_model(checkpoint)
+    tag_names = list(getattr(model, "tag_names", ()))
+    names = resolve_class_set(classes, model.class_names, tag_names) or model.class_names
     failed = 0
     for f in files:
         try:
@@ -359,16 +307,22 @@ def classify(files, checkpoint=None, json_out=False, hop=0.5, top=3, stream=None
             failed += 1
             continue
         wins = windows(wave, hop)
-        probs = np.concatenate([model.predict(wins[s:s + 32]) for s in range(0, len(wins), 32)]).mean(0)
+        heard = [hear(model, wins[s:s + 32]) for s in range(0, len(wins), 32)]
+        model_probs = np.concatenate([p for p, _ in heard]).mean(0)
+        tags = np.concatenate([t for _, t in heard]).mean(0) if tag_names else None
+        probs = class_set_probabilities(model_probs, model.class_names, names, tags, tag_names)
         order = np.argsort(-probs)
+        strongest = [] if tags is None else [[tag_names[i], round(float(tags[i]), 4)] for i in np.argsort(-tags)[:5]]
         if json_out:
             print(json.dumps(dict(file=str(f), seconds=round(len(wave) / audio.SAMPLE_RATE, 3), windows=len(wins),
-                                  dbfs=round(audio.rms_dbfs(wave), 2), top=model.class_names[order[0]],
-                                  probabilities={n: round(float(p), 6) for n, p in zip(model.class_names, probs)})),
+                                  dbfs=round(audio.rms_dbfs(wave), 2), top=names[order[0]],
+                                  probabilities={n: round(float(p), 6) for n, p in zip(names, probs)},
+                                  tags=strongest)),
                   file=stream)
         else:
-            best = ", ".join(f"{model.class_names[i]} {probs[i]:.2f}" for i in order[:top])
-            print(f"{f}: {best}", file=stream)
+            best = ", ".join(f"{names[i]} {probs[i]:.2f}" for i in order[:top])
+            heard_as = f"  (AudioSet: {', '.join(f'{n} {p:.2f}' for n, p in strongest[:3])})" if strongest else ""
+            print(f"{f}: {best}{heard_as}", file=stream)
     return failed
 
 
@@ -380,10 +334,11 @@ def classify_main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON object per file with every class's probability")
     p.add_argument("--hop", type=float, default=0.5, help="seconds between 4 s windows (default 0.5)")
     p.add_argument("--top", type=int, default=3)
+    p.add_argument("--classes", help="a class set (animals, farm, ...): probabilities over it alone")
     args = p.parse_args(argv)
     try:
-        failed = classify(args.files, args.checkpoint, args.json, args.hop, args.top)
-    except CheckpointError as exc:
+        failed = classify(args.files, args.checkpoint, args.json, args.hop, args.top, classes=args.classes)
+    except (CheckpointError, ValueError) as exc:
         print(f"hear-and-see classify: {exc}", file=sys.stderr)
         return 2
     return 1 if failed else 0
@@ -407,15 +362,20 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", default="best")
     p.add_argument("--epochs", type=int)
     p.add_argument("--false-triggers", action="store_true", help="silence and noise through the model and gate")
-    p.add_argument("--silence-dbfs", type=float, default=-55.0)
-    p.add_argument("--min-confidence", type=float, nargs="+", default=[0.5],
+    p.add_argument("--sounds", nargs="+", default=[],
+                   help="--false-triggers: recordings with no event of the class set in them (speech, music), "
+                        "added to silence and noise")
+    p.add_argument("--silence-dbfs", type=float, default=GateSettings.silence_dbfs)
+    p.add_argument("--min-confidence", type=float, nargs="+", default=[GateSettings.min_confidence],
                    help="--events-in-noise compares every value given; the rest use the first")
-    p.add_argument("--enter-windows", type=int, nargs="+", default=[2], help="as --min-confidence")
-    p.add_argument("--hold-seconds", type=float, default=3.0)
-    p.add_argument("--floor-margin-db", type=float, help="also gate windows within this many dB of the recent floor")
+    p.add_argument("--enter-windows", type=int, nargs="+", default=[GateSettings.enter_windows],
+                   help="as --min-confidence")
+    p.add_argument("--hold-seconds", type=float, default=GateSettings.hold_seconds)
+    p.add_argument("--floor-margin-db", type=float, default=GateSettings.floor_margin_db,
+                   help="also gate windows within this many dB of the recent floor (0: off)")
     p.add_argument("--events-in-noise", action="store_true",
                    help="--folds' clips played into a steady noise bed, through the gate with and without "
-                        "--floor-margin-db (default 6): what the room-noise gate costs in missed events")
+                        "the room floor (--floor-margin-db, or 6): what each costs in missed events")
     p.add_argument("--bed-dbfs", type=float, default=-50.0, help="the noise bed's level for --events-in-noise")
     p.add_argument("--out-dir", default="runs/eval", help="reports, JSON and confusion-matrix PNGs go here")
     args = p.parse_args(argv)
@@ -427,11 +387,12 @@ def main(argv=None) -> int:
     try:
         if args.false_triggers:
             model = load_model(first_checkpoint)
-            gk = dict(silence_dbfs=args.silence_dbfs, min_confidence=args.min_confidence[0],
-                      enter_windows=args.enter_windows[0], hold_seconds=args.hold_seconds,
-                      floor_margin_db=args.floor_margin_db)
-            rows = false_triggers(model, gk)
-            summary["false_triggers"] = dict(gate=gk, checkpoint=str(first_checkpoint or SHIPPED_CHECKPOINT), rows=rows)
+            gk = GateSettings(silence_dbfs=args.silence_dbfs, min_confidence=args.min_confidence[0],
+                              enter_windows=args.enter_windows[0], hold_seconds=args.hold_seconds,
+                              floor_margin_db=args.floor_margin_db)
+            streams = {**noise_conditions(23.5), **{Path(f).name: audio.load_audio(f) for f in args.sounds}}
+            rows = false_triggers(model, gk, streams)
+            summary["false_triggers"] = dict(gate=asdict(gk), checkpoint=str(first_checkpoint or SHIPPED_CHECKPOINT), rows=rows)
             for r in rows:
                 print(f"{r['condition']:<22} raw confident {r['raw_confident']:3d}/{r['windows']}  "
                       f"gate shows {r['gated_shown']:3d}/{r['windows']}  max p {r['max_prob']:.2f}  top {r['top_classes']}")
@@ -439,9 +400,9 @@ def main(argv=None) -> int:
             model = load_model(first_checkpoint)
             ds = load_dataset(args.data, folds=args.folds or ALL_FOLDS)
             margin = args.floor_margin_db or 6.0
-            gates = {f"p>={c:g}, {e} window(s), {f'floor {margin:g} dB' if floor else 'no floor'}": dict(
+            gates = {f"p>={c:g}, {e} window(s), {f'floor {margin:g} dB' if floor else 'no floor'}": GateSettings(
                 silence_dbfs=args.silence_dbfs, min_confidence=c, enter_windows=e, hold_seconds=args.hold_seconds,
-                floor_margin_db=margin if floor else None)
+                floor_margin_db=margin if floor else 0.0)
                 for c in args.min_confidence for e in args.enter_windows for floor in (False, True)}
             res = events_in_noise(model, ds.waveforms, ds.labels, gates, bed_dbfs=args.bed_dbfs)
             res["checkpoint"], res["folds"] = str(first_checkpoint or SHIPPED_CHECKPOINT), \

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from models import audio
-from models.datasets import ClipSet, load_dataset, windows
+from offline.datasets import ClipSet, load_dataset, windows
+from offline.metrics import scores
 from models.model import Ensemble, SoundClassifier, build_model, save_checkpoint
 from models.waveform_cnn import NAME as WAVEFORM_CNN, WaveformCNN
 
@@ -196,7 +197,6 @@ def fine_tune(model: SoundClassifier, train_set: ClipSet, r: Recipe, test_set: C
     """Train `model` in place; returns the history (loss per epoch, test accuracy where evaluated)."""
     from tqdm import tqdm
 
-    from models.evaluate import scores
 
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -316,7 +316,6 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
     `random_split` holds out as many clips as `test_folds` hold, drawn at random instead: the leak
     demonstration, since takes of one source recording then sit on both sides.
     Returns dict(model, metrics, recipe, history)."""
-    from models.evaluate import scores
 
     torch.set_num_threads(NUM_THREADS)
     t_start = time.time()

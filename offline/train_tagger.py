@@ -1,0 +1,191 @@
+"""Fine-tune the AudioSet-pretrained mn04 on ESC-50 without losing its AudioSet ears.
+
+    hear-and-see train-tagger --test-folds 4 --out runs/tagger_fold4.pt     # folds 1-3 -> fold 4
+    hear-and-see train-tagger --test-folds none --out runs/tagger_all.pt    # every fold: the model that ships
+    hear-and-see train-tagger --probe --test-folds 1 2 3 4                   # frozen embedding + logistic regression, 4-fold CV
+
+The recipe: 4 s crops at a random offset (a sound may start late in a window, as it does live), mixup of
+waveforms, SpecAugment masks on the log-mel, AdamW with a smaller learning rate for the pretrained network
+than for the new head, cosine decay. The gate reads the network's AudioSet tags, so fine-tuning must not
+forget them: a frozen copy of the pretrained network sees the same augmented input, and the tuned network's
+tags are pulled toward the copy's (knowledge distillation, weight DISTILL_WEIGHT).
+Clips are scored as the app hears them: the mean over 4 s windows every 0.5 s (offline.train.clip_probabilities).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models import audio, efficientat
+from models.model import TaggingClassifier, build_model, save_checkpoint
+from offline.datasets import ClipSet, load_dataset
+from offline.metrics import scores
+from offline.train import NUM_THREADS, clip_probabilities, fit_head
+
+log = logging.getLogger("hear-and-see.train-tagger")
+
+EPOCHS = 15
+BATCH_SIZE = 32
+LR_HEAD = 2e-3
+LR_NETWORK = 3e-4
+WEIGHT_DECAY = 1e-3
+WARMUP_EPOCHS = 1
+MIXUP_ALPHA = 0.3          # Beta(a, a) mixing weights; mixup on half of the batches
+CROP_SHIFT_S = (-1.5, 1.0)  # where a 4 s crop starts in a clip; negative: silence before the sound
+FREQ_MASKS, FREQ_MASK_BANDS = 2, 16
+TIME_MASKS, TIME_MASK_FRAMES = 2, 40
+DISTILL_WEIGHT = 1.0
+EVAL_EVERY = 5
+CROP = int(audio.WINDOW_SECONDS * efficientat.MODEL_RATE)
+
+
+def upsampled(clips: ClipSet) -> list[np.ndarray]:
+    return [efficientat.to_model_rate(w, audio.SAMPLE_RATE) for w in clips.waveforms]
+
+
+def random_crops(waves: list[np.ndarray], idx: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    out = np.zeros((len(idx), CROP), dtype=np.float32)
+    for row, i in enumerate(idx):
+        w = waves[i]
+        lo, hi = CROP_SHIFT_S[0] * efficientat.MODEL_RATE, max(0, len(w) - CROP) + CROP_SHIFT_S[1] * efficientat.MODEL_RATE
+        start = int(rng.uniform(lo, min(hi, max(0, len(w) - CROP))))
+        src = w[max(0, start):start + CROP]
+        out[row, max(0, -start):max(0, -start) + len(src)] = src
+    return torch.from_numpy(out)
+
+
+def spec_augment(mel: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    mel = mel.clone()
+    fill = mel.mean()
+    for b in range(mel.shape[0]):
+        for _ in range(FREQ_MASKS):
+            w = rng.integers(0, FREQ_MASK_BANDS + 1)
+            f = rng.integers(0, mel.shape[2] - w + 1)
+            mel[b, :, f:f + w, :] = fill
+        for _ in range(TIME_MASKS):
+            w = rng.integers(0, TIME_MASK_FRAMES + 1)
+            t = rng.integers(0, mel.shape[3] - w + 1)
+            mel[b, :, :, t:t + w] = fill
+    return mel
+
+
+def fine_tune(model: TaggingClassifier, train_set: ClipSet, test_set: ClipSet | None, epochs: int = EPOCHS,
+              seed: int = 0, device: str = "cpu") -> list[dict]:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model.to(device)
+    teacher = copy.deepcopy(model.backbone).eval().requires_grad_(False)
+    waves = upsampled(train_set)
+    labels = torch.from_numpy(train_set.labels)
+    n_classes = len(train_set.class_names)
+    opt = torch.optim.AdamW([dict(params=model.backbone.parameters(), lr=LR_NETWORK),
+                             dict(params=model.head.parameters(), lr=LR_HEAD)], weight_decay=WEIGHT_DECAY)
+    base = [g["lr"] for g in opt.param_groups]
+    steps_per_epoch = math.ceil(len(waves) / BATCH_SIZE)
+    total, history, step = epochs * steps_per_epoch, [], 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = rng.permutation(len(waves))
+        losses, t0 = [], time.time()
+        for s in range(0, len(order), BATCH_SIZE):
+            warm = min(1.0, (step + 1) / (WARMUP_EPOCHS * steps_per_epoch))
+            decay = 0.5 * (1 + math.cos(math.pi * step / total))
+            for g, lr in zip(opt.param_groups, base):
+                g["lr"] = lr * warm * decay
+            idx = order[s:s + BATCH_SIZE]
+            x = random_crops(waves, idx, rng).to(device)
+            y = F.one_hot(labels[idx], n_classes).float().to(device)
+            if rng.random() < 0.5:
+                lam = torch.from_numpy(rng.beta(MIXUP_ALPHA, MIXUP_ALPHA, len(idx)).astype(np.float32)).to(device)
+                perm = torch.from_numpy(rng.permutation(len(idx))).to(device)
+                x = lam[:, None] * x + (1 - lam[:, None]) * x[perm]
+                y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
+            mel = spec_augment(model.front_end(x), rng)
+            logits, tags = model.heads(mel)
+            with torch.no_grad():
+                target_tags = teacher(mel).sigmoid()
+            loss = -(y * logits.log_softmax(-1)).sum(-1).mean()
+            loss = loss + DISTILL_WEIGHT * F.binary_cross_entropy_with_logits(tags, target_tags, reduction="sum") / len(idx) / 10
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+            step += 1
+        row = dict(epoch=epoch, loss=float(np.mean(losses)), seconds=round(time.time() - t0, 1))
+        if test_set is not None and (epoch % EVAL_EVERY == 0 or epoch == epochs):
+            row["test_accuracy"] = scores(test_set.labels, clip_probabilities(model, test_set.waveforms),
+                                          test_set.class_names)["accuracy"]
+        log.info("epoch %s", row)
+        history.append(row)
+    return history
+
+
+def probe(train_set: ClipSet, test_set: ClipSet, device: str = "cpu") -> TaggingClassifier:
+    """The floor to beat: the frozen pretrained embedding of each 4 s window, logistic regression on top."""
+    from offline.datasets import windows
+
+    model = build_model(efficientat.NAME, train_set.class_names).to(device).eval()
+    wins = [windows(w) for w in train_set.waveforms]
+    owner = np.concatenate([np.full(len(x), i) for i, x in enumerate(wins)])
+    flat = np.concatenate(wins)
+    with torch.no_grad():
+        X = torch.cat([model.backbone.embed(model.front_end(model.inputs(torch.from_numpy(flat[s:s + 64]))))
+                       for s in range(0, len(flat), 64)])
+    fit_head(model, X, torch.from_numpy(train_set.labels)[owner], len(train_set.class_names))
+    return model
+
+
+def run(test_folds: list[int], out: str | Path | None, epochs: int = EPOCHS, seed: int = 0,
+        use_probe: bool = False, data: str | Path | None = None, max_per_class: int | None = None) -> dict:
+    torch.set_num_threads(NUM_THREADS)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ds = load_dataset(data, max_per_class=max_per_class, progress=False)
+    train_idx = np.flatnonzero(~np.isin(ds.folds, test_folds))
+    test_idx = np.flatnonzero(np.isin(ds.folds, test_folds))
+    train_set, test_set = ds.subset(train_idx), (ds.subset(test_idx) if len(test_idx) else None)
+    t0 = time.time()
+    if use_probe:
+        model, history = probe(train_set, test_set, device), []
+    else:
+        model = build_model(efficientat.NAME, ds.class_names)
+        history = fine_tune(model, train_set, test_set, epochs, seed, device)
+    model.trained = True
+    metrics = dict(train_folds=sorted(set(ds.folds[train_idx].tolist())), test_folds=sorted(test_folds),
+                   seconds=round(time.time() - t0), history=history, seed=seed)
+    if test_set is not None:
+        s = scores(test_set.labels, clip_probabilities(model, test_set.waveforms), ds.class_names)
+        metrics.update(accuracy=s["accuracy"], macro_f1=s["macro_f1"])
+    recipe = dict(name="probe" if use_probe else "tagger", epochs=epochs, lr_head=LR_HEAD, lr_network=LR_NETWORK,
+                  mixup=MIXUP_ALPHA, distill=DISTILL_WEIGHT, crop_shift=list(CROP_SHIFT_S))
+    if out:
+        save_checkpoint(model.cpu(), out, recipe=recipe, metrics=metrics)
+        Path(out).with_suffix(".json").write_text(json.dumps(dict(recipe=recipe, metrics=metrics), indent=1))
+    log.info("done: %s", {k: v for k, v in metrics.items() if k != "history"})
+    return metrics
+
+
+if __name__ == "__main__":
+    import argparse
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    p = argparse.ArgumentParser()
+    p.add_argument("--test-folds", nargs="+", default=["4"])
+    p.add_argument("--out")
+    p.add_argument("--epochs", type=int, default=EPOCHS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probe", action="store_true")
+    a = p.parse_args()
+    folds = [] if a.test_folds == ["none"] else [int(f) for f in a.test_folds]
+    if a.probe and len(folds) > 1:
+        for f in folds:
+            run([f], a.out and f"{a.out}_fold{f}.pt", use_probe=True)
+    else:
+        run(folds, a.out, a.epochs, a.seed, a.probe)
