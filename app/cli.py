@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     # (measured: 2-thread dreams fell from ~6 to under 1 keyframe/s beside another torch job).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Training, evaluation and the dream tools parse their own flags.
-    delegated = {"train": ("offline.train", "main"), "evaluate": ("offline.evaluate", "main"),
+    delegated = {"train": ("offline.train", "main"), "train-tagger": ("offline.train_tagger", "main"),
+                 "evaluate": ("offline.evaluate", "main"),
                  "classify": ("offline.evaluate", "classify_main"), "prerender": ("models.dream", "prerender_main"),
                  "auralize": ("offline.auralize", "auralize_main"), "seeds": ("models.seeds", "seeds_main"),
                  "ensemble": ("models.model", "ensemble_main")}

@@ -165,7 +165,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                     client.send_window(ring.latest(), SAMPLE_RATE)
             results, frame = client.poll(0)
             if input_file is not None and client.alive and not source.started:
-                log.info("server ready after %.1f s: playing %s", now - started, input_file)
+                log.info("server ready after %.2f s: playing %s", now - started, input_file)
                 source.start()
             for r in results:
                 show.on_result(r.label, r.confidence, r.top, r.trained, now)

@@ -24,7 +24,7 @@ from models.backbones import DREAM_BACKBONE, DREAM_LAYERS, create_backbone, defa
 from models.classes import ESC50_CLASSES, class_set_probabilities, resolve_class_set
 from models.dream import DreamEngine, SeedImageError, load_seed_image, to_uint8
 from models.gate import GateSettings, OpenSetGate
-from models.model import SHIPPED_CHECKPOINT, Ensemble, SoundClassifier, build_model, load_model
+from models.model import SHIPPED_CHECKPOINT, Ensemble, SoundClassifier, build_model, hear, load_model
 from models.seeds import seed_image_path
 
 log = logging.getLogger("hear_and_see.server")
@@ -102,7 +102,7 @@ class InferenceServer:
             raise ValueError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
                              f"(run `hear-and-see keys`, then pass --server-key)")
         self.classifier = classifier
-        self.tag_names = list(getattr(classifier, "tag_names", ()))  # AudioSet's, when the classifier has them
+        self.tag_names = list(getattr(classifier, "tag_names", None) or ())  # AudioSet's, when the classifier has them
         self.dream_backbone = backbone_for_dreams
         self.seeds_dir = Path(seeds_dir)
         self.gate_settings, self.dream_settings = gate, dream
@@ -234,10 +234,8 @@ class InferenceServer:
         start = time.perf_counter()
         window = audio.pad_or_trim(samples.astype(np.float32), audio.N_SAMPLES)
         dbfs = audio.rms_dbfs(samples)
-        if self.tag_names:
-            probs, tags = (p[0] for p in self.classifier.predict_with_tags(window[None]))
-        else:
-            probs, tags = self.classifier.predict(window[None])[0], None
+        probs, tags = hear(self.classifier, window[None])
+        probs, tags = probs[0], (None if tags is None else tags[0])
         names = session.classes or self.classifier.class_names
         if session.classes:
             probs = class_set_probabilities(probs, self.classifier.class_names, session.classes, tags, self.tag_names)

@@ -113,6 +113,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.class_names = first.class_names
         self.inputs = first.inputs
+        self.tag_names = getattr(first, "tag_names", None)
 
     @property
     def backbone(self) -> ImageNetBackbone:
@@ -133,10 +134,15 @@ class Ensemble(nn.Module):
 
     predict = SoundClassifier.predict
 
+    def predict_with_tags(self, waveforms: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The members' mean class probabilities and mean AudioSet tags (members that tag)."""
+        heard = [m.predict_with_tags(waveforms) for m in self.members]
+        return np.mean([p for p, _ in heard], 0), np.mean([t for _, t in heard], 0)
+
 
 def hear(model, waveforms: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(B, N_SAMPLES) windows -> class probabilities, and AudioSet tag probabilities where the model has them."""
-    if hasattr(model, "predict_with_tags"):
+    if getattr(model, "tag_names", None):
         return model.predict_with_tags(waveforms)
     return model.predict(waveforms), None
 

@@ -97,6 +97,11 @@ SOURCES = {  # class -> (source file, licence)
     "airplane": (OPENCLIPART / "transportation/vehicles/aircraft_jarno_vasamaa1.png", OPENCLIPART_LICENCE),
     "fireworks": (OPENCLIPART / "recreation/holiday/fireworks_ganson2.png", OPENCLIPART_LICENCE),
     "hand_saw": (OPENCLIPART / "tools/saw_peterm_.png", OPENCLIPART_LICENCE),
+    # heard through the AudioSet head (models/classes.py AUDIOSET_CLASSES), and talking where a venue shows it
+    "horse": (OPENCLIPART / "animals/mammals/horses/horse_1_konstantin_r._01.png", OPENCLIPART_LICENCE),
+    "duck": (OPENCLIPART / "animals/birds/jonathon_s_duck_01.png", OPENCLIPART_LICENCE),
+    "owl": (OPENCLIPART / "animals/birds/owl_on_branch_ganson.png", OPENCLIPART_LICENCE),
+    "speech": (OPENCLIPART / "people/chat_icon_01.png", OPENCLIPART_LICENCE),
 }
 GENERATED_NAME = "generated.png"
 

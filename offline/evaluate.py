@@ -228,7 +228,7 @@ def false_triggers(model, settings: GateSettings = GateSettings(), streams: dict
         count = min(n_windows, 1 + (len(stream) - audio.N_SAMPLES) // hop)
         wins = np.stack([stream[i * hop:i * hop + audio.N_SAMPLES] for i in range(count)])
         probs, tags = hear(model, wins)
-        gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None))
+        gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None) or None)
         shown, raw, tops = 0, 0, {}
         for i, (p, w) in enumerate(zip(probs, wins)):
             label, _ = gate.update(p.tolist(), audio.rms_dbfs(w), i * hop_seconds,
@@ -267,7 +267,7 @@ def events_in_noise(model, waves, labels, gates: dict[str, GateSettings], bed: s
         dbfs = [audio.rms_dbfs(w) for w in wins]
         during = [s + audio.N_SAMPLES > lead and s < lead + len(wave) for s in starts]
         for name, settings in gates.items():
-            gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None))
+            gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None) or None)
             shown = [gate.update(p.tolist(), d, i * hop_seconds, None if tags is None else tags[i].tolist())[0]
                      for i, (p, d) in enumerate(zip(probs, dbfs))]
             showing = [s for s, on in zip(shown, during) if on and s is not None]
@@ -296,7 +296,7 @@ def classify(files, checkpoint=None, json_out=False, hop=0.5, top=3, stream=None
     stream = stream or sys.stdout
     torch.set_num_threads(2)
     model = load_model(checkpoint)
-    tag_names = list(getattr(model, "tag_names", ()))
+    tag_names = list(getattr(model, "tag_names", None) or ())
     names = resolve_class_set(classes, model.class_names, tag_names) or model.class_names
     failed = 0
     for f in files:

@@ -2,7 +2,7 @@
 
     hear-and-see train-tagger --test-folds 4 --out runs/tagger_fold4.pt     # folds 1-3 -> fold 4
     hear-and-see train-tagger --test-folds none --out runs/tagger_all.pt    # every fold: the model that ships
-    hear-and-see train-tagger --probe --test-folds 1 2 3 4                   # frozen embedding + logistic regression, 4-fold CV
+    hear-and-see train-tagger --probe-cv --test-folds 1 2 3 4                # frozen embedding + logistic regression, 4-fold CV
 
 The recipe: 4 s crops at a random offset (a sound may start late in a window, as it does live), mixup of
 waveforms, SpecAugment masks on the log-mel, AdamW with a smaller learning rate for the pretrained network
@@ -44,7 +44,10 @@ FREQ_MASKS, FREQ_MASK_BANDS = 2, 16
 TIME_MASKS, TIME_MASK_FRAMES = 2, 40
 DISTILL_WEIGHT = 1.0
 EVAL_EVERY = 5
+START_FROM_PROBE = False   # LP-FT: fit the head on frozen features first, then fine-tune everything
 CROP = int(audio.WINDOW_SECONDS * efficientat.MODEL_RATE)
+RECIPE_FIELDS = ("BATCH_SIZE", "LR_HEAD", "LR_NETWORK", "WEIGHT_DECAY", "MIXUP_ALPHA", "DISTILL_WEIGHT",
+                 "START_FROM_PROBE", "EVAL_EVERY")
 
 
 def upsampled(clips: ClipSet) -> list[np.ndarray]:
@@ -128,19 +131,45 @@ def fine_tune(model: TaggingClassifier, train_set: ClipSet, test_set: ClipSet | 
     return history
 
 
-def probe(train_set: ClipSet, test_set: ClipSet, device: str = "cpu") -> TaggingClassifier:
-    """The floor to beat: the frozen pretrained embedding of each 4 s window, logistic regression on top."""
+@torch.no_grad()
+def window_embeddings(model: TaggingClassifier, clips: ClipSet) -> tuple[torch.Tensor, np.ndarray]:
+    """The frozen network's embedding of every 4 s window (every 0.5 s) of every clip, and each window's clip."""
     from offline.datasets import windows
 
-    model = build_model(efficientat.NAME, train_set.class_names).to(device).eval()
-    wins = [windows(w) for w in train_set.waveforms]
+    model.eval()
+    wins = [windows(w) for w in clips.waveforms]
     owner = np.concatenate([np.full(len(x), i) for i, x in enumerate(wins)])
     flat = np.concatenate(wins)
-    with torch.no_grad():
-        X = torch.cat([model.backbone.embed(model.front_end(model.inputs(torch.from_numpy(flat[s:s + 64]))))
-                       for s in range(0, len(flat), 64)])
+    X = torch.cat([model.backbone.embed(model.front_end(model.inputs(torch.from_numpy(flat[s:s + 64]))))
+                   for s in range(0, len(flat), 64)])
+    return X, owner
+
+
+def probe(model: TaggingClassifier, train_set: ClipSet, embedded=None) -> TaggingClassifier:
+    """The floor to beat, and the head fine-tuning starts from: logistic regression on the frozen embedding."""
+    X, owner = embedded if embedded is not None else window_embeddings(model, train_set)
     fit_head(model, X, torch.from_numpy(train_set.labels)[owner], len(train_set.class_names))
     return model
+
+
+def probe_cross_validation(folds=(1, 2, 3, 4), data=None) -> dict:
+    """4-fold CV of the probe, every clip embedded once."""
+    torch.set_num_threads(NUM_THREADS)
+    ds = load_dataset(data, progress=False)
+    model = build_model(efficientat.NAME, ds.class_names)
+    X, owner = window_embeddings(model, ds)
+    labels, probs, per_fold = [], [], {}
+    for fold in folds:
+        train_clips = np.flatnonzero(ds.folds != fold)
+        rows = np.isin(owner, train_clips)
+        fit_head(model, X[rows], torch.from_numpy(ds.labels)[owner[rows]], len(ds.class_names))
+        test = ds.subset(np.flatnonzero(ds.folds == fold))
+        p = clip_probabilities(model, test.waveforms)
+        per_fold[fold] = scores(test.labels, p, ds.class_names)["accuracy"]
+        labels.append(test.labels)
+        probs.append(p)
+    pooled = scores(np.concatenate(labels), np.concatenate(probs), ds.class_names)
+    return dict(per_fold=per_fold, accuracy=pooled["accuracy"], macro_f1=pooled["macro_f1"], pooled=pooled)
 
 
 def run(test_folds: list[int], out: str | Path | None, epochs: int = EPOCHS, seed: int = 0,
@@ -152,10 +181,11 @@ def run(test_folds: list[int], out: str | Path | None, epochs: int = EPOCHS, see
     test_idx = np.flatnonzero(np.isin(ds.folds, test_folds))
     train_set, test_set = ds.subset(train_idx), (ds.subset(test_idx) if len(test_idx) else None)
     t0 = time.time()
-    if use_probe:
-        model, history = probe(train_set, test_set, device), []
-    else:
-        model = build_model(efficientat.NAME, ds.class_names)
+    model = build_model(efficientat.NAME, ds.class_names)
+    history = []
+    if use_probe or START_FROM_PROBE:
+        probe(model, train_set)
+    if not use_probe:
         history = fine_tune(model, train_set, test_set, epochs, seed, device)
     model.trained = True
     metrics = dict(train_folds=sorted(set(ds.folds[train_idx].tolist())), test_folds=sorted(test_folds),
@@ -163,8 +193,8 @@ def run(test_folds: list[int], out: str | Path | None, epochs: int = EPOCHS, see
     if test_set is not None:
         s = scores(test_set.labels, clip_probabilities(model, test_set.waveforms), ds.class_names)
         metrics.update(accuracy=s["accuracy"], macro_f1=s["macro_f1"])
-    recipe = dict(name="probe" if use_probe else "tagger", epochs=epochs, lr_head=LR_HEAD, lr_network=LR_NETWORK,
-                  mixup=MIXUP_ALPHA, distill=DISTILL_WEIGHT, crop_shift=list(CROP_SHIFT_S))
+    recipe = dict(name="probe" if use_probe else "tagger", epochs=epochs, **{k.lower(): globals()[k] for k in RECIPE_FIELDS},
+                  crop_shift=list(CROP_SHIFT_S))
     if out:
         save_checkpoint(model.cpu(), out, recipe=recipe, metrics=metrics)
         Path(out).with_suffix(".json").write_text(json.dumps(dict(recipe=recipe, metrics=metrics), indent=1))
@@ -172,20 +202,37 @@ def run(test_folds: list[int], out: str | Path | None, epochs: int = EPOCHS, see
     return metrics
 
 
-if __name__ == "__main__":
+def main(argv=None) -> int:
     import argparse
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    p = argparse.ArgumentParser()
-    p.add_argument("--test-folds", nargs="+", default=["4"])
-    p.add_argument("--out")
+    p = argparse.ArgumentParser(prog="hear-and-see train-tagger", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--test-folds", nargs="+", default=["4"], help="folds held out, or 'none' to train on all")
+    p.add_argument("--out", help="checkpoint to write (a .json of its history beside it)")
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--probe", action="store_true")
-    a = p.parse_args()
+    p.add_argument("--probe", action="store_true", help="no fine-tuning: logistic regression on the frozen embedding")
+    p.add_argument("--probe-cv", action="store_true", help="cross-validate the probe over --test-folds")
+    p.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
+                   help="override a recipe constant of this file, e.g. --set LR_NETWORK=1e-4 START_FROM_PROBE=1")
+    a = p.parse_args(argv)
+    for pair in a.set:
+        name, value = pair.split("=", 1)
+        if name not in RECIPE_FIELDS:
+            p.error(f"--set {name}: not one of {', '.join(RECIPE_FIELDS)}")
+        kind = type(globals()[name])
+        globals()[name] = bool(int(value)) if kind is bool else kind(value)
     folds = [] if a.test_folds == ["none"] else [int(f) for f in a.test_folds]
-    if a.probe and len(folds) > 1:
-        for f in folds:
-            run([f], a.out and f"{a.out}_fold{f}.pt", use_probe=True)
+    if a.probe_cv:
+        res = probe_cross_validation(folds)
+        print(json.dumps({k: v for k, v in res.items() if k != "pooled"}))
+        if a.out:
+            Path(a.out).write_text(json.dumps(res, indent=1))
     else:
         run(folds, a.out, a.epochs, a.seed, a.probe)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
