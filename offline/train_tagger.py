@@ -120,7 +120,7 @@ def fine_tune(model: TaggingClassifier, train_set: ClipSet, test_set: ClipSet | 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
         row = dict(epoch=epoch, loss=float(np.mean(losses)), seconds=round(time.time() - t0, 1))
         if test_set is not None and (epoch % EVAL_EVERY == 0 or epoch == epochs):
