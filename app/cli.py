@@ -8,7 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from app.config import DEMO_RECORDING, ConfigError, load_settings
+from app.config import DEMO_RECORDING, MODES, ConfigError, Settings, load_settings
+
+# Training, evaluation and the dream tools parse their own flags.
+DELEGATED = {"train": ("models.train", "main"), "evaluate": ("models.evaluate", "main"),
+             "classify": ("models.evaluate", "classify_main"), "prerender": ("models.dream", "prerender_main"),
+             "auralize": ("models.auralize", "auralize_main"), "seeds": ("models.seeds", "seeds_main"),
+             "ensemble": ("models.model", "ensemble_main")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,52 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     # Before torch loads: OpenMP threads that spin while waiting starve everything else on a shared CPU
     # (measured: 2-thread dreams fell from ~6 to under 1 keyframe/s beside another torch job).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # Training, evaluation and the dream tools parse their own flags.
-    delegated = {"train": ("models.train", "main"), "evaluate": ("models.evaluate", "main"),
-                 "classify": ("models.evaluate", "classify_main"), "prerender": ("models.dream", "prerender_main"),
-                 "auralize": ("models.auralize", "auralize_main"), "seeds": ("models.seeds", "seeds_main"),
-                 "ensemble": ("models.model", "ensemble_main")}
-    if argv and argv[0] in delegated:
-        module, function = delegated[argv[0]]
+    if argv and argv[0] in DELEGATED:
+        module, function = DELEGATED[argv[0]]
         return getattr(__import__(module, fromlist=[function]), function)(argv[1:]) or 0
 
-    parser = argparse.ArgumentParser(prog="hear-and-see", description=__doc__.split("\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in delegated:
-        sub.add_parser(name, help=f"see `hear-and-see {name} --help`", add_help=False)
-
-    serve = sub.add_parser("serve", help="run the inference server")
-    serve.add_argument("--bind", default="tcp://127.0.0.1:5555")
-    serve.add_argument("--config", help="venue TOML file")
-    serve.add_argument("--mode", choices=["default", "gallery", "toy", "performance"],
-                       help="the mode's gate and dream settings (the app passes its own)")
-    serve.add_argument("--checkpoint", help="classifier checkpoint (default: the shipped model)")
-    serve.add_argument("--backbone", help="insist on this backbone (the checkpoint must match)")
-    serve.add_argument("--seeds", help="seed image folder (a folder per class)")
-    serve.add_argument("--dream-size", type=int)
-    serve.add_argument("--device", help="torch device: cuda, mps or cpu (default: the best there is)")
-    serve.add_argument("--threads", type=int, help="torch CPU threads (default: all cores but one)")
-    serve.add_argument("--server-secret-key", help="CurveZMQ secret key file, needed to bind beyond loopback")
-
-    run = sub.add_parser("run", help="listen and show: the installation itself")
-    run.add_argument("--input", help="play this recording in real time instead of a microphone")
-    run.add_argument("--device", help="input device index or name (see `hear-and-see devices`)")
-    run.add_argument("--server", help="tcp://HOST:PORT of a running server; default: start one locally")
-    run.add_argument("--server-key", help="the server's CurveZMQ public key file (from `hear-and-see keys`)")
-    run.add_argument("--config", help="venue TOML file")
-    run.add_argument("--mode", choices=["default", "gallery", "toy", "performance"])
-    run.add_argument("--headless", action="store_true", help="render offscreen (EGL) instead of a window")
-    run.add_argument("--duration", type=float, help="stop after this many seconds")
-    run.add_argument("--output", help="save frames, a contact sheet and the label timeline here")
-    run.add_argument("--frame-log", help="write one line per displayed frame to this file")
-    run.add_argument("--fullscreen", action="store_true", default=None)
-
-    sub.add_parser("devices", help="list audio input devices")
-    keys = sub.add_parser("keys", help="generate CurveZMQ keys for a server reachable beyond loopback")
-    keys.add_argument("directory", nargs="?", default="keys")
-
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -90,13 +55,61 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and its flags (those in DELEGATED parse their own)."""
+    parser = argparse.ArgumentParser(prog="hear-and-see", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in DELEGATED:
+        sub.add_parser(name, help=f"see `hear-and-see {name} --help`", add_help=False)
+
+    serve = sub.add_parser("serve", help="run the inference server")
+    serve.add_argument("--bind", default="tcp://127.0.0.1:5555")
+    serve.add_argument("--config", help="venue TOML file")
+    serve.add_argument("--mode", choices=MODES,
+                       help="the mode's gate and dream settings (the app passes its own)")
+    serve.add_argument("--checkpoint", help="classifier checkpoint (default: the shipped model)")
+    serve.add_argument("--backbone", help="insist on this backbone (the checkpoint must match)")
+    serve.add_argument("--seeds", help="seed image folder (a folder per class)")
+    serve.add_argument("--dream-size", type=int)
+    serve.add_argument("--device", help="torch device: cuda, mps or cpu (default: the best there is)")
+    serve.add_argument("--threads", type=int, help="torch CPU threads (default: all cores but one)")
+    serve.add_argument("--server-secret-key", help="CurveZMQ secret key file, needed to bind beyond loopback")
+
+    run = sub.add_parser("run", help="listen and show: the installation itself")
+    run.add_argument("--input", help="play this recording in real time instead of a microphone")
+    run.add_argument("--device", help="input device index or name (see `hear-and-see devices`)")
+    run.add_argument("--server", help="tcp://HOST:PORT of a running server; default: start one locally")
+    run.add_argument("--server-key", help="the server's CurveZMQ public key file (from `hear-and-see keys`)")
+    run.add_argument("--config", help="venue TOML file")
+    run.add_argument("--mode", choices=MODES)
+    run.add_argument("--headless", action="store_true", help="render offscreen (EGL) instead of a window")
+    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument("--output", help="save frames, a contact sheet and the label timeline here")
+    run.add_argument("--frame-log", help="write one line per displayed frame to this file")
+    run.add_argument("--fullscreen", action="store_true", default=None)
+
+    sub.add_parser("devices", help="list audio input devices")
+    keys = sub.add_parser("keys", help="generate CurveZMQ keys for a server reachable beyond loopback")
+    keys.add_argument("directory", nargs="?", default="keys")
+    return parser
+
+
 def server_settings(settings):
-    """The venue's settings as the server's (GateSettings, DreamSettings)."""
+    """The venue's settings as the server's (GateSettings, DreamSettings), field by field by name."""
     from inference_server.server import DreamSettings, GateSettings
 
-    return (GateSettings(settings.silence_dbfs, settings.min_confidence, settings.enter_windows,
-                         settings.hold_seconds, settings.floor_margin_db or None),
-            DreamSettings(settings.dream_layer, settings.dream_size, settings.dream_intensity, settings.dream_blend))
+    return (GateSettings(silence_dbfs=settings.silence_dbfs, min_confidence=settings.min_confidence,
+                         enter_windows=settings.enter_windows, hold_seconds=settings.hold_seconds,
+                         floor_margin_db=settings.floor_margin_db or None),
+            DreamSettings(layer=settings.dream_layer, size=settings.dream_size, intensity=settings.dream_intensity,
+                          blend=settings.dream_blend))
+
+
+def serve_settings(args) -> Settings:
+    """The server's settings: the venue file and mode, then its own flags."""
+    return load_settings(args.config, mode=args.mode, checkpoint=args.checkpoint, backbone=args.backbone,
+                         seeds_dir=args.seeds, dream_size=args.dream_size)
 
 
 def _serve(args) -> int:
@@ -105,8 +118,7 @@ def _serve(args) -> int:
     from models.dream import SeedImageError
     from models.model import CheckpointError
 
-    settings = load_settings(args.config, mode=args.mode, checkpoint=args.checkpoint, backbone=args.backbone,
-                             seeds_dir=args.seeds, dream_size=args.dream_size)
+    settings = serve_settings(args)
     secret = None
     if args.server_secret_key:
         import zmq.auth

@@ -13,8 +13,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from app.config import ConfigError, load_settings
 from app.controls import (ZOOM_RANGE, Bindings, Chord, ControlError, Controls, FreezableClock, OscListener, changed,
-                          class_list, parse_chord, steer)
-from app.modes import Scene
+                          class_list, parse_chord)
 from app.run import SystemdNotifier
 from tests.conftest import REPO_ROOT
 
@@ -161,26 +160,7 @@ def test_osc_over_real_udp_reaches_the_main_loop_queue():
         listener.close()
 
 
-# --- what the loop does with them ----------------------------------------------------------------
-
-def scene(label="dog", source="live") -> Scene:
-    return Scene("showing", label, 0.8, source, [["dog", 0.8]], "showing")
-
-
-def test_a_forced_class_replaces_what_is_heard():
-    steered = steer(scene(), Controls(forced_label="cow"))
-    assert (steered.label, steered.source, steered.confidence, steered.top) == ("cow", "fallback", 1.0, [])
-    assert steered.status == "showing · forced cow"
-    same = steer(scene(), Controls(forced_label="dog"))  # already heard: its live frames stay
-    assert (same.label, same.source) == ("dog", "live")
-    assert steer(scene(label=None, source="fallback"), Controls(forced_label="cow")).label == "cow"
-
-
-def test_the_status_line_says_what_is_overridden():
-    assert steer(scene(), Controls()) == scene()
-    status = steer(scene(), Controls(frozen=True, intensity=0.5, layer="blocks.4")).status
-    assert status == "showing · frozen · intensity 0.50 · layer blocks.4"
-
+# --- the clock and the log --------------------------------------------------------------------
 
 def test_freezable_clock_stops_and_resumes_without_a_jump():
     clock = FreezableClock()
