@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from app.config import DEMO_RECORDING, MODES, ConfigError, Settings, load_settings
+from app.config import MODES, ConfigError, Settings, load_settings
+from common.paths import DEMO_AUDIO
 
 # Training, evaluation and the dream tools parse their own flags.
 DELEGATED = {"train": ("models.train", "main"), "evaluate": ("models.evaluate", "main"),
@@ -155,7 +156,7 @@ def _run(args) -> int:
     device = int(args.device) if args.device and args.device.isdigit() else args.device
     input_file = args.input
     if input_file is None and device is None and args.headless:
-        input_file = str(DEMO_RECORDING)  # no microphone is expected on a headless machine
+        input_file = str(DEMO_AUDIO)  # no microphone is expected on a headless machine
     try:
         report = run(settings, input_file=input_file, device=device, headless=True if args.headless else None,
                      duration=args.duration, output_dir=args.output, frame_log=args.frame_log,

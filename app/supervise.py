@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from app.capture import FileSource, MicrophoneError, MicrophoneSource, RingBuffer
-from app.config import REPO_ROOT, Settings
+from app.config import Settings
+from common.paths import REPO_ROOT
 
 log = logging.getLogger("hear_and_see.app")
 

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import zmq
 
-from inference_server import protocol
+from common import protocol
 from models import audio
 from models.backbones import DREAM_LAYERS, create_backbone, default_device
-from models.classes import ESC50_CLASSES, resolve_class_set
+from common.classes import ESC50_CLASSES, resolve_class_set
 from models.dream import DreamEngine, SeedImageError, load_seed_image, to_uint8
 from models.gate import OpenSetGate
 from models.model import SHIPPED_CHECKPOINT, Ensemble, SoundClassifier, build_model, load_model, restrict

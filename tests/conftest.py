@@ -16,8 +16,7 @@ from PIL import Image
 
 from app.run import free_tcp_address
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", REPO_ROOT.parent / "shared"))
+from common.paths import REPO_ROOT, SHARED  # noqa: F401  (the tests' one definition of both)
 
 
 @pytest.fixture
@@ -77,7 +76,7 @@ DREAM_SIZE = 64
 def networks():
     """The real classifier and dream backbone, random init (fast to build; weights do not matter here)."""
     from models.backbones import create_backbone
-    from models.classes import ESC50_CLASSES
+    from common.classes import ESC50_CLASSES
     from models.model import build_model
 
     classifier = build_model("efficientnet_lite0", ESC50_CLASSES, pretrained=False).eval()
@@ -86,7 +85,7 @@ def networks():
 
 @pytest.fixture(scope="session")
 def seeds(tmp_path_factory):
-    from models.classes import ESC50_CLASSES
+    from common.classes import ESC50_CLASSES
 
     root = tmp_path_factory.mktemp("seeds")
     rng = np.random.default_rng(0)

@@ -28,7 +28,7 @@ import pytest
 import zmq
 from pythonosc.udp_client import SimpleUDPClient
 
-from inference_server import protocol
+from common import protocol
 from tests.conftest import REPO_ROOT, free_tcp_address
 
 SCREEN = (640, 360)

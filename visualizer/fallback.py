@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+from common.paths import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 _UNSET = object()
