@@ -12,7 +12,11 @@ Two decisions are made here and nowhere else in the app:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from app.client import Frame, Result
+    from app.controls import Controls
 
 LISTENING = "listening"
 SHOWING = "showing"
@@ -59,10 +63,10 @@ class Plan:
     zoom: float = 0.05     # the renderer's zoom rate, taken up with the next keyframe
 
 
-def step(state: ShowState, results: Iterable, frame, controls, server_alive: bool,
+def step(state: ShowState, results: Iterable[Result], frame: Frame | None, controls: Controls, server_alive: bool,
          now: float) -> tuple[ShowState, Plan]:
-    """One turn of the show. `results` and `frame` are what the client received this turn (app/client.py's
-    Result and Frame, or anything with their fields); `controls` is app/controls.py's Controls."""
+    """One turn of the show: what the client received this turn (results, and the newest frame or None),
+    the controls as they are now, whether the server answers, and the time."""
     for result in results:
         state = replace(state, heard=result.label, confidence=result.confidence, top=tuple(result.top),
                         trained=result.trained)
@@ -97,7 +101,7 @@ def step(state: ShowState, results: Iterable, frame, controls, server_alive: boo
                        controls.hud, controls.zoom)
 
 
-def _with_overrides(status: str, controls) -> str:
+def _with_overrides(status: str, controls: Controls) -> str:
     """The status line says what the performer has overridden."""
     notes = [status]
     if controls.frozen:

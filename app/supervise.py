@@ -74,6 +74,7 @@ class MicrophoneSupervisor:
         self._retry_at = float("-inf")
 
     def poll(self, now: float, server_ready: bool = True) -> None:
+        """`server_ready` is RecordingPlayer's concern: a microphone listens from the start."""
         if self.source is not None and self.source.alive:
             return
         if now < self._retry_at:
