@@ -8,14 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from app.config import MODES, ConfigError, Settings, load_settings
+from app.config import MODES, ConfigError, load_settings
 from common.paths import DEMO_AUDIO
-
-# Training, evaluation and the dream tools parse their own flags.
-DELEGATED = {"train": ("models.train", "main"), "evaluate": ("models.evaluate", "main"),
-             "classify": ("models.evaluate", "classify_main"), "prerender": ("models.dream", "prerender_main"),
-             "auralize": ("models.auralize", "auralize_main"), "seeds": ("models.seeds", "seeds_main"),
-             "ensemble": ("models.model", "ensemble_main")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,45 +17,19 @@ def main(argv: list[str] | None = None) -> int:
     # Before torch loads: OpenMP threads that spin while waiting starve everything else on a shared CPU
     # (measured: 2-thread dreams fell from ~6 to under 1 keyframe/s beside another torch job).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if argv and argv[0] in DELEGATED:
-        module, function = DELEGATED[argv[0]]
+    # Training, evaluation and the dream tools parse their own flags.
+    delegated = {"train": ("models.train", "main"), "evaluate": ("models.evaluate", "main"),
+                 "classify": ("models.evaluate", "classify_main"), "prerender": ("models.dream", "prerender_main"),
+                 "auralize": ("models.auralize", "auralize_main"), "seeds": ("models.seeds", "seeds_main"),
+                 "ensemble": ("models.model", "ensemble_main")}
+    if argv and argv[0] in delegated:
+        module, function = delegated[argv[0]]
         return getattr(__import__(module, fromlist=[function]), function)(argv[1:]) or 0
 
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "run":
-            return _run(args)
-        if args.command == "devices":
-            from app.capture import list_input_devices
-            devices = list_input_devices()
-            for d in devices:
-                print(f"{d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['rate']:.0f} Hz)")
-            if not devices:
-                print("no audio input devices found")
-            return 0
-        if args.command == "keys":
-            import zmq.auth
-            directory = Path(args.directory)
-            directory.mkdir(parents=True, exist_ok=True)
-            public, secret = zmq.auth.create_certificates(directory, "server")
-            print(f"server keys: {public} (give to clients) and {secret} (keep on the server)")
-            return 0
-    except ConfigError as exc:
-        print(f"hear-and-see: {exc}", file=sys.stderr)
-        return 2
-    return 1
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Every subcommand and its flags (those in DELEGATED parse their own)."""
     parser = argparse.ArgumentParser(prog="hear-and-see", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in DELEGATED:
+    for name in delegated:
         sub.add_parser(name, help=f"see `hear-and-see {name} --help`", add_help=False)
 
     serve = sub.add_parser("serve", help="run the inference server")
@@ -93,24 +61,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("devices", help="list audio input devices")
     keys = sub.add_parser("keys", help="generate CurveZMQ keys for a server reachable beyond loopback")
     keys.add_argument("directory", nargs="?", default="keys")
-    return parser
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "devices":
+            from app.capture import list_input_devices
+            devices = list_input_devices()
+            for d in devices:
+                print(f"{d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['rate']:.0f} Hz)")
+            if not devices:
+                print("no audio input devices found")
+            return 0
+        if args.command == "keys":
+            import zmq.auth
+            directory = Path(args.directory)
+            directory.mkdir(parents=True, exist_ok=True)
+            public, secret = zmq.auth.create_certificates(directory, "server")
+            print(f"server keys: {public} (give to clients) and {secret} (keep on the server)")
+            return 0
+    except ConfigError as exc:
+        print(f"hear-and-see: {exc}", file=sys.stderr)
+        return 2
+    return 1
 
 
 def server_settings(settings):
-    """The venue's settings as the server's (GateSettings, DreamSettings), field by field by name."""
+    """The venue's settings as the server's (GateSettings, DreamSettings)."""
     from inference_server.server import DreamSettings, GateSettings
 
-    return (GateSettings(silence_dbfs=settings.silence_dbfs, min_confidence=settings.min_confidence,
-                         enter_windows=settings.enter_windows, hold_seconds=settings.hold_seconds,
-                         floor_margin_db=settings.floor_margin_db or None),
-            DreamSettings(layer=settings.dream_layer, size=settings.dream_size, intensity=settings.dream_intensity,
-                          blend=settings.dream_blend))
-
-
-def serve_settings(args) -> Settings:
-    """The server's settings: the venue file and mode, then its own flags."""
-    return load_settings(args.config, mode=args.mode, checkpoint=args.checkpoint, backbone=args.backbone,
-                         seeds_dir=args.seeds, dream_size=args.dream_size)
+    return (GateSettings(settings.silence_dbfs, settings.min_confidence, settings.enter_windows,
+                         settings.hold_seconds, settings.floor_margin_db or None),
+            DreamSettings(settings.dream_layer, settings.dream_size, settings.dream_intensity, settings.dream_blend))
 
 
 def _serve(args) -> int:
@@ -119,7 +106,8 @@ def _serve(args) -> int:
     from models.dream import SeedImageError
     from models.model import CheckpointError
 
-    settings = serve_settings(args)
+    settings = load_settings(args.config, mode=args.mode, checkpoint=args.checkpoint, backbone=args.backbone,
+                             seeds_dir=args.seeds, dream_size=args.dream_size)
     secret = None
     if args.server_secret_key:
         import zmq.auth

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields, replace
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
-from common.classes import CLASS_SETS, ESC50_CLASSES
+from models.classes import CLASS_SETS, ESC50_CLASSES  # plain lists: no torch comes with them
 
 log = logging.getLogger("hear_and_see.controls")
 

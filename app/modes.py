@@ -12,7 +12,7 @@ Two decisions are made here and nowhere else in the app:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
     from app.client import Frame, Result
@@ -57,7 +57,7 @@ class Plan:
     """What the loop draws this turn."""
     scene: Scene
     picture: str | None    # LIVE, FALLBACK or KEEP
-    image: Any = None      # the live frame's pixels when picture is LIVE
+    frame: Frame | None = None  # the live frame (image, id, label) when picture is LIVE
     blackout: bool = False
     hud: bool = True
     zoom: float = 0.05     # the renderer's zoom rate, taken up with the next keyframe
@@ -97,7 +97,7 @@ def step(state: ShowState, results: Iterable[Result], frame: Frame | None, contr
         picture = LIVE
     else:
         picture = FALLBACK if scene.source == FALLBACK else KEEP
-    return state, Plan(scene, picture, frame.image if picture == LIVE else None, controls.blackout,
+    return state, Plan(scene, picture, frame if picture == LIVE else None, controls.blackout,
                        controls.hud, controls.zoom)
 
 

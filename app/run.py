@@ -203,7 +203,7 @@ def draw(plan: Plan, renderer: Renderer, fallback: FallbackPlayer, display, rend
     ("live", "prerendered" or "seed"), or None when the picture on screen goes on."""
     keyframe = None
     if plan.picture == LIVE:
-        renderer.show_frame(plan.image, "live")
+        renderer.show_frame(plan.frame.image, "live")
         keyframe = "live"
     elif plan.picture == FALLBACK:
         picture = fallback.frame(plan.scene.label, now)

@@ -44,7 +44,7 @@ def classification_ms(n: int = 60) -> tuple[float, float | None, float]:
     from inference_server.server import InferenceServer
     from models.backbones import create_backbone
     from models.model import SHIPPED_CHECKPOINT, Ensemble, load_model, build_model
-    from common.classes import ESC50_CLASSES
+    from models.classes import ESC50_CLASSES
 
     torch.set_num_threads(2)
     model = load_model() if SHIPPED_CHECKPOINT.is_file() else build_model("efficientnet_lite0", ESC50_CLASSES)

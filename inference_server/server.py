@@ -21,7 +21,7 @@ import zmq
 from common import protocol
 from models import audio
 from models.backbones import DREAM_LAYERS, create_backbone, default_device
-from common.classes import ESC50_CLASSES, resolve_class_set
+from models.classes import ESC50_CLASSES, resolve_class_set
 from models.dream import DreamEngine, SeedImageError, load_seed_image, to_uint8
 from models.gate import OpenSetGate
 from models.model import SHIPPED_CHECKPOINT, Ensemble, SoundClassifier, build_model, load_model, restrict

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.paths import PRERENDERED as PRERENDER_OUT
 from models.backbones import DEFAULT_DREAM_LAYER, ImageNetBackbone, create_backbone, default_device
 
 # Defaults, chosen on a 2-core CPU with efficientnet_lite0 at 224 px (see BENCHMARKS.md, "Dream engine").
@@ -327,6 +326,7 @@ def _fold_batchnorm(net: nn.Module) -> nn.Module:
 # ---- prerendered sequences (the visualizer's fallback when no model runs) ------------------------------
 
 PRERENDER_FRAMES = 120
+PRERENDER_OUT = Path(__file__).resolve().parent.parent / "prerendered"  # where app/config.py's fallback looks
 
 
 def prerender(classes: list[str], frames: int = PRERENDER_FRAMES, size: int = SIZE,

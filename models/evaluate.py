@@ -28,7 +28,7 @@ import torch
 from models import audio
 from models.datasets import load_dataset, windows
 from models.gate import OpenSetGate
-from common.classes import resolve_class_set
+from models.classes import resolve_class_set
 from models.model import SHIPPED_CHECKPOINT, CheckpointError, ensemble_of, load_model, load_with_metrics, restrict
 
 log = logging.getLogger("hear-and-see.evaluate")

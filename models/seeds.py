@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.paths import IMAGE_SUFFIXES as IMAGE_EXTENSIONS, SEED_IMAGES as SEED_DIR, SHARED
-
+SEED_DIR = Path(__file__).resolve().parent.parent / "seed_images"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 MAX_SIDE = 448  # stored seeds are small: the dream runs at 224-448 px
 
 # ESC-50 class -> (ImageNet index, ImageNet name): what a generated seed climbs toward. ImageNet-1k has no crow,
@@ -54,7 +54,7 @@ ESC50_TO_IMAGENET = {
 # Where each shipped picture came from (`collect` rebuilds seed_images/ from these). Clip art is cropped to the
 # drawing and padded square on white, so the engine's centre crop keeps the whole subject.
 OPENCLIPART = Path("/usr/share/openclipart/png")  # Debian openclipart-png 1:0.18+dfsg-19
-SKIMAGE = SHARED / "images" / "skimage"  # scikit-image's sample images
+SKIMAGE = Path("/work/shared/images/skimage")  # scikit-image's sample images
 OPENCLIPART_LICENCE = "Public Domain Dedication (Open Clip Art Library; Debian package openclipart-png 1:0.18+dfsg-19)"
 SOURCES = {  # class -> (source file, licence)
     "cat": (SKIMAGE / "chelsea.png", "CC0, photograph by Stefan van der Walt (scikit-image `chelsea`)"),

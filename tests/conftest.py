@@ -221,7 +221,7 @@ DREAM_SIZE = 64
 def networks():
     """The real classifier and dream backbone, random init (fast to build; weights do not matter here)."""
     from models.backbones import create_backbone
-    from common.classes import ESC50_CLASSES
+    from models.classes import ESC50_CLASSES
     from models.model import build_model
 
     classifier = build_model("efficientnet_lite0", ESC50_CLASSES, pretrained=False).eval()
@@ -230,7 +230,7 @@ def networks():
 
 @pytest.fixture(scope="session")
 def seeds(tmp_path_factory):
-    from common.classes import ESC50_CLASSES
+    from models.classes import ESC50_CLASSES
 
     root = tmp_path_factory.mktemp("seeds")
     rng = np.random.default_rng(0)

@@ -14,9 +14,9 @@ import torch
 from models import audio, datasets, evaluate
 from models.evaluate import classify, classify_main, false_triggers, probe_cross_validation, scores
 from models.model import SHIPPED_CHECKPOINT, CheckpointError, build_model, load_model, restrict, save_checkpoint
-from tests.conftest import SHARED
 from tests.synth_sounds import CLASSES, clip, make_esc50
 
+SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
 @pytest.fixture(scope="module")

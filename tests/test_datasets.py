@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from models import audio, datasets
-from tests.conftest import SHARED
 from tests.synth_sounds import CLASSES, make_esc50, make_folder, make_urbansound8k
 
+SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
 @pytest.fixture(autouse=True)

@@ -300,7 +300,7 @@ def test_every_esc50_class_has_a_small_credited_seed_image():
     import torchvision
 
     categories = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
-    from common.classes import ESC50_CLASSES
+    from models.classes import ESC50_CLASSES
 
     assert list(seeds.ESC50_TO_IMAGENET) == ESC50_CLASSES
     for name, (index, label) in seeds.ESC50_TO_IMAGENET.items():
@@ -351,7 +351,7 @@ def test_real_lite0_sixty_keyframe_zoom_keeps_the_class():
 
 def test_auralize_climbs_the_class_and_inverts_to_a_waveform():
     from models import audio, auralize
-    from common.classes import ESC50_CLASSES
+    from models.classes import ESC50_CLASSES
     from models.model import build_model
 
     torch.manual_seed(0)  # a random-init model: the same one every run, so the test means the same each time

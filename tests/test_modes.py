@@ -59,7 +59,7 @@ def test_a_live_frame_is_drawn_once_then_kept_while_fresh():
     show = Show()
     show.turn(0.0, result("dog"))
     plan = show.turn(0.1, frame=frame("dog", 7))
-    assert plan.picture == LIVE and plan.image[0, 0, 0] == 7 and plan.scene.source == "live"
+    assert plan.picture == LIVE and plan.frame.image[0, 0, 0] == 7 and plan.scene.source == "live"
     plan = show.turn(0.2)
     assert plan.picture == KEEP and plan.scene.source == "live"
     plan = show.turn(0.1 + 3.0)  # stale: the fallback takes over
@@ -70,7 +70,7 @@ def test_frames_of_another_class_are_not_drawn():
     show = Show()
     show.turn(0.0, result("dog"))
     plan = show.turn(0.1, frame=frame("cat"))
-    assert plan.picture == FALLBACK and plan.image is None
+    assert plan.picture == FALLBACK and plan.frame is None
 
 
 def test_a_class_change_drops_the_old_class_frames_even_if_it_comes_back():
@@ -110,7 +110,7 @@ def test_frozen_takes_no_picture_but_keeps_count_of_frames():
     show, frozen = Show(), Controls(frozen=True)
     show.turn(0.0, result("dog"))
     plan = show.turn(0.1, frame=frame("dog"), controls=frozen)
-    assert plan.picture == KEEP and plan.image is None
+    assert plan.picture == KEEP and plan.frame is None
     assert plan.scene.source == "live"  # the frame arrived; unfreezing does not fall back
     assert show.turn(3.0, controls=frozen).picture == KEEP  # stale, but nothing new while frozen
     assert show.turn(3.1).picture == FALLBACK

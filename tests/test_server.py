@@ -12,7 +12,7 @@ import zmq
 from app.client import InferenceClient
 from common import protocol
 from inference_server.server import InferenceServer, is_loopback
-from common.classes import ESC50_CLASSES
+from models.classes import ESC50_CLASSES
 from tests.conftest import DREAM_SIZE, RunningServer
 
 @pytest.fixture

@@ -3,28 +3,34 @@ that waits for the server; and the server command, read back by the CLI the chil
 from __future__ import annotations
 
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from app.capture import MicrophoneError, RingBuffer
-from app.cli import build_parser, serve_settings
+from app.cli import main, server_settings
 from app.config import load_settings
 from app.supervise import MicrophoneSupervisor, RecordingPlayer, ServerSupervisor, server_command
 
 
-def test_the_server_child_gets_the_app_settings_by_name(tmp_path):
+def test_the_server_child_gets_the_app_settings_by_name(tmp_path, monkeypatch):
+    """The command the app starts its server with, run through the CLI up to where the server would load."""
+    import inference_server.server
+
     venue = tmp_path / "venue.toml"
     venue.write_text('dream_size = 96\nmin_confidence = 0.2\nseeds_dir = "/somewhere/seeds"\n')
     app_settings = replace(load_settings(venue, mode="toy", server="auto"), checkpoint="runs/x.pt")
     command = server_command(app_settings, "tcp://127.0.0.1:7000", venue)
     assert command[:4] == [sys.executable, "-m", "app.cli", "serve"]
-    args = build_parser().parse_args(command[3:])
-    assert args.bind == "tcp://127.0.0.1:7000"
-    child = serve_settings(args)
-    differ = [f.name for f in fields(child) if getattr(child, f.name) != getattr(app_settings, f.name)]
-    assert differ == ["server"]  # the app's "auto" is its own business
+    served = {}
+    monkeypatch.setattr(inference_server.server, "serve",
+                        lambda checkpoint, seeds_dir, bind, **options: served.update(options, checkpoint=checkpoint,
+                                                                                     seeds_dir=seeds_dir, bind=bind))
+    assert main(command[3:]) == 0
+    assert (served["bind"], served["checkpoint"], served["seeds_dir"]) == ("tcp://127.0.0.1:7000", "runs/x.pt",
+                                                                          "/somewhere/seeds")
+    assert (served["gate"], served["dream"]) == server_settings(app_settings)
 
 
 def test_the_server_child_is_restarted_when_it_exits_and_stopped_at_the_end():

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from common.paths import IMAGE_SUFFIXES
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 log = logging.getLogger(__name__)
 _UNSET = object()
