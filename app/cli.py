@@ -8,7 +8,8 @@ import os
 import sys
 from pathlib import Path
 
-from app.config import DEMO_RECORDING, ConfigError, load_settings
+from app.config import MODES, ConfigError, load_settings
+from common.paths import DEMO_AUDIO
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the inference server")
     serve.add_argument("--bind", default="tcp://127.0.0.1:5555")
     serve.add_argument("--config", help="venue TOML file")
-    serve.add_argument("--mode", choices=["default", "gallery", "toy", "performance"],
+    serve.add_argument("--mode", choices=MODES,
                        help="the mode's gate and dream settings (the app passes its own)")
     serve.add_argument("--checkpoint", help="classifier checkpoint (default: the shipped model)")
     serve.add_argument("--backbone", help="insist on this backbone (the checkpoint must match)")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--server", help="tcp://HOST:PORT of a running server; default: start one locally")
     run.add_argument("--server-key", help="the server's CurveZMQ public key file (from `hear-and-see keys`)")
     run.add_argument("--config", help="venue TOML file")
-    run.add_argument("--mode", choices=["default", "gallery", "toy", "performance"])
+    run.add_argument("--mode", choices=MODES)
     run.add_argument("--headless", action="store_true", help="render offscreen (EGL) instead of a window")
     run.add_argument("--duration", type=float, help="stop after this many seconds")
     run.add_argument("--output", help="save frames, a contact sheet and the label timeline here")
@@ -144,7 +145,7 @@ def _run(args) -> int:
     device = int(args.device) if args.device and args.device.isdigit() else args.device
     input_file = args.input
     if input_file is None and device is None and args.headless:
-        input_file = str(DEMO_RECORDING)  # no microphone is expected on a headless machine
+        input_file = str(DEMO_AUDIO)  # no microphone is expected on a headless machine
     try:
         report = run(settings, input_file=input_file, device=device, headless=True if args.headless else None,
                      duration=args.duration, output_dir=args.output, frame_log=args.frame_log,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import zmq
 
-from inference_server import protocol
+from common import protocol
 
 PING_INTERVAL_S = 0.25
 SERVER_TIMEOUT_S = 1.0

@@ -19,15 +19,13 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from app.controls import parse_chord
+from common.paths import PRERENDERED, SEED_IMAGES
 from models.gate import GateSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:
     import tomli as tomllib
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_RECORDING = REPO_ROOT / "app" / "demo_audio"  # a folder: played in name order
 
 
 class ConfigError(ValueError):
@@ -40,7 +38,6 @@ class Settings:
     classes: str | list[str] = "all"
     server: str = "tcp://127.0.0.1:5555"
     hop_seconds: float = 0.5
-    window_seconds: float = 4.0          # fixed by the model; here so a venue file can state it explicitly
     # The gate (models/gate.py says what each does); defaults defined once, there.
     silence_dbfs: float = GateSettings.silence_dbfs
     min_confidence: float = GateSettings.min_confidence
@@ -52,8 +49,8 @@ class Settings:
     backbone: str | None = None          # None: whatever the checkpoint was trained on
     dream_layer: str | None = None
     dream_size: int = 224
-    seeds_dir: str = str(REPO_ROOT / "seed_images")
-    prerendered_dir: str = str(REPO_ROOT / "prerendered")
+    seeds_dir: str = str(SEED_IMAGES)
+    prerendered_dir: str = str(PRERENDERED)
     width: int = 1280
     height: int = 720
     fullscreen: bool = False
@@ -72,8 +69,7 @@ class Settings:
     osc_host: str = "127.0.0.1"          # loopback: only this machine may freeze or black out the show
 
 
-MODES = ("default", "gallery", "toy", "performance")
-# What each mode changes, unless the venue file says otherwise.
+# The modes, and what each changes unless the venue file says otherwise.
 MODE_DEFAULTS = {
     "default": {},
     "gallery": {"fullscreen": True, "hide_cursor": True, "show_hud": False},
@@ -81,7 +77,8 @@ MODE_DEFAULTS = {
             "dream_intensity": 0.7, "dream_blend": 0.3},
     "performance": {"hop_seconds": 0.25, "hold_seconds": 0.5, "osc_port": 9000, "enter_windows": 1},
 }
-LABEL_STYLES = ("bars", "big")  # visualizer/hud.py's; not imported, so reading settings needs no pygame
+MODES = tuple(MODE_DEFAULTS)
+MAX_HOP_SECONDS = 4.0  # the model's window: a longer hop would leave sound between windows unheard
 
 
 def load_settings(path: str | Path | None = None, **overrides) -> Settings:
@@ -97,13 +94,13 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
     if "palette" in merged:
         merged["palette"] = tuple(merged["palette"])
     settings = replace(Settings(), **merged)
-    if settings.window_seconds != 4.0:
-        raise ConfigError(f"{path}: window_seconds is fixed at 4.0 by the model, got {settings.window_seconds}")
-    if not 0.05 <= settings.hop_seconds <= settings.window_seconds:
-        raise ConfigError(f"{path or 'command line'}: hop_seconds must be within 0.05..4.0, got {settings.hop_seconds}")
     where = path or "command line"
-    if settings.label_style not in LABEL_STYLES:
-        raise ConfigError(f"{where}: label_style must be one of {', '.join(LABEL_STYLES)}, "
+    if not 0.05 <= settings.hop_seconds <= MAX_HOP_SECONDS:
+        raise ConfigError(f"{where}: hop_seconds must be within 0.05..{MAX_HOP_SECONDS}, got {settings.hop_seconds}")
+    from visualizer.hud import STYLES  # here, not at the top: `--help` and `devices` need no pygame
+
+    if settings.label_style not in STYLES:
+        raise ConfigError(f"{where}: label_style must be one of {', '.join(STYLES)}, "
                           f"got {settings.label_style!r}")
     if not 0.0 <= settings.floor_margin_db <= 40.0:
         raise ConfigError(f"{where}: floor_margin_db must be within 0..40 dB (0: off), got {settings.floor_margin_db}")

@@ -21,7 +21,6 @@ from dataclasses import dataclass, fields, replace
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
-from app.modes import Scene
 from models.classes import CLASS_SETS, ESC50_CLASSES  # plain lists: no torch comes with them
 
 log = logging.getLogger("hear_and_see.controls")
@@ -164,23 +163,6 @@ def _number(address: str, args: tuple) -> float:
     if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], (int, float)):
         raise ControlError(f"{address} takes one number, got {list(args)!r}")
     return float(args[0])
-
-
-def steer(scene: Scene, controls: Controls) -> Scene:
-    """The scene as the performer has it: a forced class replaces what is heard (also while the server,
-    which dreams it, is away), and the status line says what is overridden."""
-    if controls.forced_label is not None and controls.forced_label != scene.label:
-        scene = replace(scene, label=controls.forced_label, confidence=1.0, source="fallback", top=[])
-    notes = [scene.status]
-    if controls.frozen:
-        notes.append("frozen")
-    if controls.forced_label is not None:
-        notes.append(f"forced {controls.forced_label}")
-    if controls.intensity != 1.0:
-        notes.append(f"intensity {controls.intensity:.2f}")
-    if controls.layer is not None:
-        notes.append(f"layer {controls.layer}")
-    return replace(scene, status=" · ".join(notes))
 
 
 class FreezableClock:

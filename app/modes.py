@@ -1,10 +1,22 @@
-"""What the screen should show, decided from what the server said: listening, showing a class, or server lost.
+"""What the screen should show, decided from what the server said and what the performer set.
 
-A pure state machine (no sockets, no GL), so every transition is testable with plain values.
+`step` is the app's every decision in one pure function: the state, this turn's results and frame, the
+controls and the time in; the next state and a `Plan` (what to draw) out. No sockets, no GL, no clock of its
+own, so every transition is testable with plain values. The main loop (app/run.py) only carries it out.
+
+Two decisions are made here and nowhere else in the app:
+- which class is on screen: a performer's forced class, else what the server last said it hears. The
+  server's gate already holds a class for `hold_seconds` after its last win, so it is not held again here.
+- whether a live frame may be shown: only one of the class on screen, and only while fresh.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from app.client import Frame, Result
+    from app.controls import Controls
 
 LISTENING = "listening"
 SHOWING = "showing"
@@ -12,8 +24,24 @@ SERVER_LOST = "server lost"
 
 LIVE_FRAME_STALE_S = 2.5   # a live frame older than this no longer counts: the fallback takes over
 
+# Where the next picture comes from (Plan.picture).
+LIVE = "live"              # the live frame that arrived this turn
+FALLBACK = "fallback"      # the fallback player's (pre-rendered, then seed image), when one is due
+KEEP = None                # nothing new: the picture on screen goes on
 
-@dataclass
+
+@dataclass(frozen=True)
+class ShowState:
+    heard: str | None = None        # the class the server's last result named (None: listening)
+    confidence: float = 0.0
+    top: tuple = ()
+    trained: bool = True
+    label: str | None = None        # the class on screen
+    live_label: str | None = None   # the class of the newest live frame taken, and when it came
+    live_at: float = float("-inf")
+
+
+@dataclass(frozen=True)
 class Scene:
     """One decision: the state, the class on screen (None while listening), and where its pictures come from."""
     state: str
@@ -24,51 +52,64 @@ class Scene:
     status: str            # a line for the heads-up display
 
 
-class ShowState:
-    def __init__(self, hold_seconds: float = 2.0):
-        self.hold_seconds = hold_seconds
-        self.state = SERVER_LOST
-        self.label: str | None = None
-        self.confidence = 0.0
-        self.top: list = []
-        self.trained = True
-        self._label_until = 0.0
-        self._last_live_frame = -1e9
-        self._live_label: str | None = None
-        self.forced: str | None = None  # a performer's class: shown (and dreamt) whatever is heard
+@dataclass(frozen=True)
+class Plan:
+    """What the loop draws this turn."""
+    scene: Scene
+    picture: str | None    # LIVE, FALLBACK or KEEP
+    frame: Frame | None = None  # the live frame (image, id, label) when picture is LIVE
+    blackout: bool = False
+    hud: bool = True
+    zoom: float = 0.05     # the renderer's zoom rate, taken up with the next keyframe
 
-    def on_result(self, label: str | None, confidence: float, top: list, trained: bool, now: float) -> None:
-        self.top, self.trained = top, trained
-        if label is not None:
-            if label != self.label and self.forced is None:
-                self._live_label = None  # frames of the old class must not show under the new name
-            self.label, self.confidence = label, confidence
-            self._label_until = now + self.hold_seconds
-        elif now >= self._label_until:
-            self.label, self.confidence = None, 0.0
 
-    def on_frame(self, label: str, now: float) -> bool:
-        """Record a live frame; False if it belongs to a class no longer shown (it is then not displayed)."""
-        if label != (self.forced or self.label):
-            return False
-        self._live_label, self._last_live_frame = label, now
-        return True
+def step(state: ShowState, results: Iterable[Result], frame: Frame | None, controls: Controls, server_alive: bool,
+         now: float) -> tuple[ShowState, Plan]:
+    """One turn of the show: what the client received this turn (results, and the newest frame or None),
+    the controls as they are now, whether the server answers, and the time."""
+    for result in results:
+        state = replace(state, heard=result.label, confidence=result.confidence, top=tuple(result.top),
+                        trained=result.trained)
+    if not server_alive:  # a server that comes back starts with an empty gate: what it heard is gone
+        state = replace(state, heard=None, confidence=0.0, top=())
+    forced = controls.forced_label
+    label = forced or state.heard
+    if label != state.label:  # a new class: frames of the old one must not come back under its name
+        state = replace(state, label=label, live_label=None)
+    # Frames of another class (the old one after a change, or what is heard under a forced class) are not shown.
+    live_now = frame is not None and frame.label == label
+    if live_now:
+        state = replace(state, live_label=label, live_at=now)
+    fresh = (server_alive and label is not None and state.live_label == label
+             and now - state.live_at <= LIVE_FRAME_STALE_S)
+    if not server_alive:
+        kind = SERVER_LOST
+    else:
+        kind = SHOWING if label is not None else LISTENING
+    status = kind if server_alive else "server lost: reconnecting"
+    if server_alive and not state.trained:
+        status = f"UNTRAINED MODEL: {status}"
+    scene = Scene(kind, label, 1.0 if forced else state.confidence, LIVE if fresh else FALLBACK,
+                  list(state.top), _with_overrides(status, controls))
+    if controls.frozen:  # frames keep arriving (the server keeps its pace), unused
+        picture = KEEP
+    elif live_now:
+        picture = LIVE
+    else:
+        picture = FALLBACK if scene.source == FALLBACK else KEEP
+    return state, Plan(scene, picture, frame if picture == LIVE else None, controls.blackout,
+                       controls.hud, controls.zoom)
 
-    def scene(self, server_alive: bool, now: float) -> Scene:
-        if self.label is not None and now >= self._label_until:
-            self.label, self.confidence = None, 0.0
-        label = self.forced or self.label
-        confidence = 1.0 if self.forced else self.confidence
-        if not server_alive:
-            self.state = SERVER_LOST
-        elif label is None:
-            self.state = LISTENING
-        else:
-            self.state = SHOWING
-        live = (server_alive and label is not None and self._live_label == label
-                and now - self._last_live_frame <= LIVE_FRAME_STALE_S)
-        status = self.state if server_alive else "server lost: reconnecting"
-        if server_alive and not self.trained:
-            status = f"UNTRAINED MODEL: {status}"
-        return Scene(self.state, label if server_alive else None, confidence if server_alive else 0.0,
-                     "live" if live else "fallback", self.top if server_alive else [], status)
+
+def _with_overrides(status: str, controls: Controls) -> str:
+    """The status line says what the performer has overridden."""
+    notes = [status]
+    if controls.frozen:
+        notes.append("frozen")
+    if controls.forced_label is not None:
+        notes.append(f"forced {controls.forced_label}")
+    if controls.intensity != 1.0:
+        notes.append(f"intensity {controls.intensity:.2f}")
+    if controls.layer is not None:
+        notes.append(f"layer {controls.layer}")
+    return " · ".join(notes)

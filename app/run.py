@@ -1,7 +1,9 @@
-"""The app's main loop: every hop send the newest 4 s to the server, take back labels and dream frames, draw.
+"""The app's main loop: poll, step, draw, swap.
 
-The loop draws at display rate whatever arrives; audio capture runs on its own thread and the server in
-its own process, so a slow dream never stalls the picture.
+Every turn it polls what came in (the sound source, the server's results and frames, keys and OSC), lets
+`app.modes.step` decide what to show, draws that, and swaps. It draws at display rate whatever arrives;
+audio capture runs on its own thread and the server in its own process, so a slow dream never stalls the
+picture.
 """
 from __future__ import annotations
 
@@ -9,21 +11,19 @@ import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pygame
 
-from app.capture import SAMPLE_RATE, FileSource, MicrophoneError, MicrophoneSource, RingBuffer
+from app.capture import SAMPLE_RATE, RingBuffer
 from app.client import InferenceClient
 from app.config import Settings
-from app.controls import (Bindings, ControlError, Controls, FreezableClock, OscListener, changed, class_list,
-                          parse_chord, steer)
-from app.modes import ShowState
+from app.controls import Bindings, ControlError, Controls, FreezableClock, OscListener, changed, class_list, parse_chord
+from app.modes import FALLBACK, LIVE, Plan, ShowState, step
 from app.recording import Recorder, RunReport
+from app.supervise import MicrophoneSupervisor, RecordingPlayer, ServerSupervisor, server_command
 from visualizer.fallback import FallbackPlayer
 from visualizer.renderer import Renderer
 from visualizer.window import open_display
@@ -31,27 +31,12 @@ from visualizer.window import open_display
 log = logging.getLogger("hear_and_see.app")
 
 HEADLESS_FPS = 30            # headless output is paced like a window would be, in real time
-MIC_RETRY_S = 2.0
 
 
 def free_tcp_address() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
-
-
-def start_local_server(settings: Settings, bind: str, config_path: str | Path | None) -> subprocess.Popen:
-    """The inference server as a child process, for a one-machine setup (`make run`)."""
-    cmd = [sys.executable, "-m", "app.cli", "serve", "--bind", bind, "--mode", settings.mode]
-    if config_path:
-        cmd += ["--config", str(config_path)]
-    if settings.checkpoint:
-        cmd += ["--checkpoint", settings.checkpoint]
-    if settings.backbone:
-        cmd += ["--backbone", settings.backbone]
-    cmd += ["--seeds", settings.seeds_dir, "--dream-size", str(settings.dream_size)]
-    log.info("starting a local inference server: %s", " ".join(cmd))
-    return subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent)
 
 
 def modifier_names(mod: int) -> frozenset[str]:
@@ -61,12 +46,27 @@ def modifier_names(mod: int) -> frozenset[str]:
 
 
 def apply_events(controls: Controls, events, bindings: Bindings) -> Controls:
+    """The window's events through the mode's bindings."""
     for event in events:
         if event.type == pygame.QUIT:
             controls = bindings.on_window_close(controls)
         elif event.type == pygame.KEYDOWN:
             controls = bindings.on_key(controls, pygame.key.name(event.key), modifier_names(event.mod))
     return controls
+
+
+def apply_osc(controls: Controls, messages, bindings: Bindings) -> Controls:
+    for osc_address, args in messages:
+        try:
+            controls = bindings.on_osc(controls, osc_address, args)
+        except ControlError as exc:
+            log.warning("ignored an OSC message: %s", exc)
+    return controls
+
+
+def next_hop(due: float, now: float, hop_seconds: float) -> float:
+    """The next hop after one that was due at `due`: on the hop grid, skipping the hops a stall missed."""
+    return due + hop_seconds * max(1, int((now - due) / hop_seconds) + 1)
 
 
 class SystemdNotifier:
@@ -104,17 +104,14 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
         frame_log: str | Path | None = None, config_path: str | Path | None = None,
         server_key: bytes | None = None) -> RunReport:
     started = time.monotonic()
-    server_process = None
+    server = None
     address = settings.server
     if address == "auto":
         address = free_tcp_address()
-        server_process = start_local_server(settings, address, config_path)
+        server = ServerSupervisor(server_command(settings, address, config_path)).start()
 
     ring = RingBuffer()
-    # A bad recording is the user's error: say so before any window opens. It starts playing once the
-    # server answers, so a demo is heard from its beginning; a microphone is opened (and retried) in the loop.
-    source = FileSource(ring, input_file) if input_file is not None else None
-    mic_retry_at = 0.0
+    source = RecordingPlayer(ring, input_file, started) if input_file is not None else MicrophoneSupervisor(ring, device)
 
     # SIGTERM (systemctl stop) ends the show in every mode. Python handles it, not SDL: SDL only takes over
     # a signal nobody handles, and would turn it into the same QUIT event as the window's close button,
@@ -130,10 +127,10 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
     renderer = Renderer(display.ctx, *display.size, palette=settings.palette, vignette=settings.vignette,
                         label_style=settings.label_style, zoom_rate=settings.zoom_rate)
     fallback = FallbackPlayer(settings.prerendered_dir, settings.seeds_dir)
-    show = ShowState(settings.hold_seconds)
     client = InferenceClient(address, name=settings.mode, classes=settings.classes, server_key=server_key)
     bindings = Bindings(settings.mode, class_list(settings.classes), parse_chord(settings.exit_chord))
     controls = Controls(zoom=settings.zoom_rate, hud=settings.show_hud)
+    show = ShowState()
     clock = FreezableClock()
     osc = None
     if settings.osc_port:
@@ -142,72 +139,26 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
         except OSError as exc:  # the keyboard still works: a taken port must not stop the show
             log.error("no OSC control: cannot listen on udp://%s:%d (%s)", settings.osc_host, settings.osc_port, exc)
     systemd = SystemdNotifier()
-
     recorder = Recorder(output_dir, frame_log)
-    next_hop = time.monotonic() + settings.hop_seconds
+    hop_due = time.monotonic() + settings.hop_seconds
     shown = "seed"  # where the picture on screen came from, for the frame log
     try:
         while duration is None or time.monotonic() - started < duration:
+            # poll: what came in since the last turn
             now = time.monotonic()
-            if input_file is None and (source is None or not source.alive) and now >= mic_retry_at:
-                mic_retry_at = now + MIC_RETRY_S
-                if source is not None:  # unplugged: let go of the dead stream before looking again
-                    log.warning("the microphone stopped; looking for it again")
-                    source.stop()
-                    source = None
-                try:
-                    source = MicrophoneSource(ring, device).start()
-                except MicrophoneError as exc:
-                    log.warning("%s; showing the attract mode, retrying in %.0f s", exc, MIC_RETRY_S)
-            if now >= next_hop:
-                next_hop += settings.hop_seconds * max(1, int((now - next_hop) / settings.hop_seconds) + 1)
+            if server is not None:
+                server.poll()
+            source.poll(now, client.alive)
+            if now >= hop_due:
+                hop_due = next_hop(hop_due, now, settings.hop_seconds)
                 if ring.written:
                     client.send_window(ring.latest(), SAMPLE_RATE)
             results, frame = client.poll(0)
-            if input_file is not None and client.alive and not source.started:
-                log.info("server ready after %.2f s: playing %s", now - started, input_file)
-                source.start()
             for r in results:
-                show.on_result(r.label, r.confidence, r.top, r.trained, now)
                 recorder.label(now - started, r.label, r.confidence)
-            show.forced = controls.forced_label
-            live = frame is not None and show.on_frame(frame.label, now)
-            scene = steer(show.scene(client.alive, now), controls)
-            keyframe = False
-            if not controls.frozen:  # while frozen, frames keep arriving (the server keeps its pace) unused
-                if live and frame.label == scene.label:  # not while another class is forced
-                    renderer.show_frame(frame.image, "live")
-                    keyframe, shown = True, "live"
-                    recorder.first_live_frame(now - started)
-                elif scene.source == "fallback":
-                    picture = fallback.frame(scene.label, now)
-                    if picture is not None:
-                        renderer.show_frame(picture.image, picture.source)
-                        keyframe, shown = True, picture.source
-            renderer.set_label(scene.label, scene.confidence, scene.top, scene.status)
-            renderer.hud_visible = controls.hud
-            render_now = clock(now, controls.frozen)  # every frame, blacked out or not, so a freeze starts on time
-            if controls.blackout:
-                display.fbo.use()
-                display.fbo.clear(0.0, 0.0, 0.0, 1.0)
-            else:
-                renderer.draw(render_now)
-            if keyframe:
-                # The renderer zooms by rate x time since the last keyframe, so a new rate set mid-keyframe
-                # would rescale the picture at once; set with a keyframe (which starts at zoom 1) it cannot.
-                renderer.zoom_rate = controls.zoom
-            recorder.frame(now - started, "blackout" if controls.blackout else shown, scene.label, display)
-            display.swap()
-            if recorder.first_image(time.monotonic() - started):
-                systemd.notify("READY=1")  # a picture is up: systemd's start-up is over, its watchdog begins
-            systemd.ping(now)
             before = controls
             controls = apply_events(controls, display.events(), bindings)
-            for osc_address, args in osc.pending() if osc else ():
-                try:
-                    controls = bindings.on_osc(controls, osc_address, args)
-                except ControlError as exc:
-                    log.warning("ignored an OSC message: %s", exc)
+            controls = apply_osc(controls, osc.pending() if osc else (), bindings)
             if terminated:
                 controls = replace(controls, quit=True)
             if controls != before:
@@ -217,24 +168,58 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                     client.steer(*steering)
             if controls.quit:
                 break
+            # step
+            show, plan = step(show, results, frame, controls, client.alive, now)
+            # draw
+            keyframe = draw(plan, renderer, fallback, display, clock(now, controls.frozen), now)
+            if keyframe is not None:
+                shown = keyframe
+            if keyframe == "live":
+                recorder.first_live_frame(now - started)
+            recorder.frame(now - started, "blackout" if plan.blackout else shown, plan.scene.label, display)
+            # swap
+            display.swap()
+            if recorder.first_image(time.monotonic() - started):
+                systemd.notify("READY=1")  # a picture is up: systemd's start-up is over, its watchdog begins
+            systemd.ping(now)
             if display.headless:
                 time.sleep(max(0.0, 1.0 / HEADLESS_FPS - (time.monotonic() - now)))
-            if server_process is not None and server_process.poll() is not None:
-                log.error("the local inference server exited with code %s; restarting it", server_process.returncode)
-                server_process = start_local_server(settings, address, config_path)
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         systemd.notify("STOPPING=1")
         if osc is not None:
             osc.close()
         client.close()
-        if source is not None:
-            source.stop()
+        source.stop()
         display.close()
-        if server_process is not None:
-            server_process.terminate()
-            try:
-                server_process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server_process.kill()
+        if server is not None:
+            server.stop()
     return recorder.close()
+
+
+def draw(plan: Plan, renderer: Renderer, fallback: FallbackPlayer, display, render_now: float,
+         now: float) -> str | None:
+    """Carry out the plan into the display's back buffer. Returns the source of the keyframe it started
+    ("live", "prerendered" or "seed"), or None when the picture on screen goes on."""
+    keyframe = None
+    if plan.picture == LIVE:
+        renderer.show_frame(plan.frame.image, "live")
+        keyframe = "live"
+    elif plan.picture == FALLBACK:
+        picture = fallback.frame(plan.scene.label, now)
+        if picture is not None:
+            renderer.show_frame(picture.image, picture.source)
+            keyframe = picture.source
+    scene = plan.scene
+    renderer.set_label(scene.label, scene.confidence, scene.top, scene.status)
+    renderer.hud_visible = plan.hud
+    if plan.blackout:
+        display.fbo.use()
+        display.fbo.clear(0.0, 0.0, 0.0, 1.0)
+    else:
+        renderer.draw(render_now)
+    if keyframe is not None:
+        # The renderer zooms by rate x time since the last keyframe, so a new rate set mid-keyframe would
+        # rescale the picture at once; set with a keyframe (which starts at zoom 1) it cannot.
+        renderer.zoom_rate = plan.zoom
+    return keyframe

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import zmq
 
-from inference_server import protocol
+from common import protocol
 from models import audio
 from models.backbones import DREAM_BACKBONE, DREAM_LAYERS, create_backbone, default_device
 from models.classes import ESC50_CLASSES, class_set_probabilities, resolve_class_set

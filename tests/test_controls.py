@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,10 +11,8 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from app.config import ConfigError, load_settings
 from app.controls import (ZOOM_RANGE, Bindings, Chord, ControlError, Controls, FreezableClock, OscListener, changed,
-                          class_list, parse_chord, steer)
-from app.modes import Scene
+                          class_list, parse_chord)
 from app.run import SystemdNotifier
-from tests.conftest import REPO_ROOT
 
 ANIMALS = ("dog", "rooster", "pig", "cow", "frog", "cat", "hen", "insects", "sheep", "crow")
 CHORD = Chord(frozenset({"ctrl", "shift"}), "q")
@@ -161,26 +157,7 @@ def test_osc_over_real_udp_reaches_the_main_loop_queue():
         listener.close()
 
 
-# --- what the loop does with them ----------------------------------------------------------------
-
-def scene(label="dog", source="live") -> Scene:
-    return Scene("showing", label, 0.8, source, [["dog", 0.8]], "showing")
-
-
-def test_a_forced_class_replaces_what_is_heard():
-    steered = steer(scene(), Controls(forced_label="cow"))
-    assert (steered.label, steered.source, steered.confidence, steered.top) == ("cow", "fallback", 1.0, [])
-    assert steered.status == "showing · forced cow"
-    same = steer(scene(), Controls(forced_label="dog"))  # already heard: its live frames stay
-    assert (same.label, same.source) == ("dog", "live")
-    assert steer(scene(label=None, source="fallback"), Controls(forced_label="cow")).label == "cow"
-
-
-def test_the_status_line_says_what_is_overridden():
-    assert steer(scene(), Controls()) == scene()
-    status = steer(scene(), Controls(frozen=True, intensity=0.5, layer="blocks.4")).status
-    assert status == "showing · frozen · intensity 0.50 · layer blocks.4"
-
+# --- the clock and the log --------------------------------------------------------------------
 
 def test_freezable_clock_stops_and_resumes_without_a_jump():
     clock = FreezableClock()
@@ -258,13 +235,3 @@ def test_sd_notify_abstract_socket_and_unset(monkeypatch):
         assert receiver.recv(64) == b"WATCHDOG=1"
     monkeypatch.delenv("NOTIFY_SOCKET")
     SystemdNotifier().notify("READY=1")  # no systemd: nothing happens, nothing fails
-
-
-def test_the_app_loop_imports_no_torch_and_no_librosa():
-    # The window process must start (and keep showing pictures) without loading the model code's torch, and
-    # play the demo recordings without librosa's decoders (seconds before the first picture).
-    probe = ("import sys, app.run; from app.capture import FileSource, RingBuffer; "
-             "FileSource(RingBuffer(), 'app/demo_audio'); "
-             "print([m for m in ('torch', 'librosa', 'numba') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
-    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -11,7 +11,7 @@ import pytest
 import torch
 import zmq
 
-from inference_server import protocol
+from common import protocol
 from inference_server.server import DreamSettings, InferenceServer
 from models import audio, efficientat
 from models.backbones import create_backbone

@@ -1,64 +1,130 @@
-from app.modes import LISTENING, SERVER_LOST, SHOWING, ShowState
+"""The show's decisions, `app.modes.step`, with plain values: results, frames, controls and time in, the plan out."""
+from types import SimpleNamespace
+
+import numpy as np
+
+from app.controls import Controls
+from app.modes import FALLBACK, KEEP, LISTENING, LIVE, SERVER_LOST, SHOWING, ShowState, step
+
+NOTHING = Controls()
+
+
+def result(label, confidence=0.9, top=(), trained=True):
+    return SimpleNamespace(label=label, confidence=confidence, top=list(top), trained=trained)
+
+
+def frame(label, value=1):
+    return SimpleNamespace(label=label, image=np.full((4, 4, 3), value, np.uint8))
+
+
+class Show:
+    """Turns of the show, one `turn` per frame the loop draws."""
+
+    def __init__(self):
+        self.state = ShowState()
+
+    def turn(self, now, *results, frame=None, controls=NOTHING, alive=True):
+        self.state, plan = step(self.state, results, frame, controls, alive, now)
+        return plan
 
 
 def test_starts_lost_then_listens_then_shows_a_class():
-    show = ShowState(hold_seconds=2.0)
-    assert show.scene(server_alive=False, now=0).state == SERVER_LOST
-    assert show.scene(server_alive=True, now=0).state == LISTENING
-    show.on_result("dog", 0.9, [["dog", 0.9]], True, now=1.0)
-    scene = show.scene(True, now=1.1)
-    assert (scene.state, scene.label, scene.source) == (SHOWING, "dog", "fallback")
+    show = Show()
+    assert show.turn(0.0, alive=False).scene.state == SERVER_LOST
+    assert show.turn(0.1).scene.state == LISTENING
+    scene = show.turn(1.0, result("dog", 0.9, [["dog", 0.9]])).scene
+    assert (scene.state, scene.label, scene.confidence, scene.source, scene.top) == (
+        SHOWING, "dog", 0.9, "fallback", [["dog", 0.9]])
 
 
-def test_a_class_is_held_then_released_to_listening():
-    show = ShowState(hold_seconds=2.0)
-    show.on_result("dog", 0.9, [], True, now=0.0)
-    show.on_result(None, 0.0, [], True, now=1.0)
-    assert show.scene(True, now=1.5).label == "dog"
-    assert show.scene(True, now=2.5).state == LISTENING
+def test_the_class_is_what_the_server_says_with_no_hold_of_its_own():
+    # The server's gate holds a class for hold_seconds; a second hold here would show it for longer.
+    show = Show()
+    show.turn(0.0, result("dog"))
+    assert show.turn(5.0).scene.label == "dog"  # no new result: what the server last said stands
+    assert show.turn(5.1, result(None, 0.0)).scene.state == LISTENING  # the server let go: so does the screen
 
 
-def test_live_frames_count_only_for_the_class_shown_and_only_while_fresh():
-    show = ShowState()
-    show.on_result("dog", 0.9, [], True, now=0.0)
-    assert show.on_frame("cat", now=0.1) is False
-    assert show.scene(True, 0.2).source == "fallback"
-    assert show.on_frame("dog", now=0.3) is True
-    assert show.scene(True, 0.4).source == "live"
-    assert show.scene(True, 0.3 + 3.0).source == "fallback"  # stale: the fallback takes over
+def test_a_lost_server_forgets_what_it_heard():
+    show = Show()
+    show.turn(0.0, result("dog"))
+    show.turn(0.1, frame=frame("dog"))
+    scene = show.turn(0.2, alive=False).scene
+    assert (scene.state, scene.label, scene.source, scene.top) == (SERVER_LOST, None, "fallback", [])
+    assert "server lost" in scene.status
+    assert show.turn(0.3).scene.state == LISTENING  # back, with an empty gate, until its first result
 
 
-def test_class_change_drops_live_frames_of_the_old_class():
-    show = ShowState()
-    show.on_result("dog", 0.9, [], True, now=0.0)
-    show.on_frame("dog", now=0.1)
-    show.on_result("cat", 0.8, [], True, now=0.2)
-    assert show.scene(True, 0.3).source == "fallback"
+def test_a_live_frame_is_drawn_once_then_kept_while_fresh():
+    show = Show()
+    show.turn(0.0, result("dog"))
+    plan = show.turn(0.1, frame=frame("dog", 7))
+    assert plan.picture == LIVE and plan.frame.image[0, 0, 0] == 7 and plan.scene.source == "live"
+    plan = show.turn(0.2)
+    assert plan.picture == KEEP and plan.scene.source == "live"
+    plan = show.turn(0.1 + 3.0)  # stale: the fallback takes over
+    assert plan.picture == FALLBACK and plan.scene.source == "fallback"
 
 
-def test_losing_the_server_shows_the_fallback_and_says_so():
-    show = ShowState()
-    show.on_result("dog", 0.9, [], True, now=0.0)
-    show.on_frame("dog", now=0.1)
-    scene = show.scene(server_alive=False, now=0.2)
-    assert scene.state == SERVER_LOST and scene.source == "fallback" and "server lost" in scene.status
+def test_frames_of_another_class_are_not_drawn():
+    show = Show()
+    show.turn(0.0, result("dog"))
+    plan = show.turn(0.1, frame=frame("cat"))
+    assert plan.picture == FALLBACK and plan.frame is None
+
+
+def test_a_class_change_drops_the_old_class_frames_even_if_it_comes_back():
+    show = Show()
+    show.turn(0.0, result("dog"))
+    show.turn(0.1, frame=frame("dog"))
+    assert show.turn(0.2, result("cat")).picture == FALLBACK
+    plan = show.turn(0.3, result("dog"))  # dog again within the staleness window: its old frame is gone
+    assert plan.picture == FALLBACK and plan.scene.source == "fallback"
 
 
 def test_an_untrained_model_is_labelled_on_screen():
-    show = ShowState()
-    show.on_result("dog", 0.9, [], trained=False, now=0.0)
-    assert show.scene(True, 0.1).status.startswith("UNTRAINED MODEL")
+    show = Show()
+    assert show.turn(0.0, result("dog", trained=False)).scene.status.startswith("UNTRAINED MODEL")
 
 
 def test_a_forced_class_is_shown_and_takes_its_own_live_frames():
-    show = ShowState()
-    show.on_result("dog", 0.9, [], True, now=0.0)
-    show.forced = "cow"
-    assert show.on_frame("dog", now=0.1) is False  # frames of what is heard no longer show
-    assert show.on_frame("cow", now=0.2) is True
-    scene = show.scene(True, now=0.3)
-    assert (scene.label, scene.confidence, scene.source) == ("cow", 1.0, "live")
-    show.on_result("cat", 0.8, [], True, now=0.4)  # what is heard changes underneath
-    assert show.scene(True, now=0.5).source == "live"
-    show.forced = None
-    assert show.scene(True, now=0.6).label == "cat"
+    show, cow = Show(), Controls(forced_label="cow")
+    show.turn(0.0, result("dog", 0.8, [["dog", 0.8]]))
+    plan = show.turn(0.1, frame=frame("dog"), controls=cow)
+    assert plan.picture == FALLBACK  # frames of what is heard no longer show
+    assert (plan.scene.label, plan.scene.confidence, plan.scene.top) == ("cow", 1.0, [["dog", 0.8]])
+    assert plan.scene.status == "showing · forced cow"
+    assert show.turn(0.2, frame=frame("cow"), controls=cow).picture == LIVE
+    plan = show.turn(0.3, result("cat"), controls=cow)  # what is heard changes underneath
+    assert plan.scene.source == "live" and plan.picture == KEEP
+    assert show.turn(0.4).scene.label == "cat"  # released: back to what is heard
+
+
+def test_a_forced_class_stays_while_the_server_is_away():
+    scene = Show().turn(0.0, controls=Controls(forced_label="cow"), alive=False).scene
+    assert (scene.state, scene.label, scene.confidence, scene.source) == (SERVER_LOST, "cow", 1.0, "fallback")
+    assert scene.status == "server lost: reconnecting · forced cow"
+
+
+def test_frozen_takes_no_picture_but_keeps_count_of_frames():
+    show, frozen = Show(), Controls(frozen=True)
+    show.turn(0.0, result("dog"))
+    plan = show.turn(0.1, frame=frame("dog"), controls=frozen)
+    assert plan.picture == KEEP and plan.frame is None
+    assert plan.scene.source == "live"  # the frame arrived; unfreezing does not fall back
+    assert show.turn(3.0, controls=frozen).picture == KEEP  # stale, but nothing new while frozen
+    assert show.turn(3.1).picture == FALLBACK
+
+
+def test_the_plan_carries_the_controls_the_renderer_needs():
+    controls = Controls(blackout=True, hud=False, zoom=0.12)
+    plan = Show().turn(0.0, controls=controls)
+    assert (plan.blackout, plan.hud, plan.zoom) == (True, False, 0.12)
+
+
+def test_the_status_line_says_what_is_overridden():
+    show = Show()
+    show.turn(0.0, result("dog"))
+    assert show.turn(0.1).scene.status == "showing"
+    status = show.turn(0.2, controls=Controls(frozen=True, intensity=0.5, layer="blocks.4")).scene.status
+    assert status == "showing · frozen · intensity 0.50 · layer blocks.4"

@@ -8,12 +8,7 @@ changing is the app's doing, and a picture that is not a solid colour is a seed 
 from __future__ import annotations
 
 import colorsys
-import ctypes
-import ctypes.util
 import json
-import os
-import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,115 +23,10 @@ import pytest
 import zmq
 from pythonosc.udp_client import SimpleUDPClient
 
-from inference_server import protocol
-from tests.conftest import REPO_ROOT, free_tcp_address
+from common import protocol
+from tests.conftest import REPO_ROOT, SCREEN, XServer, free_tcp_address
 
-SCREEN = (640, 360)
 STARTUP_S = 60.0  # a loaded 2-core machine: imports and the first GL context can take a while
-
-if not (shutil.which("Xvfb") and ctypes.util.find_library("X11") and ctypes.util.find_library("Xtst")
-        and ctypes.util.find_library("Xfixes")):
-    pytest.skip("needs Xvfb, libX11, libXtst and libXfixes (Debian: xvfb libxtst6 libxfixes3)",
-                allow_module_level=True)
-
-
-class XImage(ctypes.Structure):  # the leading fields of Xlib's XImage, which is all that is read
-    _fields_ = [("width", ctypes.c_int), ("height", ctypes.c_int), ("xoffset", ctypes.c_int),
-                ("format", ctypes.c_int), ("data", ctypes.c_void_p), ("byte_order", ctypes.c_int),
-                ("bitmap_unit", ctypes.c_int), ("bitmap_bit_order", ctypes.c_int), ("bitmap_pad", ctypes.c_int),
-                ("depth", ctypes.c_int), ("bytes_per_line", ctypes.c_int), ("bits_per_pixel", ctypes.c_int)]
-
-
-class XFixesCursorImage(ctypes.Structure):
-    _fields_ = [("x", ctypes.c_short), ("y", ctypes.c_short), ("width", ctypes.c_ushort),
-                ("height", ctypes.c_ushort), ("xhot", ctypes.c_ushort), ("yhot", ctypes.c_ushort),
-                ("cursor_serial", ctypes.c_ulong), ("pixels", ctypes.POINTER(ctypes.c_ulong))]
-
-
-class XServer:
-    """Xvfb, and a client connection to it that presses keys and takes screenshots like a person would see."""
-
-    def __init__(self):
-        # -displayfd: Xvfb picks a free display number and writes it here; -terminate: it ends with its
-        # last client. The read end stays open while it runs: Xvfb dies if it cannot finish that write.
-        self._display_fd, write_end = os.pipe()
-        self.process = subprocess.Popen(
-            [shutil.which("Xvfb"), "-displayfd", str(write_end), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
-             "-nolisten", "tcp", "-terminate"], pass_fds=(write_end,),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        os.close(write_end)
-        ready, _, _ = select.select([self._display_fd], [], [], 15)
-        number = os.read(self._display_fd, 16).decode().strip() if ready else ""
-        if not number:
-            self.close()
-            pytest.fail("Xvfb did not start")
-        self.name = f":{number}"
-        self.x11 = ctypes.CDLL(ctypes.util.find_library("X11"))
-        self.xtst = ctypes.CDLL(ctypes.util.find_library("Xtst"))
-        self.xfixes = ctypes.CDLL(ctypes.util.find_library("Xfixes"))
-        x11, xtst, xfixes = self.x11, self.xtst, self.xfixes
-        x11.XOpenDisplay.restype = ctypes.c_void_p
-        x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
-        x11.XDefaultRootWindow.restype = ctypes.c_ulong
-        x11.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
-        x11.XStringToKeysym.restype = ctypes.c_ulong
-        x11.XStringToKeysym.argtypes = [ctypes.c_char_p]
-        x11.XKeysymToKeycode.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
-        x11.XGetImage.restype = ctypes.POINTER(XImage)
-        x11.XGetImage.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_int, ctypes.c_uint,
-                                  ctypes.c_uint, ctypes.c_ulong, ctypes.c_int]
-        x11.XDestroyImage.argtypes = [ctypes.POINTER(XImage)]
-        x11.XFree.argtypes = [ctypes.c_void_p]
-        x11.XFlush.argtypes = x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
-        xtst.XTestFakeKeyEvent.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_ulong]
-        xfixes.XFixesGetCursorImage.restype = ctypes.POINTER(XFixesCursorImage)
-        xfixes.XFixesGetCursorImage.argtypes = [ctypes.c_void_p]
-        self.connection = x11.XOpenDisplay(self.name.encode())
-        if not self.connection:
-            self.close()
-            pytest.fail(f"cannot connect to Xvfb on {self.name}")
-
-    def press(self, *keysyms: str) -> None:
-        """Press the keys in order, then release them in reverse: one key, or a chord."""
-        codes = [self.x11.XKeysymToKeycode(self.connection, self.x11.XStringToKeysym(k.encode())) for k in keysyms]
-        for code in codes:
-            self.xtst.XTestFakeKeyEvent(self.connection, code, True, 0)
-        for code in reversed(codes):
-            self.xtst.XTestFakeKeyEvent(self.connection, code, False, 0)
-        self.x11.XFlush(self.connection)
-
-    def screenshot(self) -> np.ndarray:
-        """The whole screen as H x W x 3 uint8 RGB, as the X server has it."""
-        root = self.x11.XDefaultRootWindow(self.connection)
-        image = self.x11.XGetImage(self.connection, root, 0, 0, *SCREEN, 0xFFFFFFFF, 2)  # ZPixmap
-        try:
-            ximage = image.contents
-            assert ximage.bits_per_pixel == 32 and ximage.byte_order == 0  # BGRX, least significant byte first
-            data = ctypes.string_at(ximage.data, ximage.bytes_per_line * ximage.height)
-            pixels = np.frombuffer(data, np.uint8).reshape(ximage.height, ximage.bytes_per_line // 4, 4)
-            return pixels[:, :ximage.width, 2::-1].copy()
-        finally:
-            self.x11.XDestroyImage(image)
-
-    def cursor_visible(self) -> bool:
-        """Whether the pointer's current cursor has any pixel that is not fully transparent."""
-        cursor = self.xfixes.XFixesGetCursorImage(self.connection)
-        try:
-            c = cursor.contents
-            return any(c.pixels[i] >> 24 for i in range(c.width * c.height))  # ARGB
-        finally:
-            self.x11.XFree(cursor)
-
-    def close(self) -> None:
-        if getattr(self, "connection", None):
-            self.x11.XCloseDisplay(self.connection)
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        os.close(self._display_fd)
 
 
 class FakeServer:
@@ -202,14 +92,11 @@ class App:
         venue = {"width": SCREEN[0], "height": SCREEN[1], "vignette": 0.0, "prerendered_dir": str(empty), **venue}
         config = tmp / f"{mode}.toml"
         config.write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in venue.items()))
-        env = {**os.environ, "DISPLAY": x.name}
-        env.pop("WAYLAND_DISPLAY", None)
-        env.pop("SDL_VIDEODRIVER", None)
         self.log_file = open(self.log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "run", "--mode", mode, "--config", str(config), "--server",
              server.address, "--input", str(silence), "--frame-log", str(self.frames_path)],
-            cwd=REPO_ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT)
+            cwd=REPO_ROOT, env=x.env(), stdout=self.log_file, stderr=subprocess.STDOUT)
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -266,20 +153,13 @@ class App:
         self.log_file.close()
 
 
-@pytest.fixture(scope="module")
-def x():
-    server = XServer()
-    yield server
-    server.close()
-
-
 @pytest.fixture
-def launch(x, tmp_path):
+def launch(x_server, tmp_path):
     started = []
 
     def launch(mode: str, label: str | None, **venue) -> App:
         server = FakeServer(label)
-        app = App(x, tmp_path, mode, server, venue)
+        app = App(x_server, tmp_path, mode, server, venue)
         started.append((app, server))
         return app
 

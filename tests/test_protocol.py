@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from inference_server import protocol
-from inference_server.protocol import ProtocolError, decode, encode
+from common import protocol
+from common.protocol import ProtocolError, decode, encode
 
 
 def test_audio_round_trip_keeps_samples_dtype_and_fields():

@@ -10,7 +10,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from app.client import InferenceClient
-from inference_server import protocol
+from common import protocol
 from tests.conftest import RunningServer
 
 FUZZ_CASES = 200  # benchmarks/fuzz_bench.py runs 10,000

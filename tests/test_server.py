@@ -10,7 +10,7 @@ import pytest
 import zmq
 
 from app.client import InferenceClient
-from inference_server import protocol
+from common import protocol
 from inference_server.server import InferenceServer, is_loopback
 from models.classes import ESC50_CLASSES
 from tests.conftest import DREAM_SIZE, RunningServer

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from visualizer import FallbackPlayer, Renderer, open_display
+from visualizer.window import read_rgb
 
 W, H = 320, 180
 RED, BLUE, GREY = (255, 0, 0), (0, 0, 255), (128, 128, 128)
@@ -35,12 +36,18 @@ def centred_square(size=224, half=28) -> np.ndarray:
     return frame
 
 
+def screen(renderer: Renderer) -> np.ndarray:
+    """What the renderer drew into the display's framebuffer (bound by open_display), as Display.read_pixels
+    reads it."""
+    return read_rgb(renderer.ctx.fbo)
+
+
 def settled(renderer: Renderer, frame: np.ndarray, t: float = 0.0, source: str = "live") -> np.ndarray:
     """Show `frame` at `t` and return the picture once its (scene-change) fade has finished."""
     renderer.show_frame(frame, source)
     renderer.draw(t)
     renderer.draw(t + renderer.scene_fade_s + 0.01)
-    return renderer.read_pixels()
+    return screen(renderer)
 
 
 def centre(image: np.ndarray) -> np.ndarray:
@@ -62,7 +69,7 @@ def test_vignette_darkens_corners_relative_to_centre(renderer):
     flat = settled(renderer, solid(GREY))
     renderer.vignette = 0.6
     renderer.draw(10.0)
-    vignetted = renderer.read_pixels()
+    vignetted = screen(renderer)
     assert abs(int(flat[2, 2, 0]) - int(flat[H // 2, W // 2, 0])) <= 1
     corners = [vignetted[2, 2], vignetted[2, -3], vignetted[-3, 2], vignetted[-3, -3]]
     assert all(c.mean() < 0.6 * centre(vignetted).mean() for c in corners)
@@ -73,18 +80,18 @@ def test_crossfade_midpoint_is_a_mix(renderer):
     settled(renderer, solid(RED))
     renderer.show_frame(solid(BLUE), "live")  # same label and source: the short keyframe fade
     renderer.draw(10.0)
-    np.testing.assert_allclose(centre(renderer.read_pixels()), RED, atol=2)
+    np.testing.assert_allclose(centre(screen(renderer)), RED, atol=2)
     renderer.draw(10.0 + renderer.keyframe_fade_s / 2)
-    np.testing.assert_allclose(centre(renderer.read_pixels()), (127.5, 0, 127.5), atol=4)
+    np.testing.assert_allclose(centre(screen(renderer)), (127.5, 0, 127.5), atol=4)
     renderer.draw(10.0 + renderer.keyframe_fade_s)
-    np.testing.assert_allclose(centre(renderer.read_pixels()), BLUE, atol=2)
+    np.testing.assert_allclose(centre(screen(renderer)), BLUE, atol=2)
 
 
 def test_a_new_keyframe_starts_from_the_picture_on_screen(renderer):
     before = settled(renderer, centred_square())
     renderer.show_frame(solid(BLUE), "live")
     renderer.draw(renderer.scene_fade_s + 0.01)  # same instant as `before`
-    assert np.abs(renderer.read_pixels().astype(int) - before).max() <= 2
+    assert np.abs(screen(renderer).astype(int) - before).max() <= 2
 
 
 def test_class_change_fades_slower_than_a_keyframe(renderer):
@@ -94,7 +101,7 @@ def test_class_change_fades_slower_than_a_keyframe(renderer):
     renderer.show_frame(solid(BLUE), "live")
     renderer.draw(10.0)
     renderer.draw(10.0 + renderer.keyframe_fade_s)
-    red, _, blue = centre(renderer.read_pixels())
+    red, _, blue = centre(screen(renderer))
     assert red > 60 and blue > 60  # still mid-fade where a keyframe would have finished
 
 
@@ -104,7 +111,7 @@ def test_zoom_keeps_changing_the_picture_between_keyframes(renderer):
 
     early = settled(renderer, centred_square())
     renderer.draw(6.0)
-    later = renderer.read_pixels()
+    later = screen(renderer)
     assert square_width(later) > square_width(early) * 1.1
     np.testing.assert_allclose(centre(later), centre(early), atol=2)  # zooms about the centre
 
@@ -114,7 +121,7 @@ def test_hud_on_and_off_differ_only_in_the_label_area(renderer):
     shown = settled(renderer, solid(GREY)).astype(int)
     renderer.hud_visible = False
     renderer.draw(10.0)
-    hidden = renderer.read_pixels().astype(int)
+    hidden = screen(renderer).astype(int)
     x, y, w, h = renderer.hud_rect
     inside = np.zeros((H, W), bool)
     inside[y:y + h, x:x + w] = True
@@ -129,7 +136,7 @@ def test_big_label_style_writes_the_name_large(renderer):
     shown = settled(renderer, solid(GREY)).astype(int)
     renderer.hud_visible = False
     renderer.draw(10.0)
-    changed = np.abs(shown - renderer.read_pixels()).max(axis=2) > 60
+    changed = np.abs(shown - screen(renderer)).max(axis=2) > 60
     rows, columns = np.nonzero(changed)
     assert rows.max() - rows.min() > H * 0.15  # large letters
     assert abs((columns.min() + columns.max()) / 2 - W / 2) < W * 0.05  # centred
@@ -139,12 +146,12 @@ def test_palette_tints_the_picture(renderer):
     neutral = centre(settled(renderer, solid(GREY)))
     renderer.palette = "warm"
     renderer.draw(10.0)
-    warm = centre(renderer.read_pixels())
+    warm = centre(screen(renderer))
     assert abs(neutral[0] - neutral[2]) <= 1
     assert warm[0] > warm[2] + 20
     renderer.palette = (1.0, 0.5, 0.5)  # a venue's plain RGB tint
     renderer.draw(10.0)
-    np.testing.assert_allclose(centre(renderer.read_pixels()), (128, 64, 64), atol=2)
+    np.testing.assert_allclose(centre(screen(renderer)), (128, 64, 64), atol=2)
 
 
 def test_never_black_without_any_frames_prerendered_or_seeds(display, tmp_path):
@@ -154,7 +161,7 @@ def test_never_black_without_any_frames_prerendered_or_seeds(display, tmp_path):
     player = FallbackPlayer(empty, tmp_path / "no_seeds")
 
     renderer.draw(0.0)  # before anything was shown
-    images = [renderer.read_pixels()]
+    images = [screen(renderer)]
     for label in (None, "dog"):
         frame, source = player.frame(label, 1.0)
         images.append(settled(renderer, frame, 1.0, source))

@@ -16,7 +16,6 @@ import pygame
 
 from .fallback import default_frame
 from .hud import HudPainter
-from .window import read_rgb
 
 SHADERS = Path(__file__).with_name("shaders")
 SOURCES = ("live", "prerendered", "seed")
@@ -104,7 +103,6 @@ class Renderer:
         self._hud_key: tuple | None = None
         self._hud_texture: moderngl.Texture | None = None
         self._hud_blank = True
-        self._target: moderngl.Framebuffer | None = None
 
     @property
     def palette(self) -> Palette:
@@ -166,16 +164,6 @@ class Renderer:
         self._compose(now, graded=True)
         if self.hud_visible:
             self._draw_hud()
-        self._target = target
-
-    def read_pixels(self) -> np.ndarray:
-        """What the last `draw` produced, as H x W x 3 uint8, top row first.
-
-        Read it before a window's swap: after the swap the back buffer is undefined.
-        """
-        if self._target is None:
-            raise RuntimeError("nothing has been drawn yet")
-        return read_rgb(self._target)
 
     def _texture(self, size: tuple[int, int], components: int, data: bytes | None = None) -> moderngl.Texture:
         texture = self.ctx.texture(size, components, data, alignment=1)

@@ -1,0 +1,78 @@
+"""The main loop's own pieces (app/run.py): plain values in, and draw() into an offscreen display."""
+from types import SimpleNamespace
+
+import numpy as np
+import pygame
+import pytest
+
+from app.controls import Bindings, Controls, parse_chord
+from app.modes import FALLBACK, LIVE, Plan, Scene
+from app.run import apply_events, apply_osc, draw, next_hop
+from visualizer import Renderer, open_display
+
+BINDINGS = Bindings("performance", ("dog", "cat"), parse_chord("ctrl+shift+q"))
+
+
+def test_hops_stay_on_their_grid_and_skip_what_a_stall_missed():
+    assert next_hop(10.0, 10.01, 0.5) == 10.5
+    assert next_hop(10.0, 11.3, 0.5) == 11.5  # 10.5 and 11.0 were missed: not sent late in a burst
+
+
+def test_window_events_go_through_the_mode_bindings():
+    events = [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_SPACE, mod=0),
+              pygame.event.Event(pygame.KEYDOWN, key=pygame.K_2, mod=0),
+              pygame.event.Event(pygame.MOUSEMOTION, pos=(1, 1))]
+    assert apply_events(Controls(), events, BINDINGS) == Controls(frozen=True, forced_label="cat")
+    chord = pygame.event.Event(pygame.KEYDOWN, key=pygame.K_q, mod=pygame.KMOD_LCTRL | pygame.KMOD_RSHIFT)
+    assert apply_events(Controls(), [chord], BINDINGS).quit
+    assert apply_events(Controls(), [pygame.event.Event(pygame.QUIT)], BINDINGS).quit
+
+
+def test_a_bad_osc_message_is_logged_and_the_rest_applied(caplog):
+    messages = [("/hear-and-see/blackout", (1,)), ("/hear-and-see/class", ("unicorn",)),
+                ("/hear-and-see/intensity", (0.5,))]
+    assert apply_osc(Controls(), messages, BINDINGS) == Controls(blackout=True, intensity=0.5)
+    assert "unicorn" in caplog.text
+
+
+@pytest.fixture
+def screen():
+    try:
+        display = open_display(160, 90, headless=True)
+    except RuntimeError as error:
+        pytest.skip(f"no EGL for offscreen OpenGL: {error}")
+    with display:
+        yield display, Renderer(display.ctx, *display.size, vignette=0.0, hud_visible=False, zoom_rate=0.05)
+
+
+class NoPictures:
+    def frame(self, label, now):
+        return None
+
+
+def live_plan(**options):
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 255
+    scene = Scene("showing", "dog", 0.9, "live", [], "showing")
+    return Plan(scene, LIVE, SimpleNamespace(label="dog", id=1, image=red), **options)
+
+
+def test_draw_starts_a_live_keyframe_and_takes_the_new_zoom_rate_with_it(screen):
+    display, renderer = screen
+    assert draw(live_plan(zoom=0.2, hud=False), renderer, NoPictures(), display, 0.0, 0.0) == "live"
+    assert renderer.zoom_rate == 0.2
+    draw(live_plan(zoom=0.2, hud=False), renderer, NoPictures(), display, 5.0, 5.0)
+    np.testing.assert_allclose(display.read_pixels().reshape(-1, 3).mean(axis=0), (255, 0, 0), atol=2)
+
+
+def test_without_a_keyframe_the_zoom_rate_waits(screen):
+    display, renderer = screen
+    keep = Plan(Scene("showing", "dog", 0.9, "fallback", [], "showing"), FALLBACK, zoom=0.2)
+    assert draw(keep, renderer, NoPictures(), display, 0.0, 0.0) is None  # no picture was due
+    assert renderer.zoom_rate == 0.05  # changed mid-keyframe, the picture on screen would jump
+
+
+def test_blackout_draws_black_and_nothing_else(screen):
+    display, renderer = screen
+    draw(live_plan(blackout=True, hud=True), renderer, NoPictures(), display, 5.0, 5.0)
+    assert display.read_pixels().max() == 0
