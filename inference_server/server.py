@@ -22,10 +22,10 @@ from inference_server import protocol
 from models import audio
 from models.backbones import DREAM_LAYERS, create_backbone, default_device
 from models.classes import ESC50_CLASSES, resolve_class_set
-from models.dream import DreamEngine, SeedImageError, load_seed_image, to_uint8
+from models.dream import ASPECT, DreamEngine, profile_size, to_uint8
 from models.gate import OpenSetGate
 from models.model import SHIPPED_CHECKPOINT, Ensemble, SoundClassifier, build_model, load_model, restrict
-from models.seeds import seed_image_path
+from models.seeds import SeedImageError, imagenet_classes, load_seed_image, seed_image_path
 
 log = logging.getLogger("hear_and_see.server")
 
@@ -48,9 +48,10 @@ class GateSettings:
 @dataclass
 class DreamSettings:
     layer: str | None = None
-    size: int = 224
+    size: int = 0                # the dream's short side; 0: the machine's profile (224 on a CPU, 720 on CUDA)
     intensity: float = 1.0       # scales the classification confidence that drives the dream (toy mode: gentler)
-    blend: float | None = None   # pull back toward the seed per keyframe; None: the engine's default
+    blend: float | None = None   # pull back toward the seed per keyframe; None: the engine's default (none)
+    aspect: float = ASPECT       # width / height of the dream: the screen's, so nothing is cropped to fit
 
 
 class TokenBucket:
@@ -278,13 +279,15 @@ class InferenceServer:
             if session.engine is None or (layer is not None and session.engine.layer != layer):
                 previous = session.engine
                 options = {} if d.blend is None else {"blend": d.blend}
-                session.engine = DreamEngine(self.dream_backbone, layer=layer, size=d.size, **options)
+                device = next(self.dream_backbone.parameters()).device
+                session.engine = DreamEngine(self.dream_backbone, layer=layer, size=d.size or profile_size(device),
+                                             aspect=d.aspect, **options)
                 if previous is not None and previous.image is not None:
                     # a performer's layer change morphs the picture on screen, it does not restart at the seed
-                    session.engine.set_seed(label, self._seed(label))
+                    session.engine.set_seed(label, self._seed(label), imagenet_classes(label))
                     session.engine.set_image(to_uint8(previous.image))
             if session.engine.current_seed != label:
-                session.engine.set_seed(label, self._seed(label))
+                session.engine.set_seed(label, self._seed(label), imagenet_classes(label))
             # Loudness drives the zoom: -50 dBFS (quiet) .. -10 dBFS (loud) maps to 0 .. 1.
             zoom_speed = float(np.clip((session.dbfs + 50.0) / 40.0, 0.0, 1.0))
             frame = session.engine.next_keyframe(intensity=confidence * session.intensity * d.intensity,
