@@ -146,6 +146,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
     recorder = Recorder(output_dir, frame_log)
     next_hop = time.monotonic() + settings.hop_seconds
     shown = "seed"  # where the picture on screen came from, for the frame log
+    shown_keyframe = None  # the server's number of the live keyframe on screen, for the frame log
     try:
         while duration is None or time.monotonic() - started < duration:
             now = time.monotonic()
@@ -177,13 +178,13 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
             if not controls.frozen:  # while frozen, frames keep arriving (the server keeps its pace) unused
                 if live and frame.label == scene.label:  # not while another class is forced
                     renderer.show_frame(frame.image, "live")
-                    keyframe, shown = True, "live"
+                    keyframe, shown, shown_keyframe = True, "live", frame.id
                     recorder.first_live_frame(now - started)
                 elif scene.source == "fallback":
                     picture = fallback.frame(scene.label, now)
                     if picture is not None:
                         renderer.show_frame(picture.image, picture.source)
-                        keyframe, shown = True, picture.source
+                        keyframe, shown, shown_keyframe = True, picture.source, None
             renderer.set_label(scene.label, scene.confidence, scene.top, scene.status)
             renderer.hud_visible = controls.hud
             render_now = clock(now, controls.frozen)  # every frame, blacked out or not, so a freeze starts on time
@@ -196,7 +197,8 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 # The renderer zooms by rate x time since the last keyframe, so a new rate set mid-keyframe
                 # would rescale the picture at once; set with a keyframe (which starts at zoom 1) it cannot.
                 renderer.zoom_rate = controls.zoom
-            recorder.frame(now - started, "blackout" if controls.blackout else shown, scene.label, display)
+            recorder.frame(now - started, "blackout" if controls.blackout else shown, scene.label, display,
+                           None if controls.blackout else shown_keyframe)
             display.swap()
             if recorder.first_image(time.monotonic() - started):
                 systemd.notify("READY=1")  # a picture is up: systemd's start-up is over, its watchdog begins

@@ -25,6 +25,12 @@ SOURCES = ("live", "prerendered", "seed")
 # stalled server) tops out at exp(zoom_rate * ZOOM_EASE_S) instead of magnifying forever.
 # Keyframes come every 0.2-1 s, where the slowdown is a few percent and invisible.
 ZOOM_EASE_S = 20.0
+# A new class (or source) fades in over this long: one picture turning into the next within a second.
+SCENE_FADE_S = 0.8
+# How much the keyframe's own edges are steepened where it is enlarged to the screen (0: plain bicubic). Keyframes
+# are 224-720 lines on a 720-1080 line screen; bicubic keeps them smooth, this keeps them crisp. No noise is added:
+# only contrast that is in the picture is raised, and only at the scale the enlargement softened.
+SHARPEN = 0.6
 
 
 class Palette(NamedTuple):
@@ -63,7 +69,8 @@ class Renderer:
     def __init__(self, ctx: moderngl.Context, width: int, height: int, *,
                  palette: str | Palette | tuple[float, float, float] = "neutral",
                  vignette: float = 0.35, hud_visible: bool = True, label_style: str = "bars",
-                 zoom_rate: float = 0.05, keyframe_fade_s: float = 0.4, scene_fade_s: float = 1.2):
+                 zoom_rate: float = 0.05, keyframe_fade_s: float = 0.4, scene_fade_s: float = SCENE_FADE_S,
+                 sharpen: float = SHARPEN):
         self.ctx = ctx
         self.width, self.height = width, height
         self.palette = palette
@@ -72,6 +79,7 @@ class Renderer:
         self.zoom_rate = zoom_rate  # log-zoom per second: 0.05 is 5 % per second
         self.keyframe_fade_s = keyframe_fade_s
         self.scene_fade_s = scene_fade_s
+        self.sharpen = sharpen
 
         quad = ctx.buffer(np.array([0, 0, 1, 0, 0, 1, 1, 1], dtype="f4"))
         dream = ctx.program(vertex_shader=_shader("quad.vert"), fragment_shader=_shader("dream.frag"))
@@ -88,7 +96,8 @@ class Renderer:
         for snapshot in self._snapshots:
             snapshot.clear()
         self._keyframe: moderngl.Texture | None = None
-        self._cover = (1.0, 1.0)
+        self._fit = (1.0, 1.0)
+        self._texel = (1.0, 1.0)
         self._upload(np.ascontiguousarray(default_frame("")[::-1]))  # shown until the first frame
         self._start: float | None = None
         self._fade_s = 0.0
@@ -188,11 +197,15 @@ class Renderer:
             if self._keyframe is not None:
                 self._keyframe.release()
             self._keyframe = self._texture((w, h), 3, frame.tobytes())
+            self._keyframe.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
         else:
             self._keyframe.write(frame.tobytes())
-        # Cover the screen: the image's excess width or height is cropped, never stretched.
+        self._keyframe.build_mipmaps()  # a coarse level is the blurred fill beside a picture of another shape
+        # Fit the whole picture on the screen, never cropped or stretched: the subject stays in view. (Live dreams
+        # are made on the screen's aspect, so this only shows for seed images and sequences of another shape.)
         screen, image = self.width / self.height, w / h
-        self._cover = (min(1.0, screen / image), min(1.0, image / screen))
+        self._fit = (max(1.0, screen / image), max(1.0, image / screen))
+        self._texel = (1.0 / w, 1.0 / h)
 
     def _begin_fade(self, frame: np.ndarray, now: float, fade_s: float) -> None:
         # The snapshot is the picture as it is at `now`, mid-fade or not, so the fade starts there.
@@ -209,7 +222,9 @@ class Renderer:
         program = self._dream.program
         program["zoom"] = math.exp(self.zoom_rate * ZOOM_EASE_S * (1.0 - math.exp(-age / ZOOM_EASE_S)))
         program["fade"] = fade * fade * (3.0 - 2.0 * fade)  # smoothstep: no visible start or end
-        program["cover"] = self._cover
+        program["fit"] = self._fit
+        program["texel"] = self._texel
+        program["sharpen"] = self.sharpen
         program["graded"] = graded
         palette = self._palette
         program["shadows"] = palette.shadows
