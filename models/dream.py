@@ -36,7 +36,7 @@ OCTAVES = 4  # pyramid levels per keyframe (224, 149, 100, 66 px); 1 = single sc
 OCTAVE_SCALE = 1.5  # each coarser level is this much smaller; coarse levels are cheap and give large shapes
 ITERATIONS = 2  # gradient steps per octave per keyframe at intensity 1
 STEP_SIZE = 0.007  # per step, in [0, 1] image units, after normalising the gradient to mean |g| = 1
-JITTER = 16  # max random shift (pixels at a 224 short side; scaled with the octave) so the dream cannot lock onto the grid
+JITTER = 16  # max random shift (pixels at a 224 short side; scaled with the octave): the dream cannot lock to the grid
 ZOOM = 0.06  # fraction of the frame cropped away per keyframe at zoom_speed 1
 BLEND = 0.0  # fraction pulled back toward the seed every keyframe. Any pull back fights the zoom: the dream
 # converges to one fixed picture with echo rings of the seed's edges (BENCHMARKS.md, "Dreams that travel"), so
@@ -119,7 +119,8 @@ class DreamEngine:
     @torch.no_grad()
     def next_keyframe(self, intensity: float = 1.0, zoom_speed: float = 0.5) -> np.ndarray:
         """One zoom-and-dream step. `intensity` in [0, 1] (classification confidence) scales the number and
-        size of the gradient steps; `zoom_speed` in [0, 1] (loudness) scales the zoom. Returns (height, width, 3) uint8."""
+        size of the gradient steps; `zoom_speed` in [0, 1] (loudness) scales the zoom.
+        Returns (height, width, 3) uint8."""
         if self.seed is None:
             raise RuntimeError("set_seed() before next_keyframe()")
         intensity = min(max(float(intensity), 0.0), 1.0)

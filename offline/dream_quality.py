@@ -23,7 +23,8 @@ def mean_change(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def travel(frames: list[np.ndarray], gap: int = TRAVEL_GAP) -> dict:
-    """The zoom stalls when frames `gap` apart differ no more than neighbours; it travels when they differ clearly more."""
+    """The zoom stalls when frames `gap` apart differ no more than neighbours, and travels when they differ clearly
+    more: mean changes `near` (neighbours), `far` (`gap` apart) and their `ratio`."""
     near = float(np.mean([mean_change(a, b) for a, b in zip(frames, frames[1:])]))
     far = float(np.mean([mean_change(a, b) for a, b in zip(frames, frames[gap:])]))
     return {"near": near, "far": far, "ratio": far / max(near, 1e-9)}
