@@ -2,7 +2,7 @@
 
     python benchmarks/dream_travel.py quality     # 60 keyframes per seed, the engine before issue 12 and now (~10 min)
     python benchmarks/dream_travel.py prerender   # `hear-and-see prerender` keyframes/s, start-up included (~2 min)
-    python benchmarks/dream_travel.py app         # the real app in a 1280x720 window under Xvfb (~2 min)
+    python benchmarks/dream_travel.py app [--mode toy] [--docs]   # the real app in a 1280x720 window under Xvfb
     python benchmarks/dream_travel.py sheets      # docs/dreams_<set>.png: each seed, keyframes 1, 20, 60 on screen
 
 Each prints one JSON line per measurement. The CPU this runs on is shared, so speed is reported as ratios against a
@@ -112,12 +112,13 @@ def app(args) -> None:
     out = Path(tempfile.mkdtemp())
     venue = out / "venue.toml"
     venue.write_text(f"width = {SCREEN[0]}\nheight = {SCREEN[1]}\nmin_confidence = 0.0\n")
+    mode = ["--mode", args.mode] if args.mode else []
     env = {**os.environ, "DISPLAY": x.name}
     env.pop("WAYLAND_DISPLAY", None)
     log = open(out / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run", "--input", str(ROOT / "app" / "demo_audio"),
                              "--config", str(venue), "--frame-log", str(out / "frames.tsv"), "--duration",
-                             str(args.seconds)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             str(args.seconds), *mode], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     shots = []
     try:
         while proc.poll() is None:
@@ -143,7 +144,12 @@ def app(args) -> None:
     live_s = float(gaps[gaps < 0.5].sum())  # leave out the stretches where the fallback was up
     detail = [detail_share(s) for s in shots]
     stretched = [detail_share(_as_if_224_square(s)) for s in shots]
-    print(json.dumps({"part": "app", "seconds": round(float(t[-1] - t[0]), 1), "frames": len(rows),
+    if args.docs and shots:
+        from PIL import Image
+
+        for i, shot in enumerate((shots[len(shots) // 3], shots[-1])):  # one early in a class, one later
+            Image.fromarray(shot).save(ROOT / "docs" / f"screen_{args.mode or 'default'}_{i + 1}.png")
+    print(json.dumps({"part": "app", "mode": args.mode or "default", "seconds": round(float(t[-1] - t[0]), 1), "frames": len(rows),
                       "window_fps": round(len(rows) / float(t[-1] - t[0]), 1),
                       "live_seconds": round(live_s, 1), "live_keyframes_per_s": round(changes / max(live_s, 1e-9), 2),
                       "screenshots": len(shots),
@@ -185,10 +191,10 @@ def sheets(args) -> None:
     backbone = create_backbone("efficientnet_lite0", pretrained=True).eval()
     display = open_display(*SCREEN, headless=True)
     renderer = Renderer(display.ctx, *display.size, vignette=0.35, hud_visible=False, zoom_rate=0.0)
-    sets = {"gallery": [c for c in args.classes.split(",")], "toy": list(CLASS_SETS["animals"])}
-    for kind in args.sets.split(","):
+    for class_set in args.sets.split(","):
+        kind = "toy" if class_set == "toy" else "gallery"
         tiles = []
-        for name in sets[kind]:
+        for name in CLASS_SETS["animals" if class_set == "toy" else class_set]:
             rgb = load_seed_image(seed_image_path(name, _seed_dir(kind)))
             engine = DreamEngine(backbone, device="cpu")
             engine.set_seed(name, rgb, imagenet_classes(name))
@@ -199,9 +205,9 @@ def sheets(args) -> None:
                 if i in SHEET_KEYFRAMES:
                     shown.append(_on_screen(renderer, frame, "live"))
             tiles += shown
-            print(json.dumps({"part": "sheet", "set": kind, "class": name}), flush=True)
-        path = save_contact_sheet(tiles, ROOT / "docs" / f"dreams_{kind}.png", columns=1 + len(SHEET_KEYFRAMES),
-                                  cell_width=400)
+            print(json.dumps({"part": "sheet", "set": class_set, "class": name}), flush=True)
+        path = save_contact_sheet(tiles, ROOT / "docs" / f"dreams_{class_set}.png",
+                                  columns=1 + len(SHEET_KEYFRAMES), cell_width=320)
         print(json.dumps({"part": "sheet", "written": str(path.relative_to(ROOT))}), flush=True)
 
 
@@ -218,9 +224,10 @@ def main(argv=None) -> None:
     p.add_argument("part", choices=("quality", "prerender", "app", "sheets"))
     p.add_argument("--keyframes", type=int, default=KEYFRAMES)
     p.add_argument("--seconds", type=float, default=75.0, help="app: how long it runs")
-    p.add_argument("--sets", default="gallery,toy", help="sheets: which class sets")
-    p.add_argument("--classes", default="cat,dog,cow,pig,sheep,hen,frog,insects,chirping_birds,crackling_fire,"
-                   "clock_tick,drinking_sipping,rooster,crow,rain,siren", help="sheets: the gallery's classes shown")
+    p.add_argument("--mode", help="app: gallery, toy or performance (default: the default mode)")
+    p.add_argument("--docs", action="store_true", help="app: save two screenshots as docs/screen_<mode>_N.png")
+    p.add_argument("--sets", default="animals,natural,human,domestic,urban,toy",
+                   help="sheets: class sets (models/classes.py; toy: the toy's animals from seed_images/toy)")
     args = p.parse_args(argv)
     {"quality": quality, "prerender": prerender, "app": app, "sheets": sheets}[args.part](args)
 

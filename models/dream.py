@@ -43,7 +43,7 @@ BLEND = 0.0  # fraction pulled back toward the seed every keyframe. Any pull bac
 # the subject is kept by CLASS_WEIGHT instead and the zoom keeps travelling.
 CLASS_WEIGHT = 1.0  # weight of the heard class's ImageNet log-probability against the seed-guided objective: what
 # keeps new structure of the heard class appearing as the zoom travels past the seed
-RESEED = 0.5  # each time the zoom has magnified 1 / RESEED times, the seed appears again in the centre at this
+RESEED = 0.6  # each time the zoom has magnified 1 / RESEED times, the seed appears again in the centre at this
 # fraction of the frame and is carried outward by the zoom (the dream paints over it as it grows): the travel
 # never runs out of the heard class's subject, and the copy moves exactly with the zoom, so it leaves no echo rings.
 # 0: never.
@@ -51,7 +51,9 @@ RESEED_FADE = 0.25  # log-zoom over which a centre copy fades in (about 8 keyfra
 RESEED_ALPHA = 0.9  # how much of the copy shows at most: the dream around it shows through its edges and its face
 SMOOTH = True  # blur each step's gradient (1-2-1): with nothing pulling back to the seed, pixel-level gradient
 # noise would pile up keyframe after keyframe into grain; structure a pixel or more across is untouched
-CROSSFADE = 3  # keyframes to fade from the old dream to a new seed: under a second at 4 keyframes/s
+CROSSFADE = 1  # keyframes to fade from the old dream to a new seed. 1: the new class starts at its seed at once, and
+# the renderer fades the screen from the old picture to it in 0.8 s (its scene fade); a fade here as well would
+# bring the old class back for a keyframe after the fallback had already shown the new one
 FILL_BLUR = 12  # how much the copy that fills the bands beside a fitted seed is blurred (downscale factor)
 GUIDE_CACHE = 64  # seeds whose guide features are kept (the installation has at most 50 classes)
 

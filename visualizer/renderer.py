@@ -16,6 +16,7 @@ import pygame
 
 from .fallback import default_frame
 from .hud import HudPainter
+from .upscale import to_screen
 from .window import read_rgb
 
 SHADERS = Path(__file__).with_name("shaders")
@@ -27,10 +28,10 @@ SOURCES = ("live", "prerendered", "seed")
 ZOOM_EASE_S = 20.0
 # A new class (or source) fades in over this long: one picture turning into the next within a second.
 SCENE_FADE_S = 0.8
-# How much the keyframe's own edges are steepened where it is enlarged to the screen (0: plain bicubic). Keyframes
-# are 224-720 lines on a 720-1080 line screen; bicubic keeps them smooth, this keeps them crisp. No noise is added:
-# only contrast that is in the picture is raised, and only at the scale the enlargement softened.
-SHARPEN = 0.6
+# How much a keyframe's own edges are steepened as it is enlarged to the screen (0: plain bicubic). Keyframes are
+# 224-720 lines on a 720-1080 line screen; bicubic keeps them smooth, this keeps them crisp. No noise is added:
+# only contrast that is in the picture is raised, and only at the scale the enlargement softens.
+SHARPEN = 0.8
 
 
 class Palette(NamedTuple):
@@ -96,9 +97,7 @@ class Renderer:
         for snapshot in self._snapshots:
             snapshot.clear()
         self._keyframe: moderngl.Texture | None = None
-        self._fit = (1.0, 1.0)
-        self._texel = (1.0, 1.0)
-        self._upload(np.ascontiguousarray(default_frame("")[::-1]))  # shown until the first frame
+        self._upload(self._screen_sized(default_frame("")))  # shown until the first frame
         self._start: float | None = None
         self._fade_s = 0.0
         self._pending: tuple[np.ndarray, str] | None = None
@@ -149,8 +148,11 @@ class Renderer:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an H x W x 3 uint8 image, got {rgb.dtype} {rgb.shape}")
-        # Flipped to OpenGL's bottom-up rows, and a copy, so the caller may reuse its buffer.
-        self._pending = (np.ascontiguousarray(rgb[::-1]), source)
+        self._pending = (self._screen_sized(rgb), source)
+
+    def _screen_sized(self, rgb: np.ndarray) -> np.ndarray:
+        """Whole, crisp and screen-sized (a new array: the caller may reuse its buffer), in OpenGL's bottom-up rows."""
+        return np.ascontiguousarray(to_screen(rgb, self.width, self.height, self.sharpen)[::-1])
 
     def set_label(self, label: str | None, confidence: float, top: Sequence[tuple[str, float]] = (),
                   status: str = "") -> None:
@@ -197,15 +199,8 @@ class Renderer:
             if self._keyframe is not None:
                 self._keyframe.release()
             self._keyframe = self._texture((w, h), 3, frame.tobytes())
-            self._keyframe.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
         else:
             self._keyframe.write(frame.tobytes())
-        self._keyframe.build_mipmaps()  # a coarse level is the blurred fill beside a picture of another shape
-        # Fit the whole picture on the screen, never cropped or stretched: the subject stays in view. (Live dreams
-        # are made on the screen's aspect, so this only shows for seed images and sequences of another shape.)
-        screen, image = self.width / self.height, w / h
-        self._fit = (max(1.0, screen / image), max(1.0, image / screen))
-        self._texel = (1.0 / w, 1.0 / h)
 
     def _begin_fade(self, frame: np.ndarray, now: float, fade_s: float) -> None:
         # The snapshot is the picture as it is at `now`, mid-fade or not, so the fade starts there.
@@ -222,9 +217,6 @@ class Renderer:
         program = self._dream.program
         program["zoom"] = math.exp(self.zoom_rate * ZOOM_EASE_S * (1.0 - math.exp(-age / ZOOM_EASE_S)))
         program["fade"] = fade * fade * (3.0 - 2.0 * fade)  # smoothstep: no visible start or end
-        program["fit"] = self._fit
-        program["texel"] = self._texel
-        program["sharpen"] = self.sharpen
         program["graded"] = graded
         palette = self._palette
         program["shadows"] = palette.shadows
