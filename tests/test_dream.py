@@ -212,7 +212,7 @@ def test_zoom_moves_the_frame_and_zero_zoom_holds_it(lite0_random):
     # zooming in: the centre spreads outward, so a centred dot grows
     dot = np.full((64, 64, 3), 200, np.uint8)
     dot[28:36, 28:36] = 20
-    engine = _engine(lite0_random, blend=0.0, zoom=0.2)
+    engine = _engine(lite0_random, blend=0.0, zoom=0.2, reseed=0.0)  # the zoom alone
     engine.set_seed("dot", dot)
     dark = [(engine.next_keyframe(0.0, 1.0).mean(-1) < 110).sum() for _ in range(3)]
     assert dark[0] < dark[1] < dark[2]
@@ -223,7 +223,8 @@ def test_the_zoom_travels_where_a_pull_back_to_the_seed_stalls_it(lite0_random):
     engine before issue 12) makes the dream converge to one picture that only wobbles."""
     ratios = {}
     for blend in (0.0, 0.2):
-        engine = _engine(lite0_random, size=48, octaves=1, iterations=1, blend=blend, zoom=0.1)
+        # without centre re-seeding, whose period (5 keyframes at this zoom) would line up with the 10-keyframe gap
+        engine = _engine(lite0_random, size=48, octaves=1, iterations=1, blend=blend, zoom=0.1, reseed=0.0)
         engine.set_seed("a", _synthetic_seed())
         frames = []
         for i in range(30):
