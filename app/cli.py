@@ -124,7 +124,7 @@ def server_settings(settings):
 def _serve(args) -> int:
     from inference_server.server import serve
     from models.backbones import BackboneError
-    from models.dream import SeedImageError
+    from models.seeds import SeedImageError
     from models.model import CheckpointError
 
     settings = load_settings(args.config, mode=args.mode, checkpoint=args.checkpoint, backbone=args.backbone,

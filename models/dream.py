@@ -118,28 +118,40 @@ class DreamEngine:
         self.classes = torch.tensor(list(imagenet_classes), dtype=torch.long, device=self.device) \
             if len(imagenet_classes) else None
 
-    @torch.no_grad()
     def next_keyframe(self, intensity: float = 1.0, zoom_speed: float = 0.5) -> np.ndarray:
         """One zoom-and-dream step. `intensity` in [0, 1] (classification confidence) scales the number and
         size of the gradient steps; `zoom_speed` in [0, 1] (loudness) scales the zoom.
         Returns (height, width, 3) uint8."""
+        for frame in self.keyframe_in_parts(intensity, zoom_speed):
+            pass
+        return frame
+
+    def keyframe_in_parts(self, intensity: float = 1.0, zoom_speed: float = 0.5):
+        """next_keyframe one octave at a time: yields None after each octave but the last, then the frame. A server
+        with one thread answers its clients in between, so a keyframe that takes over a second on a loaded CPU
+        never looks like a dead server. The keyframe is committed only when the frame is yielded: a generator
+        dropped half-way leaves the dream as it was."""
         if self.seed is None:
             raise RuntimeError("set_seed() before next_keyframe()")
         intensity = min(max(float(intensity), 0.0), 1.0)
         zoom_speed = min(max(float(zoom_speed), 0.0), 1.0)
         amount = self.zoom * zoom_speed
-        x = _zoom(self.image, amount)
-        before, self.travelled = self.travelled, self.travelled - math.log1p(-amount)
-        x = self._reseed(x, before, self.travelled)
-        rate = self.blend
-        if self._fade_left > 0:  # rate 1/n with n counting down fades the old image out linearly over n keyframes
-            rate = max(rate, 1.0 / self._fade_left)
-            self._fade_left -= 1
-        if rate > 0:
-            x = torch.lerp(x, self.seed, rate)
-        x = self.dream(x, math.ceil(self.iterations * intensity), self.step_size * intensity)
-        self.image = x
-        return to_uint8(x)
+        with torch.no_grad():
+            x = _zoom(self.image, amount)
+            travelled = self.travelled - math.log1p(-amount)
+            x = self._reseed(x, self.travelled, travelled)
+            rate, fade_left = self.blend, self._fade_left
+            if fade_left > 0:  # rate 1/n with n counting down fades the old image out linearly over n keyframes
+                rate = max(rate, 1.0 / fade_left)
+                fade_left -= 1
+            if rate > 0:
+                x = torch.lerp(x, self.seed, rate)
+        parts = self.dream_in_parts(x, math.ceil(self.iterations * intensity), self.step_size * intensity)
+        for x in parts:
+            if x is None:
+                yield None
+        self.image, self.travelled, self._fade_left = x, travelled, fade_left
+        yield to_uint8(x)
 
     # ---- the rest is also used by prerender, the benchmark and the tests -----------------------------
 
@@ -154,13 +166,23 @@ class DreamEngine:
 
     def dream(self, x: torch.Tensor, iterations: int, step_size: float) -> torch.Tensor:
         """Gradient ascent on (1, 3, H, W) `x` in [0, 1] over an image pyramid, coarse to fine."""
+        for x in self.dream_in_parts(x, iterations, step_size):
+            pass
+        return x
+
+    def dream_in_parts(self, x: torch.Tensor, iterations: int, step_size: float):
+        """dream(), yielding None after each octave but the last and then the result. The dream layer is hooked
+        only while an octave runs, never across a yield."""
         if iterations <= 0 or step_size <= 0:
-            return x
+            yield x
+            return
         h, w = x.shape[-2:]
         shapes = [(round(h / self.octave_scale ** k), round(w / self.octave_scale ** k)) for k in range(self.octaves)]
         detail = torch.zeros_like(x)
-        with self._capture() as acts:
-            for shape in reversed(shapes):
+        for level, shape in enumerate(reversed(shapes)):
+            if level:
+                yield None
+            with torch.no_grad(), self._capture() as acts:
                 # each level starts from the image at its scale plus the detail dreamt at the coarser one
                 base = x if shape == (h, w) else F.interpolate(x, size=shape, mode="bilinear", antialias=True,
                                                                 align_corners=False)
@@ -168,7 +190,7 @@ class DreamEngine:
                 for _ in range(iterations):
                     img = self._step(img, acts, step_size)
                 detail = img - base
-        return (x + detail).clamp(0.0, 1.0)
+        yield (x + detail).clamp(0.0, 1.0)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Activations of the dream layer for (1, 3, H, W) `x`, as (C, H'*W')."""

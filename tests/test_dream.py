@@ -267,6 +267,26 @@ def test_dream_has_the_screen_shape_and_shows_the_whole_seed(lite0_random):
     assert seed[:, :5].mean() > 30  # the band beside it: filled, not black
 
 
+def test_a_keyframe_in_parts_is_the_same_keyframe_and_a_dropped_one_changes_nothing(lite0_random):
+    """The server dreams an octave per turn of its loop: the parts must add up to next_keyframe exactly, hold no
+    hook between parts, and a keyframe abandoned half-way (the class changed) must leave the dream untouched."""
+    whole, parted = _engine(lite0_random, octaves=3, seed=1), _engine(lite0_random, octaves=3, seed=1)
+    for engine in (whole, parted):
+        engine.set_seed("a", _synthetic_seed())
+    expected = whole.next_keyframe(1.0, 0.5)
+    parts = []
+    for part in parted.keyframe_in_parts(1.0, 0.5):
+        parts.append(part)
+        assert parted.hook_count() == 0
+    assert [p is None for p in parts] == [True, True, False]  # one yield per octave
+    assert np.array_equal(parts[-1], expected)
+    before = (parted.image.clone(), parted.travelled)
+    dropped = parted.keyframe_in_parts(1.0, 1.0)
+    assert next(dropped) is None
+    del dropped
+    assert torch.equal(parted.image, before[0]) and parted.travelled == before[1]
+
+
 def test_a_new_seed_crossfades_over_the_next_keyframes(lite0_random):
     engine = _engine(lite0_random, crossfade=4, blend=0.0)
     a, b = _synthetic_seed(seed=0), _synthetic_seed(seed=5)
