@@ -122,10 +122,12 @@ def app(args) -> None:
     shots = []
     try:
         while proc.poll() is None:
-            time.sleep(3.0)
-            rows = _rows(out / "frames.tsv")
-            if rows and rows[-1]["source"] == "live" and proc.poll() is None:
-                shot = x.screenshot()
+            time.sleep(1.5)
+            if not _live_now(out / "frames.tsv") or proc.poll() is not None:
+                continue
+            shot = x.screenshot()
+            time.sleep(0.2)
+            if _live_now(out / "frames.tsv"):  # live before and after: the screenshot shows a live dream
                 shots.append(shot)
                 if len(shots) <= 6 or len(shots) % 4 == 0:
                     from PIL import Image
@@ -166,6 +168,11 @@ def _as_if_224_square(shot: np.ndarray) -> np.ndarray:
     square = Image.fromarray(shot[:, (w - h) // 2:(w + h) // 2]).resize((224, 224), Image.Resampling.BOX)
     big = np.asarray(square.resize((w, w), Image.Resampling.BILINEAR))
     return big[(w - h) // 2:(w + h) // 2]
+
+
+def _live_now(path: Path) -> bool:
+    rows = _rows(path)
+    return bool(rows) and all(r["source"] == "live" for r in rows[-5:])
 
 
 def _rows(path: Path) -> list[dict]:

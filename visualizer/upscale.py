@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-FILL_SHRINK = 16  # the fill beside a picture of another shape is the picture shrunk this much and enlarged: a blur
+FILL_SHRINK = 16  # the fill beside a picture of another shape: the picture shrunk this much, blurred, enlarged
+FILL_BLUR = 2.0  # ... blurred by this radius in shrunk pixels, so no shape of the picture shows through blocky
 SHARPEN_RADIUS = 1.0  # unsharp radius in keyframe pixels: the scale an enlargement softens
 
 
@@ -28,8 +29,8 @@ def to_screen(rgb: np.ndarray, width: int, height: int, sharpen: float) -> np.nd
         return np.asarray(image.resize(inner, resample))
     cover = max(width / w, height / h)
     small = (max(1, round(w * cover / FILL_SHRINK)), max(1, round(h * cover / FILL_SHRINK)))
-    blurred = image.resize(small, Image.Resampling.BOX).resize((round(w * cover), round(h * cover)),
-                                                               Image.Resampling.BILINEAR)
+    blurred = (image.resize(small, Image.Resampling.BOX).filter(ImageFilter.GaussianBlur(FILL_BLUR))
+               .resize((round(w * cover), round(h * cover)), Image.Resampling.BICUBIC))
     left, top = (blurred.width - width) // 2, (blurred.height - height) // 2
     screen = blurred.crop((left, top, left + width, top + height))
     screen.paste(image.resize(inner, resample), ((width - inner[0]) // 2, (height - inner[1]) // 2))
