@@ -177,7 +177,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
             keyframe = False
             if not controls.frozen:  # while frozen, frames keep arriving (the server keeps its pace) unused
                 if live and frame.label == scene.label:  # not while another class is forced
-                    renderer.show_frame(frame.image, "live")
+                    renderer.show_frame(frame.image, "live", frame.zoom)
                     keyframe, shown, shown_keyframe = True, "live", frame.id
                     recorder.first_live_frame(now - started)
                 elif scene.source == "fallback":

@@ -105,6 +105,7 @@ def app(args) -> None:
     window fps and live keyframes/s from the frame log, and the detail of screenshots taken from the X server."""
     import tests.test_modes_window as x11  # the tests' Xvfb + XGetImage helper, at this screen size
 
+    from models.seeds import SEED_DIR, load_seed_image
     from offline.dream_quality import detail_share
 
     x11.SCREEN = SCREEN
@@ -119,22 +120,19 @@ def app(args) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run", "--input", str(ROOT / "app" / "demo_audio"),
                              "--config", str(venue), "--frame-log", str(out / "frames.tsv"), "--duration",
                              str(args.seconds), *mode], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    shots = []
+    taken = []  # (wall-clock time, screenshot)
     try:
         while proc.poll() is None:
             time.sleep(1.5)
-            if not _live_now(out / "frames.tsv") or proc.poll() is not None:
-                continue
-            shot = x.screenshot()
-            time.sleep(0.2)
-            if _live_now(out / "frames.tsv"):  # live before and after: the screenshot shows a live dream
-                shots.append(shot)
-                if len(shots) <= 6 or len(shots) % 4 == 0:
-                    from PIL import Image
-                    Image.fromarray(shot).save(out / f"shot_{len(shots):03d}.png")
+            if proc.poll() is None:
+                taken.append((time.time(), x.screenshot()))
     finally:
         proc.wait()
         x.close()
+    shots = _live_shots(taken, out)
+    from PIL import Image
+    for i, shot in enumerate(shots[:8]):
+        Image.fromarray(shot).save(out / f"shot_{i:03d}.png")
     rows = _rows(out / "frames.tsv")
     t = np.array([float(r["seconds"]) for r in rows])
     live = [r for r in rows if r["source"] == "live"]
@@ -145,6 +143,7 @@ def app(args) -> None:
     gaps = np.diff(live_t)
     live_s = float(gaps[gaps < 0.5].sum())  # leave out the stretches where the fallback was up
     detail = [detail_share(s) for s in shots]
+    photos = [detail_share(load_seed_image(p)) for p in sorted(SEED_DIR.glob("*/*.jpg"))]
     stretched = [detail_share(_as_if_224_square(s)) for s in shots]
     if args.docs and shots:
         from PIL import Image
@@ -157,6 +156,8 @@ def app(args) -> None:
                       "screenshots": len(shots),
                       "detail_median": round(float(np.median(detail)), 5) if detail else None,
                       "detail_if_224_square_stretched": round(float(np.median(stretched)), 5) if stretched else None,
+                      "seed_photos_detail": [round(float(np.min(photos)), 4), round(float(np.median(photos)), 4),
+                                             round(float(np.max(photos)), 4)],
                       "out": str(out)}), flush=True)
 
 
@@ -170,9 +171,23 @@ def _as_if_224_square(shot: np.ndarray) -> np.ndarray:
     return big[(w - h) // 2:(w + h) // 2]
 
 
-def _live_now(path: Path) -> bool:
-    rows = _rows(path)
-    return bool(rows) and all(r["source"] == "live" for r in rows[-5:])
+def _live_shots(taken: list, out: Path) -> list[np.ndarray]:
+    """The screenshots taken while a live dream was on screen: every frame-log row from 1.5 s before to 0.5 s after
+    the shot says "live" (the log counts from the app's start, placed by the time stamp of its first log line,
+    which is written as the window opens)."""
+    import datetime
+
+    first = next(line for line in (out / "app.log").read_text().splitlines() if " 1280x720" in line)
+    start = datetime.datetime.strptime(first[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    rows = _rows(out / "frames.tsv")
+    seconds = np.array([float(r["seconds"]) for r in rows])
+    live = np.array([r["source"] == "live" for r in rows])
+    keep = []
+    for wall, shot in taken:
+        around = (seconds >= wall - start - 1.5) & (seconds <= wall - start + 0.5)
+        if around.any() and live[around].all():
+            keep.append(shot)
+    return keep
 
 
 def _rows(path: Path) -> list[dict]:

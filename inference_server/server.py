@@ -321,8 +321,8 @@ class InferenceServer:
         session.credits -= 1
         session.frames_sent += 1
         self.stats["frames"] += 1
-        self._send(identity, protocol.encode(protocol.FRAME, frame, id=session.frames_sent,
-                                             label=label, source="live"))
+        self._send(identity, protocol.encode(protocol.FRAME, frame, id=session.frames_sent, label=label,
+                                             source="live", zoom=session.engine.last_zoom_step))
 
     def _seed(self, label: str) -> np.ndarray:
         if label not in self._seed_cache:

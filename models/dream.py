@@ -100,6 +100,7 @@ class DreamEngine:
         # log of how far the zoom has magnified since this seed began; the centre re-seeding is a function of it
         # alone, so a sequence resumed from disk (prerender) continues exactly by restoring this one number
         self.travelled = 0.0
+        self.last_zoom_step = 0.0
 
     # ---- the API the inference server codes against -------------------------------------------------
 
@@ -151,6 +152,7 @@ class DreamEngine:
             if x is None:
                 yield None
         self.image, self.travelled, self._fade_left = x, travelled, fade_left
+        self.last_zoom_step = -math.log1p(-amount)  # how much further in this keyframe is than the last one
         yield to_uint8(x)
 
     # ---- the rest is also used by prerender, the benchmark and the tests -----------------------------

@@ -197,3 +197,20 @@ def test_enlarged_keyframes_keep_their_edges_sharper_than_bilinear(display):
         widths[amount] = int(((row > 60) & (row < 200)).sum())  # pixels caught mid-ramp
         assert abs(row[40] - 40) <= 2 and abs(row[-40] - 220) <= 2  # flat parts untouched
     assert widths[0.6] < widths[0.0]
+
+
+def test_live_keyframes_zoom_at_the_dreams_own_speed(display):
+    """Each live keyframe says how much further in it is than the last (log-zoom); the renderer zooms at that step
+    per keyframe spacing, so the next keyframe arrives at the scale the screen has reached (no smear of two
+    sizes). Without steps it keeps its own zoom_rate (0 here: no zoom at all)."""
+    widths = {}
+    for step in (None, 0.2):
+        renderer = Renderer(display.ctx, W, H, vignette=0.0, zoom_rate=0.0, hud_visible=False)
+        for t in (0.0, 0.5):
+            renderer.show_frame(centred_square(), "live", zoom_step=step)
+            renderer.draw(t)
+        renderer.draw(0.95)  # 0.45 s after the second keyframe: its 0.4 s fade is over
+        row = renderer.read_pixels()[H // 2, :, 0]
+        widths[step] = int((row > 128).sum())
+    # 0.2 per 0.5 s is 0.4 per second: after 0.45 s the square is exp(0.18) = 1.2x as wide
+    assert 1.12 < widths[0.2] / widths[None] < 1.3, widths

@@ -26,6 +26,10 @@ SOURCES = ("live", "prerendered", "seed")
 # stalled server) tops out at exp(zoom_rate * ZOOM_EASE_S) instead of magnifying forever.
 # Keyframes come every 0.2-1 s, where the slowdown is a few percent and invisible.
 ZOOM_EASE_S = 20.0
+# Live keyframes' spacing, as the renderer estimates it to zoom at the dream's own speed: a running mean (this much
+# of the old estimate kept per keyframe), each spacing clamped to a plausible range.
+SPACING_MEMORY = 0.7
+MIN_SPACING_S, MAX_SPACING_S = 0.1, 2.0
 # A new class (or source) fades in over this long: one picture turning into the next within a second.
 SCENE_FADE_S = 0.8
 # How much a keyframe's own edges are steepened as it is enlarged to the screen (0: plain bicubic). Keyframes are
@@ -100,7 +104,10 @@ class Renderer:
         self._upload(self._screen_sized(default_frame("")))  # shown until the first frame
         self._start: float | None = None
         self._fade_s = 0.0
-        self._pending: tuple[np.ndarray, str] | None = None
+        self._pending: tuple[np.ndarray, str, float | None] | None = None
+        self._rate = zoom_rate  # log-zoom per second of the picture now on screen
+        self._last_step_at: float | None = None  # when the last keyframe with a zoom step arrived
+        self._step_interval: float | None = None  # their mean spacing, seconds
         self._source = "seed"
         self._scene_label: str | None = None
 
@@ -142,13 +149,16 @@ class Renderer:
         """Where the HUD panel goes: x, y, width, height in pixels, top-left origin."""
         return (*self._painter.pos, *self._painter.size)
 
-    def show_frame(self, rgb: np.ndarray, source: str) -> None:
-        """Queue a keyframe (H x W x 3 uint8, top row first); the next `draw` fades to it."""
+    def show_frame(self, rgb: np.ndarray, source: str, zoom_step: float | None = None) -> None:
+        """Queue a keyframe (H x W x 3 uint8, top row first); the next `draw` fades to it. `zoom_step`: how much
+        further in (log-zoom) this keyframe is than the one before, as a live dream says; the renderer then zooms
+        at the dream's own speed, so each keyframe arrives at the scale the screen has reached and the fade between
+        them shows one picture, not two of different sizes (a smear). Without it the picture zooms at zoom_rate."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an H x W x 3 uint8 image, got {rgb.dtype} {rgb.shape}")
-        self._pending = (self._screen_sized(rgb), source)
+        self._pending = (self._screen_sized(rgb), source, zoom_step)
 
     def _screen_sized(self, rgb: np.ndarray) -> np.ndarray:
         """Whole, crisp and screen-sized (a new array: the caller may reuse its buffer), in OpenGL's bottom-up rows."""
@@ -167,7 +177,8 @@ class Renderer:
         if self._start is None:
             self._start = now
         if self._pending is not None:
-            (frame, source), self._pending = self._pending, None
+            (frame, source, zoom_step), self._pending = self._pending, None
+            self._rate = self._zoom_rate_for(zoom_step, now)
             scene_change = source != self._source or self._label != self._scene_label
             self._source, self._scene_label = source, self._label
             self._begin_fade(frame, now, self.scene_fade_s if scene_change else self.keyframe_fade_s)
@@ -202,6 +213,18 @@ class Renderer:
         else:
             self._keyframe.write(frame.tobytes())
 
+    def _zoom_rate_for(self, zoom_step: float | None, now: float) -> float:
+        """The dream's log-zoom per second: its step per keyframe over the keyframes' mean spacing."""
+        if zoom_step is None:
+            self._last_step_at = None
+            return self.zoom_rate
+        if self._last_step_at is not None:
+            spacing = min(max(now - self._last_step_at, MIN_SPACING_S), MAX_SPACING_S)
+            self._step_interval = spacing if self._step_interval is None else (
+                SPACING_MEMORY * self._step_interval + (1 - SPACING_MEMORY) * spacing)
+        self._last_step_at = now
+        return zoom_step / self._step_interval if self._step_interval else self.zoom_rate
+
     def _begin_fade(self, frame: np.ndarray, now: float, fade_s: float) -> None:
         # The snapshot is the picture as it is at `now`, mid-fade or not, so the fade starts there.
         spare = self._snapshots[1]
@@ -215,7 +238,7 @@ class Renderer:
         age = max(0.0, now - self._start)
         fade = 1.0 if self._fade_s <= 0 else min(age / self._fade_s, 1.0)
         program = self._dream.program
-        program["zoom"] = math.exp(self.zoom_rate * ZOOM_EASE_S * (1.0 - math.exp(-age / ZOOM_EASE_S)))
+        program["zoom"] = math.exp(self._rate * ZOOM_EASE_S * (1.0 - math.exp(-age / ZOOM_EASE_S)))
         program["fade"] = fade * fade * (3.0 - 2.0 * fade)  # smoothstep: no visible start or end
         program["graded"] = graded
         palette = self._palette
