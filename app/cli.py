@@ -17,12 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     # Before torch loads: OpenMP threads that spin while waiting starve everything else on a shared CPU
     # (measured: 2-thread dreams fell from ~6 to under 1 keyframe/s beside another torch job).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # Training, evaluation and the dream tools parse their own flags.
+    # Training and evaluation parse their own flags.
     delegated = {"train": ("offline.train", "main"), "train-tagger": ("offline.train_tagger", "main"),
-                 "evaluate": ("offline.evaluate", "main"),
-                 "classify": ("offline.evaluate", "classify_main"), "prerender": ("models.dream", "prerender_main"),
-                 "auralize": ("offline.auralize", "auralize_main"), "seeds": ("models.seeds", "seeds_main"),
-                 "ensemble": ("models.model", "ensemble_main")}
+                 "evaluate": ("offline.evaluate", "main"), "classify": ("offline.evaluate", "classify_main"),
+                 "auralize": ("offline.auralize", "auralize_main"), "ensemble": ("models.model", "ensemble_main")}
     if argv and argv[0] in delegated:
         module, function = delegated[argv[0]]
         return getattr(__import__(module, fromlist=[function]), function)(argv[1:]) or 0
@@ -59,6 +57,24 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--frame-log", help="write one line per displayed frame to this file")
     run.add_argument("--fullscreen", action="store_true", default=None)
 
+    prerender = sub.add_parser("prerender", help="render zoom-dream sequences per class for the fallback")
+    prerender.add_argument("--classes", help="comma-separated classes (default: every class with a seed image)")
+    prerender.add_argument("--frames", type=int, help="frames per class (default 120)")
+    prerender.add_argument("--size", type=int, help="the dream's short side in pixels (default: the engine's)")
+    prerender.add_argument("--seeds", help="seed image folder (default: the gallery's seed_images/)")
+    prerender.add_argument("--out", help="output folder (default: prerendered/)")
+    prerender.add_argument("--backbone", default="efficientnet_lite0")
+    prerender.add_argument("--weights", help="local ImageNet weights file for the backbone")
+    prerender.add_argument("--intensity", type=float, default=1.0)
+    prerender.add_argument("--zoom-speed", type=float, default=0.5)
+
+    seeds = sub.add_parser("seeds", help="seed images: rebuild them from their sources, or generate missing ones")
+    seeds_sub = seeds.add_subparsers(dest="seeds_command", required=True)
+    seeds_sub.add_parser("collect", help="rebuild seed_images/ (gallery and toy) from the credited sources")
+    generate = seeds_sub.add_parser("generate", help="generate seeds from the ImageNet head")
+    generate.add_argument("classes", nargs="*", help="classes (default: every ESC-50 class without a seed image)")
+    generate.add_argument("--size", type=int, default=224)
+
     sub.add_parser("devices", help="list audio input devices")
     keys = sub.add_parser("keys", help="generate CurveZMQ keys for a server reachable beyond loopback")
     keys.add_argument("directory", nargs="?", default="keys")
@@ -71,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "prerender":
+            return _prerender(parser, args)
+        if args.command == "seeds":
+            return _seeds(parser, args)
         if args.command == "devices":
             from app.capture import list_input_devices
             devices = list_input_devices()
@@ -98,13 +118,14 @@ def server_settings(settings):
     from inference_server.server import DreamSettings
 
     return (gate_settings(settings),
-            DreamSettings(settings.dream_layer, settings.dream_size, settings.dream_intensity, settings.dream_blend))
+            DreamSettings(settings.dream_layer, settings.dream_size, settings.dream_intensity, settings.dream_blend,
+                          aspect=settings.width / settings.height))
 
 
 def _serve(args) -> int:
     from inference_server.server import serve
     from models.backbones import BackboneError
-    from models.dream import SeedImageError
+    from models.seeds import SeedImageError
     from models.model import CheckpointError
 
     settings = load_settings(args.config, mode=args.mode, checkpoint=args.checkpoint, backbone=args.backbone,
@@ -124,6 +145,48 @@ def _serve(args) -> int:
         return 2
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _prerender(parser, args) -> int:
+    import torch
+
+    from models import seeds
+    from offline.prerender import PRERENDER_FRAMES, PRERENDER_OUT, prerender
+
+    seed_dir = Path(args.seeds) if args.seeds else seeds.SEED_DIR
+    classes = args.classes.split(",") if args.classes else seeds.seed_classes(seed_dir)
+    missing = [c for c in classes if not seeds.seed_image_paths(c, seed_dir)]
+    if missing:
+        parser.error(f"no seed image for {', '.join(missing)} in {seed_dir}; "
+                     f"add one, or generate one with `hear-and-see seeds generate CLASS`")
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    out = args.out or str(PRERENDER_OUT)
+    options = {} if args.size is None else {"size": args.size}
+    n = prerender(classes, args.frames or PRERENDER_FRAMES, out_dir=out, backbone=args.backbone,
+                  weights_path=args.weights, intensity=args.intensity, zoom_speed=args.zoom_speed, seed_dir=seed_dir,
+                  **options)
+    print(f"wrote {n} frames under {out}")
+    return 0
+
+
+def _seeds(parser, args) -> int:
+    import torch
+
+    from models.seeds import ESC50_TO_IMAGENET, seed_image_paths
+    from offline.seed_collection import collect, generate_missing
+
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    if args.seeds_command == "collect":
+        paths = collect()
+    else:
+        classes = args.classes or [c for c in ESC50_TO_IMAGENET if not seed_image_paths(c)]
+        unknown = [c for c in classes if c not in ESC50_TO_IMAGENET]
+        if unknown:
+            parser.error(f"no ImageNet class mapped for {unknown}; add them to ESC50_TO_IMAGENET")
+        paths = generate_missing(classes, args.size)
+    for path in paths:
+        print(path)
     return 0
 
 

@@ -42,6 +42,7 @@ class Frame:
     label: str
     image: np.ndarray
     received_at: float
+    zoom: float | None = None  # log-zoom of this keyframe beyond the last (protocol: optional `zoom`)
 
 
 class InferenceClient:
@@ -146,7 +147,9 @@ class InferenceClient:
             except protocol.ProtocolError as exc:
                 log.warning("ignored a frame: %s", exc)
                 return None
-            return Frame(int(header.get("id", 0)), str(header.get("label")), payload, now)
+            zoom = header.get("zoom")
+            return Frame(int(header.get("id", 0)), str(header.get("label")), payload, now,
+                         float(zoom) if isinstance(zoom, (int, float)) else None)
         if kind == protocol.ERROR:
             message = f"{header.get('code')}: {header.get('message')}"
             self.errors.append(message)

@@ -48,7 +48,7 @@ class Settings:
     checkpoint: str | None = None        # None: the shipped model
     backbone: str | None = None          # None: whatever the checkpoint was trained on
     dream_layer: str | None = None
-    dream_size: int = 224
+    dream_size: int = 0                  # the dream's short side in pixels; 0: the server machine's profile
     seeds_dir: str = str(SEED_IMAGES)
     prerendered_dir: str = str(PRERENDERED)
     width: int = 1280
@@ -74,7 +74,7 @@ MODE_DEFAULTS = {
     "default": {},
     "gallery": {"fullscreen": True, "hide_cursor": True, "show_hud": False},
     "toy": {"classes": "animals", "hold_seconds": 4.0, "min_confidence": 0.3, "label_style": "big",
-            "dream_intensity": 0.7, "dream_blend": 0.3},
+            "dream_intensity": 0.7, "seeds_dir": str(SEED_IMAGES / "toy"), "prerendered_dir": str(PRERENDERED / "toy")},
     "performance": {"hop_seconds": 0.25, "hold_seconds": 0.5, "osc_port": 9000, "enter_windows": 1},
 }
 MODES = tuple(MODE_DEFAULTS)

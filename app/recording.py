@@ -2,8 +2,9 @@
 
 A headless run keeps what the window would have shown (`frames/*.png`, twice a second), a contact sheet of
 them, and `timeline.json` (labels over time, frames by source, time to first picture and first live frame);
-`--frame-log` writes one line per drawn frame (its source, class and mean luminance), which is how the
-tests and the robustness benchmark see a black or frozen screen.
+`--frame-log` writes one line per drawn frame (its source, class, mean luminance and the number of the live dream
+keyframe on screen), which is how the tests and the robustness benchmark see a black or frozen screen, and how live
+keyframes per second are counted in the running app.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class Recorder:
         self._next_save = 0.0
         self._log = open(frame_log, "w", encoding="utf-8") if frame_log else None
         if self._log:
-            self._log.write("seconds\tsource\tclass\tmean_luminance\n")
+            self._log.write("seconds\tsource\tclass\tmean_luminance\tkeyframe\n")
 
     def label(self, seconds: float, label: str | None, confidence: float) -> None:
         self.report.labels.append((round(seconds, 2), label, round(confidence, 3)))
@@ -60,9 +61,10 @@ class Recorder:
             self.report.first_live_frame_s = seconds
             log.info("first live dream frame after %.1f s", seconds)
 
-    def frame(self, seconds: float, source: str, label: str | None, display) -> None:
+    def frame(self, seconds: float, source: str, label: str | None, display, keyframe: int | None = None) -> None:
         """Count a drawn frame; read it back only when it is to be logged or saved. Call before the swap: a
-        window's back buffer is undefined after it."""
+        window's back buffer is undefined after it. `keyframe`: the server's number of the live dream keyframe
+        on screen ("-" in the log when the picture is not a live dream)."""
         r = self.report
         r.frames_drawn += 1
         r.frames_by_source[source] = r.frames_by_source.get(source, 0) + 1
@@ -71,7 +73,8 @@ class Recorder:
             return
         pixels = display.read_pixels()
         if self._log:
-            self._log.write(f"{seconds:.3f}\t{source}\t{label or '-'}\t{pixels.mean():.1f}\n")
+            number = "-" if keyframe is None else keyframe
+            self._log.write(f"{seconds:.3f}\t{source}\t{label or '-'}\t{pixels.mean():.1f}\t{number}\n")
         if save_now:
             self._next_save += 1.0 / SAVED_FRAMES_PER_SECOND
             path = self.output / "frames" / f"{len(self.saved):05d}.png"

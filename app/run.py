@@ -141,7 +141,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
     systemd = SystemdNotifier()
     recorder = Recorder(output_dir, frame_log)
     hop_due = time.monotonic() + settings.hop_seconds
-    shown = "seed"  # where the picture on screen came from, for the frame log
+    shown, shown_keyframe = "seed", None  # where the picture on screen came from, for the frame log
     try:
         while duration is None or time.monotonic() - started < duration:
             # poll: what came in since the last turn
@@ -173,10 +173,11 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
             # draw
             keyframe = draw(plan, renderer, fallback, display, clock(now, controls.frozen), now)
             if keyframe is not None:
-                shown = keyframe
+                shown, shown_keyframe = keyframe, (plan.frame.id if keyframe == "live" else None)
             if keyframe == "live":
                 recorder.first_live_frame(now - started)
-            recorder.frame(now - started, "blackout" if plan.blackout else shown, plan.scene.label, display)
+            recorder.frame(now - started, "blackout" if plan.blackout else shown, plan.scene.label, display,
+                           shown_keyframe)
             # swap
             display.swap()
             if recorder.first_image(time.monotonic() - started):
@@ -203,7 +204,7 @@ def draw(plan: Plan, renderer: Renderer, fallback: FallbackPlayer, display, rend
     ("live", "prerendered" or "seed"), or None when the picture on screen goes on."""
     keyframe = None
     if plan.picture == LIVE:
-        renderer.show_frame(plan.frame.image, "live")
+        renderer.show_frame(plan.frame.image, "live", plan.frame.zoom)
         keyframe = "live"
     elif plan.picture == FALLBACK:
         picture = fallback.frame(plan.scene.label, now)

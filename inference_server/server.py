@@ -10,6 +10,7 @@ import ipaddress
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,10 +23,10 @@ from common import protocol
 from models import audio
 from models.backbones import DREAM_BACKBONE, DREAM_LAYERS, create_backbone, default_device
 from models.classes import ESC50_CLASSES, class_set_probabilities, resolve_class_set
-from models.dream import DreamEngine, SeedImageError, load_seed_image, to_uint8
+from models.dream import ASPECT, DreamEngine, profile_size, to_uint8
 from models.gate import GateSettings, OpenSetGate
 from models.model import SHIPPED_CHECKPOINT, Ensemble, SoundClassifier, build_model, hear, load_model
-from models.seeds import seed_image_path
+from models.seeds import SeedImageError, imagenet_classes, load_seed_image, seed_image_path
 
 log = logging.getLogger("hear_and_see.server")
 
@@ -39,9 +40,10 @@ POLL_IDLE_MS = 50
 @dataclass
 class DreamSettings:
     layer: str | None = None
-    size: int = 224
+    size: int = 0                # the dream's short side; 0: the machine's profile (224 on a CPU, 720 on CUDA)
     intensity: float = 1.0       # scales the classification confidence that drives the dream (toy mode: gentler)
-    blend: float | None = None   # pull back toward the seed per keyframe; None: the engine's default
+    blend: float | None = None   # pull back toward the seed per keyframe; None: the engine's default (none)
+    aspect: float = ASPECT       # width / height of the dream: the screen's, so nothing is cropped to fit
 
 
 class TokenBucket:
@@ -71,6 +73,8 @@ class Session:
     confidence: float = 0.0
     dbfs: float = -100.0
     engine: DreamEngine | None = None
+    dreaming: Iterator | None = None  # the keyframe in progress, an octave per turn of the loop
+    dreaming_for: tuple | None = None  # (label, layer) it is for: a change drops it
     frames_sent: int = 0
     forced: str | None = None    # a performer's class, dreamt whatever is heard
     intensity: float = 1.0       # a performer's scale on the dream's strength
@@ -257,45 +261,60 @@ class InferenceServer:
         return ready[self._dream_turn % len(ready)]
 
     def _dream_once(self) -> None:
+        """One octave of the next keyframe for the next client with frame credit; the frame goes out when its last
+        octave is done. An octave, not a keyframe, per turn: between them the loop answers every client, so a
+        keyframe slower than the clients' 1 s liveness timeout (a loaded CPU) never reads as a dead server."""
         identity = self._dream_candidate()
         if identity is None:
             return
-        self._dream_turn += 1
         session = self.sessions[identity]
         label = session.forced or session.label
         confidence = 1.0 if session.forced else session.confidence
         try:
             d = self.dream_settings
             layer = session.layer or d.layer
-            if session.engine is None or (layer is not None and session.engine.layer != layer):
-                previous = session.engine
-                options = {} if d.blend is None else {"blend": d.blend}
-                session.engine = DreamEngine(self.dream_backbone, layer=layer, size=d.size, **options)
-                if previous is not None and previous.image is not None:
-                    # a performer's layer change morphs the picture on screen, it does not restart at the seed
-                    session.engine.set_seed(label, self._seed(label))
-                    session.engine.set_image(to_uint8(previous.image))
-            if session.engine.current_seed != label:
-                session.engine.set_seed(label, self._seed(label))
-            # Loudness drives the zoom: -50 dBFS (quiet) .. -10 dBFS (loud) maps to 0 .. 1.
-            zoom_speed = float(np.clip((session.dbfs + 50.0) / 40.0, 0.0, 1.0))
-            frame = session.engine.next_keyframe(intensity=confidence * session.intensity * d.intensity,
-                                                 zoom_speed=zoom_speed)
+            if session.dreaming is not None and session.dreaming_for != (label, layer):
+                session.dreaming = None  # dreamt for another class or layer: never committed, so simply dropped
+            if session.dreaming is None:
+                if session.engine is None or (layer is not None and session.engine.layer != layer):
+                    previous = session.engine
+                    options = {} if d.blend is None else {"blend": d.blend}
+                    device = next(self.dream_backbone.parameters()).device
+                    session.engine = DreamEngine(self.dream_backbone, layer=layer,
+                                                 size=d.size or profile_size(device), aspect=d.aspect, **options)
+                    if previous is not None and previous.image is not None:
+                        # a performer's layer change morphs the picture on screen, it does not restart at the seed
+                        session.engine.set_seed(label, self._seed(label), imagenet_classes(label))
+                        session.engine.set_image(to_uint8(previous.image))
+                if session.engine.current_seed != label:
+                    session.engine.set_seed(label, self._seed(label), imagenet_classes(label))
+                # Loudness drives the zoom: -50 dBFS (quiet) .. -10 dBFS (loud) maps to 0 .. 1.
+                zoom_speed = float(np.clip((session.dbfs + 50.0) / 40.0, 0.0, 1.0))
+                session.dreaming = session.engine.keyframe_in_parts(
+                    intensity=confidence * session.intensity * d.intensity, zoom_speed=zoom_speed)
+                session.dreaming_for = (label, layer)
+            frame = next(session.dreaming)
         except SeedImageError as exc:
+            session.dreaming = None
             if label not in self._missing_seeds:  # said once per class, not on every retry
                 self._missing_seeds.add(label)
                 log.error("no dream for %s: %s", label, exc)
             session.credits = 0  # the app shows its fallback and asks again
             return
         except Exception:
+            session.dreaming = None
             log.exception("dream for %s (%s) failed; no frame this turn", session.name, label)
             session.credits = 0
             return
+        if frame is None:
+            return  # more octaves to go; this client keeps its turn
+        session.dreaming = None
+        self._dream_turn += 1
         session.credits -= 1
         session.frames_sent += 1
         self.stats["frames"] += 1
-        self._send(identity, protocol.encode(protocol.FRAME, frame, id=session.frames_sent,
-                                             label=label, source="live"))
+        self._send(identity, protocol.encode(protocol.FRAME, frame, id=session.frames_sent, label=label,
+                                             source="live", zoom=session.engine.last_zoom_step))
 
     def _seed(self, label: str) -> np.ndarray:
         if label not in self._seed_cache:

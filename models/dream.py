@@ -1,75 +1,65 @@
 """The dream engine: climb a layer of an ImageNet CNN from the heard class's seed image, zooming in, frame by frame.
 
-Each keyframe zooms into the last one, pulls it a little back toward the seed (so the subject never
-dissolves), and then runs a few steps of gradient ascent over an image pyramid (octaves, coarse to fine,
-the detail found at one scale carried to the next). Everything stays in torch on the model's device;
-the only host copy is the finished uint8 frame.
+Each keyframe zooms into the last one and runs a few steps of gradient ascent over an image pyramid (octaves,
+coarse to fine, the detail found at one scale carried to the next). The climb has two parts: the seed's own features
+(each position pulled toward the seed feature it already resembles, the paper's guided objective) and the probability
+of the ImageNet classes that stand for the heard sound. Nothing pulls the picture back to the seed, so the zoom keeps
+travelling into ever new structure, and the class term keeps that structure of the heard class. The dream has the
+screen's aspect ratio. Everything stays in torch on the model's device; the only host copy is the finished frame.
 
-    engine = DreamEngine(create_backbone("efficientnet_lite0"), layer="blocks.4", size=224)
-    engine.set_seed("cat", load_seed_image("seed_images/cat/chelsea.jpg"))
-    frame = engine.next_keyframe(intensity=0.9, zoom_speed=0.5)   # (224, 224, 3) uint8
+    engine = DreamEngine(create_backbone("efficientnet_lite0"), layer="blocks.4", size=224)   # 398 x 224
+    engine.set_seed("cat", load_seed_image(seed_image_path("cat")), imagenet_classes("cat"))
+    frame = engine.next_keyframe(intensity=0.9, zoom_speed=0.5)   # (224, 398, 3) uint8
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones import DEFAULT_DREAM_LAYER, ImageNetBackbone, create_backbone, default_device
+from models.backbones import DEFAULT_DREAM_LAYER, ImageNetBackbone, default_device
 
 # Defaults, chosen on a 2-core CPU with efficientnet_lite0 at 224 px (see BENCHMARKS.md, "Dream engine").
 # The zoom recursion means every keyframe starts from the last one's dream, so a few steps per keyframe
 # accumulate into a deep dream over a second or two; the classic 10 steps x 4 octaves per image is not needed.
-SIZE = 224  # side of the square dream, pixels
+SIZE = 224  # the dream's short side, pixels, on a CPU
+GPU_SIZE = 720  # ... on CUDA: the screen's own lines (1280 x 720), fine detail at the size it is shown
+MPS_SIZE = 448
+ASPECT = 16 / 9  # width / height: the screen's, so the picture is never cropped to fit it
 OBJECTIVE = "guided"  # "guided" (the paper's), "l2" (plain DeepDream) or "channel"
 OCTAVES = 4  # pyramid levels per keyframe (224, 149, 100, 66 px); 1 = single scale
 OCTAVE_SCALE = 1.5  # each coarser level is this much smaller; coarse levels are cheap and give large shapes
 ITERATIONS = 2  # gradient steps per octave per keyframe at intensity 1
 STEP_SIZE = 0.007  # per step, in [0, 1] image units, after normalising the gradient to mean |g| = 1
-JITTER = 16  # max random shift (pixels at 224; scaled with the octave) so the dream cannot lock onto the grid
+JITTER = 16  # max random shift (pixels at a 224 short side; scaled with the octave): the dream cannot lock to the grid
 ZOOM = 0.06  # fraction of the frame cropped away per keyframe at zoom_speed 1
-BLEND = 0.2  # fraction pulled back toward the seed every keyframe; with STEP_SIZE it sets how far the dream
-# strays: about ITERATIONS * OCTAVES * STEP_SIZE / BLEND. Weaker blend or stronger steps and the network soon
-# stops seeing the seed's class (BENCHMARKS.md has the top-5 check), though to people the subject stays longer.
-CROSSFADE = 8  # keyframes to fade from the old dream to a new seed
+BLEND = 0.0  # fraction pulled back toward the seed every keyframe. Any pull back fights the zoom: the dream
+# converges to one fixed picture with echo rings of the seed's edges (BENCHMARKS.md, "Dreams that travel"), so
+# the subject is kept by CLASS_WEIGHT instead and the zoom keeps travelling.
+CLASS_WEIGHT = 1.0  # weight of the heard class's ImageNet log-probability against the seed-guided objective: what
+# keeps new structure of the heard class appearing as the zoom travels past the seed
+RESEED = 0.6  # each time the zoom has magnified 1 / RESEED times, the seed appears again in the centre at this
+# fraction of the frame and is carried outward by the zoom (the dream paints over it as it grows): the travel
+# never runs out of the heard class's subject, and the copy moves exactly with the zoom, so it leaves no echo rings.
+# 0: never.
+RESEED_FADE = 0.25  # log-zoom over which a centre copy fades in (about 8 keyframes at zoom speed 0.5)
+RESEED_ALPHA = 0.9  # how much of the copy shows at most: the dream around it shows through its edges and its face
+SMOOTH = True  # blur each step's gradient (1-2-1): with nothing pulling back to the seed, pixel-level gradient
+# noise would pile up keyframe after keyframe into grain; structure a pixel or more across is untouched
+CROSSFADE = 1  # keyframes to fade from the old dream to a new seed. 1: the new class starts at its seed at once, and
+# the renderer fades the screen from the old picture to it in 0.8 s (its scene fade); a fade here as well would
+# bring the old class back for a keyframe after the fallback had already shown the new one
+FILL_BLUR = 12  # how much the copy that fills the bands beside a fitted seed is blurred (downscale factor)
 GUIDE_CACHE = 64  # seeds whose guide features are kept (the installation has at most 50 classes)
-
-
-class SeedImageError(ValueError):
-    """A seed image that is missing or cannot be decoded; the message names the file."""
 
 
 class _StopForward(Exception):
     """Raised by the capture hook: the layers after the dream layer would only cost time."""
-
-
-def load_seed_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 RGB (H, W, 3); transparency is laid on white, as clip art expects."""
-    from PIL import Image
-
-    path = Path(path)
-    if not path.is_file():
-        raise SeedImageError(f"{path}: seed image not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA", "P", "PA"):
-                im = im.convert("RGBA")
-                white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(white, im)
-            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except Exception as exc:  # PIL raises many types for a broken file; the caller needs one
-        raise SeedImageError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from exc
-    if rgb.ndim != 3 or min(rgb.shape[:2]) < 8:
-        raise SeedImageError(f"{path}: image too small ({rgb.shape[1]}x{rgb.shape[0]})")
-    return rgb
 
 
 def is_degenerate(frame: np.ndarray) -> bool:
@@ -83,7 +73,8 @@ class DreamEngine:
                  device: str | torch.device | None = None, objective: str = OBJECTIVE, channel: int = 0,
                  octaves: int = OCTAVES, octave_scale: float = OCTAVE_SCALE, iterations: int = ITERATIONS,
                  step_size: float = STEP_SIZE, jitter: int = JITTER, zoom: float = ZOOM, blend: float = BLEND,
-                 crossfade: int = CROSSFADE, seed: int = 0):
+                 crossfade: int = CROSSFADE, seed: int = 0, aspect: float = ASPECT,
+                 class_weight: float = CLASS_WEIGHT, smooth: bool = SMOOTH, reseed: float = RESEED):
         if objective not in ("guided", "l2", "channel"):
             raise ValueError(f"objective must be 'guided', 'l2' or 'channel', not {objective!r}")
         self.device = torch.device(device) if device is not None else default_device()
@@ -92,65 +83,108 @@ class DreamEngine:
         self.net = _dream_copy(backbone, self.device)
         self.channels_last = self.device.type in ("cpu", "cuda")  # the faster conv layout there; MPS prefers NCHW
         self.size, self.objective, self.channel = size, objective, channel
+        # (height, width): `size` is the short side, whichever way the screen is turned
+        self.shape = (size, max(size, round(size * aspect))) if aspect >= 1 else (max(size, round(size / aspect)), size)
+        self.class_weight, self.smooth, self.reseed = class_weight, smooth, reseed
         self.octaves, self.octave_scale, self.iterations = max(1, octaves), octave_scale, iterations
         self.step_size, self.jitter, self.zoom, self.blend = step_size, jitter, zoom, blend
         self.crossfade = max(1, crossfade)
         self.rng = torch.Generator().manual_seed(seed)  # jitter offsets: small ints, drawn on the host
         self.current_seed: str | None = None
-        self.seed: torch.Tensor | None = None  # (1, 3, size, size) in [0, 1]
+        self.seed: torch.Tensor | None = None  # (1, 3, height, width) in [0, 1]
         self.image: torch.Tensor | None = None  # the dream so far, same shape
         self.guide: torch.Tensor | None = None  # (C, positions) seed features at the dream layer
+        self.classes: torch.Tensor | None = None  # ImageNet indices of the heard class; None: no class pull
         self._guides: dict[str, tuple[np.ndarray, torch.Tensor, torch.Tensor]] = {}  # name -> (rgb, seed, features)
         self._fade_left = 0
+        # log of how far the zoom has magnified since this seed began; the centre re-seeding is a function of it
+        # alone, so a sequence resumed from disk (prerender) continues exactly by restoring this one number
+        self.travelled = 0.0
+        self.last_zoom_step = 0.0
 
     # ---- the API the inference server codes against -------------------------------------------------
 
-    def set_seed(self, name: str, rgb: np.ndarray) -> None:
-        """Dream on `rgb` (uint8 HxWx3) from now on; a new name crossfades over the next keyframes."""
+    def set_seed(self, name: str, rgb: np.ndarray, imagenet_classes=()) -> None:
+        """Dream on `rgb` (uint8 HxWx3) from now on; a new name crossfades over the next keyframes.
+        `imagenet_classes` (indices) are what the heard class looks like to the network: the dream climbs their
+        probability too, so the zoom keeps finding the class after it has travelled past the seed."""
         seed, guide = self._seed_and_guide(name, rgb)
         if self.image is None:
             self.image, self._fade_left = seed.clone(), 0
         elif name != self.current_seed:
             self._fade_left = self.crossfade
+        if name != self.current_seed:
+            self.travelled = 0.0
         self.current_seed, self.seed, self.guide = name, seed, guide
+        self.classes = torch.tensor(list(imagenet_classes), dtype=torch.long, device=self.device) \
+            if len(imagenet_classes) else None
 
-    @torch.no_grad()
     def next_keyframe(self, intensity: float = 1.0, zoom_speed: float = 0.5) -> np.ndarray:
         """One zoom-and-dream step. `intensity` in [0, 1] (classification confidence) scales the number and
-        size of the gradient steps; `zoom_speed` in [0, 1] (loudness) scales the zoom. Returns (size, size, 3) uint8."""
+        size of the gradient steps; `zoom_speed` in [0, 1] (loudness) scales the zoom.
+        Returns (height, width, 3) uint8."""
+        for frame in self.keyframe_in_parts(intensity, zoom_speed):
+            pass
+        return frame
+
+    def keyframe_in_parts(self, intensity: float = 1.0, zoom_speed: float = 0.5):
+        """next_keyframe one octave at a time: yields None after each octave but the last, then the frame. A server
+        with one thread answers its clients in between, so a keyframe that takes over a second on a loaded CPU
+        never looks like a dead server. The keyframe is committed only when the frame is yielded: a generator
+        dropped half-way leaves the dream as it was."""
         if self.seed is None:
             raise RuntimeError("set_seed() before next_keyframe()")
         intensity = min(max(float(intensity), 0.0), 1.0)
         zoom_speed = min(max(float(zoom_speed), 0.0), 1.0)
-        x = _zoom(self.image, self.zoom * zoom_speed)
-        rate = self.blend
-        if self._fade_left > 0:  # rate 1/n with n counting down fades the old image out linearly over n keyframes
-            rate = max(rate, 1.0 / self._fade_left)
-            self._fade_left -= 1
-        x = torch.lerp(x, self.seed, rate)
-        x = self.dream(x, math.ceil(self.iterations * intensity), self.step_size * intensity)
-        self.image = x
-        return to_uint8(x)
+        amount = self.zoom * zoom_speed
+        with torch.no_grad():
+            x = _zoom(self.image, amount)
+            travelled = self.travelled - math.log1p(-amount)
+            x = self._reseed(x, self.travelled, travelled)
+            rate, fade_left = self.blend, self._fade_left
+            if fade_left > 0:  # rate 1/n with n counting down fades the old image out linearly over n keyframes
+                rate = max(rate, 1.0 / fade_left)
+                fade_left -= 1
+            if rate > 0:
+                x = torch.lerp(x, self.seed, rate)
+        parts = self.dream_in_parts(x, math.ceil(self.iterations * intensity), self.step_size * intensity)
+        for x in parts:
+            if x is None:
+                yield None
+        self.image, self.travelled, self._fade_left = x, travelled, fade_left
+        self.last_zoom_step = -math.log1p(-amount)  # how much further in this keyframe is than the last one
+        yield to_uint8(x)
 
     # ---- the rest is also used by prerender, the benchmark and the tests -----------------------------
 
     def reset(self) -> None:
         """Forget the dream (not the cached guide features): the next set_seed starts cleanly from its seed."""
         self.image, self.seed, self.guide, self.current_seed, self._fade_left = None, None, None, None, 0
+        self.classes, self.travelled = None, 0.0
 
     def set_image(self, rgb: np.ndarray) -> None:
         """Continue the dream from `rgb` (uint8 HxWx3), e.g. the last frame of a sequence on disk."""
-        self.image = _to_tensor(rgb, self.size, self.device)
+        self.image = _to_tensor(rgb, self.shape, self.device)
 
     def dream(self, x: torch.Tensor, iterations: int, step_size: float) -> torch.Tensor:
         """Gradient ascent on (1, 3, H, W) `x` in [0, 1] over an image pyramid, coarse to fine."""
+        for x in self.dream_in_parts(x, iterations, step_size):
+            pass
+        return x
+
+    def dream_in_parts(self, x: torch.Tensor, iterations: int, step_size: float):
+        """dream(), yielding None after each octave but the last and then the result. The dream layer is hooked
+        only while an octave runs, never across a yield."""
         if iterations <= 0 or step_size <= 0:
-            return x
+            yield x
+            return
         h, w = x.shape[-2:]
         shapes = [(round(h / self.octave_scale ** k), round(w / self.octave_scale ** k)) for k in range(self.octaves)]
         detail = torch.zeros_like(x)
-        with self._capture() as acts:
-            for shape in reversed(shapes):
+        for level, shape in enumerate(reversed(shapes)):
+            if level:
+                yield None
+            with torch.no_grad(), self._capture() as acts:
                 # each level starts from the image at its scale plus the detail dreamt at the coarser one
                 base = x if shape == (h, w) else F.interpolate(x, size=shape, mode="bilinear", antialias=True,
                                                                 align_corners=False)
@@ -158,12 +192,12 @@ class DreamEngine:
                 for _ in range(iterations):
                     img = self._step(img, acts, step_size)
                 detail = img - base
-        return (x + detail).clamp(0.0, 1.0)
+        yield (x + detail).clamp(0.0, 1.0)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Activations of the dream layer for (1, 3, H, W) `x`, as (C, H'*W')."""
         with torch.no_grad(), self._capture() as acts:
-            return self._forward(x, acts)[0].flatten(1)
+            return self._forward(x, acts)[0][0].flatten(1)
 
     def hook_count(self) -> int:
         """Forward hooks alive on the dream network; 0 between calls (the kiosk runs for weeks)."""
@@ -172,15 +206,49 @@ class DreamEngine:
     # ---- internals ---------------------------------------------------------------------------------
 
     def _step(self, img: torch.Tensor, acts: dict, step_size: float) -> torch.Tensor:
-        jitter = max(1, round(self.jitter * img.shape[-1] / 224))
+        jitter = max(1, round(self.jitter * min(img.shape[-2:]) / 224))
         oy, ox = torch.randint(-jitter, jitter + 1, (2,), generator=self.rng).tolist()
         with torch.enable_grad():
             rolled = torch.roll(img, (oy, ox), (2, 3)).requires_grad_(True)
-            loss = self._objective(self._forward(rolled, acts))
+            act, logits = self._forward(rolled, acts, full=self._class_pull)
+            loss = self._objective(act)
+            if logits is not None:
+                # the two terms on one scale: the layer objective relative to its own size (its gradient is that of
+                # its log), plus the log-probability of the heard class's ImageNet classes together
+                class_logp = logits.log_softmax(1)[0, self.classes].logsumexp(0)
+                loss = loss / loss.detach().abs().clamp_min(1e-8) + self.class_weight * class_logp
             (grad,) = torch.autograd.grad(loss, rolled)
         grad = torch.roll(grad, (-oy, -ox), (2, 3))
+        if self.smooth:
+            grad = _smooth(grad)
         # normalised steps: the gradient's scale differs by layer, objective and image; its direction does not
         return (img + grad * (step_size / (grad.abs().mean() + 1e-8))).clamp(0.0, 1.0)
+
+    def _reseed(self, x: torch.Tensor, before: float, after: float) -> torch.Tensor:
+        """Fade in the centre copy of the seed that is due at this point of the travel (see RESEED)."""
+        if self.reseed <= 0 or after <= before:
+            return x
+        span = -math.log(self.reseed)
+        k = math.floor(after / span)
+        if k < 1:
+            return x
+        p0, p1 = (min(max((t - k * span) / RESEED_FADE, 0.0), 1.0) for t in (before, after))
+        if p1 <= p0:
+            return x
+        w0, w1 = RESEED_ALPHA * p0, RESEED_ALPHA * p1
+        rate = (w1 - w0) / (1.0 - w0)  # the lerp that takes the copy's share from w0 to w1
+        scale = self.reseed * math.exp(after - k * span)  # it appeared at RESEED and has grown with the zoom since
+        theta = torch.tensor([[[1 / scale, 0.0, 0.0], [0.0, 1 / scale, 0.0]]], dtype=x.dtype, device=x.device)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        copy_ = F.grid_sample(self.seed, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        r = grid.square().sum(-1).sqrt()[:, None]  # 1 on the ellipse inscribed in the copy
+        mask = ((1.0 - r) / 0.5).clamp(0, 1)
+        mask = mask * mask * (3 - 2 * mask)  # soft edge over the outer half: no frame around the copy
+        return torch.lerp(x, copy_, mask * rate)
+
+    @property
+    def _class_pull(self) -> bool:
+        return self.classes is not None and self.class_weight > 0
 
     def _objective(self, act: torch.Tensor) -> torch.Tensor:
         if self.objective == "l2":
@@ -193,14 +261,17 @@ class DreamEngine:
             match = (x.T @ self.guide).argmax(1)  # (N,) index into the seed's positions
         return (x * self.guide[:, match]).sum()
 
-    def _forward(self, x: torch.Tensor, acts: dict) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, acts: dict, full: bool = False):
+        """The dream layer's activations; with `full`, the ImageNet logits too, else (activations, None) and the
+        layers after the dream layer never run."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        acts["stop"] = not full
         try:
-            self.net(x)
+            logits = self.net(x)
         except _StopForward:
-            pass
-        return acts.pop("out")
+            logits = None
+        return acts.pop("out"), logits
 
     @contextmanager
     def _capture(self):
@@ -209,7 +280,8 @@ class DreamEngine:
 
         def hook(module, inputs, output):
             acts["out"] = output
-            raise _StopForward
+            if acts.get("stop", True):
+                raise _StopForward
 
         handle = self.net.layer(self.layer).register_forward_hook(hook)
         try:
@@ -222,7 +294,7 @@ class DreamEngine:
         if cached is not None and cached[0].shape == rgb.shape and np.array_equal(cached[0], rgb):
             self._guides[name] = self._guides.pop(name)  # most recently used goes last
             return cached[1], cached[2]
-        seed = _to_tensor(rgb, self.size, self.device)
+        seed = _to_tensor(rgb, self.shape, self.device)
         guide = self.features(seed)  # computed once per seed: every keyframe of the class matches against it
         self._guides[name] = (np.array(rgb, copy=True), seed, guide)
         while len(self._guides) > GUIDE_CACHE:
@@ -230,13 +302,21 @@ class DreamEngine:
         return seed, guide
 
 
+def profile_size(device: str | torch.device) -> int:
+    """The dream's short side for this machine: as large as keeps several keyframes a second."""
+    kind = torch.device(device).type
+    return GPU_SIZE if kind == "cuda" else MPS_SIZE if kind == "mps" else SIZE
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W) in [0, 1] -> (H, W, 3) uint8, the one host copy per keyframe."""
     return (x[0].clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
 
 
-def _to_tensor(rgb: np.ndarray, size: int, device) -> torch.Tensor:
-    """uint8 HxWx3 (or HxW grey, or HxWx4) -> (1, 3, size, size) in [0, 1]: scaled to cover, centre crop."""
+def _to_tensor(rgb: np.ndarray, shape: tuple[int, int], device) -> torch.Tensor:
+    """uint8 HxWx3 (or HxW grey, or HxWx4) -> (1, 3, height, width) in [0, 1]. The picture is fitted whole (never
+    cropped: the subject stays in view) and the bands it leaves are filled with a blurred, enlarged copy of itself,
+    which the dream then paints over like the rest."""
     rgb = np.asarray(rgb)
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[..., None], 3, axis=2)
@@ -244,12 +324,30 @@ def _to_tensor(rgb: np.ndarray, size: int, device) -> torch.Tensor:
         raise ValueError(f"seed must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
     x = torch.from_numpy(np.array(rgb[..., :3]))  # a copy: the caller's array may be read-only
     x = x.to(device).permute(2, 0, 1)[None].float() / 255
-    h, w = x.shape[-2:]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return x[..., top:top + size, left:left + size].clamp(0, 1).contiguous()
+    (h, w), (out_h, out_w) = x.shape[-2:], shape
+    fit = min(out_h / h, out_w / w)
+    nh, nw = min(out_h, round(h * fit)), min(out_w, round(w * fit))
+    inner = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    if (nh, nw) == (out_h, out_w):
+        return inner.clamp(0, 1).contiguous()
+    cover = max(out_h / h, out_w / w)
+    ch, cw = max(out_h, round(h * cover)), max(out_w, round(w * cover))
+    top, left = (ch - out_h) // 2, (cw - out_w) // 2
+    blurry = F.interpolate(x, size=(max(1, ch // FILL_BLUR), max(1, cw // FILL_BLUR)), mode="area")
+    out = F.interpolate(blurry, size=(ch, cw), mode="bilinear", align_corners=False)[..., top:top + out_h,
+                                                                                    left:left + out_w].clone()
+    top, left = (out_h - nh) // 2, (out_w - nw) // 2
+    out[..., top:top + nh, left:left + nw] = inner
+    return out.clamp(0, 1).contiguous()
+
+
+def _smooth(x: torch.Tensor) -> torch.Tensor:
+    """A separable 1-2-1 blur per channel, edges replicated."""
+    k = torch.tensor([0.25, 0.5, 0.25], dtype=x.dtype, device=x.device)
+    c = x.shape[1]
+    x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, 3).expand(c, 1, 1, 3), groups=c)
+    return F.conv2d(x, k.view(1, 1, 3, 1).expand(c, 1, 3, 1), groups=c)
 
 
 def _resize(x: torch.Tensor, shape) -> torch.Tensor:
@@ -321,94 +419,3 @@ def _fold_batchnorm(net: nn.Module) -> nn.Module:
             after = nn.Sequential(module.drop, module.act) if hasattr(module, "act") else nn.Identity()
             setattr(net.get_submodule(parent) if parent else net, attr, after)
     return net
-
-
-# ---- prerendered sequences (the visualizer's fallback when no model runs) ------------------------------
-
-PRERENDER_FRAMES = 120
-PRERENDER_OUT = Path(__file__).resolve().parent.parent / "prerendered"  # where app/config.py's fallback looks
-
-
-def prerender(classes: list[str], frames: int = PRERENDER_FRAMES, size: int = SIZE,
-              out_dir: str | Path = PRERENDER_OUT, backbone: str = "efficientnet_lite0",
-              weights_path: str | Path | None = None, intensity: float = 1.0, zoom_speed: float = 0.5,
-              engine: DreamEngine | None = None, seed_dir: str | Path | None = None, progress: bool = True) -> int:
-    """Write out_dir/<class>/00000.png ... for each class; returns the number of frames written.
-    Resumable: existing frames are kept and the zoom continues from the last one. Each frame is dreamt from
-    the saved (uint8) previous frame with jitter seeded by its index, so a resumed sequence is the same
-    sequence an uninterrupted run writes."""
-    from PIL import Image
-    from tqdm import tqdm
-
-    from models import seeds
-
-    out_dir = Path(out_dir)
-    if engine is None:
-        engine = DreamEngine(create_backbone(backbone, pretrained=True, weights_path=weights_path), size=size)
-    todo = {}
-    for name in classes:
-        folder = out_dir / name
-        done = 0
-        while done < frames and _readable_png(folder / f"{done:05d}.png"):
-            done += 1
-        todo[name] = done
-    bar = tqdm(total=len(classes) * frames, initial=sum(todo.values()), unit="frame", disable=not progress,
-               desc="prerender")
-    written = 0
-    for name, done in todo.items():
-        if done >= frames:
-            continue
-        folder = out_dir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        engine.reset()
-        engine.set_seed(name, load_seed_image(seeds.seed_image_path(name, seed_dir or seeds.SEED_DIR)))
-        if done > 0:
-            engine.set_image(load_seed_image(folder / f"{done - 1:05d}.png"))
-        for i in range(done, frames):
-            bar.set_postfix_str(name)
-            engine.rng.manual_seed(i)
-            frame = engine.next_keyframe(intensity, zoom_speed)
-            tmp = folder / f".{i:05d}.png.part"
-            Image.fromarray(frame).save(tmp, format="PNG")
-            tmp.replace(folder / f"{i:05d}.png")  # atomic: a killed run never leaves half a frame behind
-            engine.set_image(frame)
-            written += 1
-            bar.update(1)
-    bar.close()
-    return written
-
-
-def _readable_png(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        load_seed_image(path)
-        return True
-    except SeedImageError:
-        return False
-
-
-def prerender_main(argv: list[str] | None = None) -> int:
-    """hear-and-see prerender [--classes A,B] [--frames N] [--size PIXELS] [--out DIR]"""
-    from models import seeds
-
-    p = argparse.ArgumentParser(prog="hear-and-see prerender",
-                                description="Render zoom-dream sequences per class for the visualizer's fallback.")
-    p.add_argument("--classes", help="comma-separated classes (default: every class with a seed image)")
-    p.add_argument("--frames", type=int, default=PRERENDER_FRAMES, help="frames per class")
-    p.add_argument("--size", type=int, default=SIZE, help="frame side in pixels")
-    p.add_argument("--out", default=str(PRERENDER_OUT), help="output folder")
-    p.add_argument("--backbone", default="efficientnet_lite0")
-    p.add_argument("--weights", default=None, help="local ImageNet weights file for the backbone")
-    p.add_argument("--intensity", type=float, default=1.0)
-    p.add_argument("--zoom-speed", type=float, default=0.5)
-    args = p.parse_args(argv)
-    classes = args.classes.split(",") if args.classes else seeds.seed_classes()
-    missing = [c for c in classes if not seeds.seed_image_paths(c)]
-    if missing:
-        p.error(f"no seed image for {', '.join(missing)} in {seeds.SEED_DIR}; "
-                f"add one, or generate one with `python -m models.seeds generate CLASS`")
-    n = prerender(classes, args.frames, args.size, args.out, args.backbone, args.weights, args.intensity,
-                  args.zoom_speed)
-    print(f"wrote {n} frames under {args.out}")
-    return 0

@@ -1,0 +1,1 @@
+"""Tools that never run live: pre-rendering, seed collection, dream quality checks."""

@@ -26,7 +26,7 @@ def test_the_venue_gate_reaches_the_server_by_name(tmp_path):
     assert server_settings(load_settings(mode="gallery"))[0] == GateSettings()  # one definition of the defaults
     assert server_settings(load_settings(mode="performance"))[0].hold_seconds == 0.5
     gate, dream = server_settings(load_settings(mode="toy"))
-    assert (gate.min_confidence, gate.hold_seconds, dream.intensity, dream.blend) == (0.3, 4.0, 0.7, 0.3)
+    assert (gate.min_confidence, gate.hold_seconds, dream.intensity) == (0.3, 4.0, 0.7)
     venue = tmp_path / "venue.toml"
     venue.write_text('speech = "show"\nfloor_margin_db = 6.0\nenter_windows = 3\n')
     gate, _ = server_settings(load_settings(venue))

@@ -32,6 +32,10 @@ def test_bundled_recording_becomes_live_dream_frames_on_screen(tmp_path):
     assert len(rows) == timeline["frames_drawn"] > 0
     live = [r for r in rows if r["source"] == "live"]
     assert live and all(r["class"] != "-" for r in live)
+    # the number of the dream keyframe on screen: how live keyframes per second are counted
+    numbers = [int(r["keyframe"]) for r in live]
+    assert numbers == sorted(numbers) and len(set(numbers)) >= 3
+    assert all(r["keyframe"] == "-" for r in rows if r["source"] != "live")
     assert min(float(r["mean_luminance"]) for r in rows) > 5.0, "a black frame was drawn"
     sheet = np.asarray(Image.open(out / "contact_sheet.png"))
     assert sheet.ndim == 3 and sheet.mean() > 5.0

@@ -1,10 +1,10 @@
 """The main loop's own pieces (app/run.py): plain values in, and draw() into an offscreen display."""
-from types import SimpleNamespace
 
 import numpy as np
 import pygame
 import pytest
 
+from app.client import Frame
 from app.controls import Bindings, Controls, parse_chord
 from app.modes import FALLBACK, LIVE, Plan, Scene
 from app.run import apply_events, apply_osc, draw, next_hop
@@ -54,7 +54,7 @@ def live_plan(**options):
     red = np.zeros((8, 8, 3), np.uint8)
     red[..., 0] = 255
     scene = Scene("showing", "dog", 0.9, "live", [], "showing")
-    return Plan(scene, LIVE, SimpleNamespace(label="dog", id=1, image=red), **options)
+    return Plan(scene, LIVE, Frame(1, "dog", red, 0.0), **options)
 
 
 def test_draw_starts_a_live_keyframe_and_takes_the_new_zoom_rate_with_it(screen):

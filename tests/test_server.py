@@ -13,7 +13,11 @@ from app.client import InferenceClient
 from common import protocol
 from inference_server.server import InferenceServer, is_loopback
 from models.classes import ESC50_CLASSES
+from models.dream import ASPECT
 from tests.conftest import DREAM_SIZE, RunningServer
+
+DREAM_SHAPE = (DREAM_SIZE, round(DREAM_SIZE * ASPECT), 3)  # the dream is made at the screen's aspect
+
 
 @pytest.fixture
 def dealer(address):
@@ -54,7 +58,7 @@ def test_classifies_a_window_and_streams_frames_against_credit(running, dealer):
     assert abs(header["dbfs"] - 20 * np.log10(0.3 / np.sqrt(2))) < 0.5
     header, image = ask(sock, protocol.encode(protocol.CREDIT, last_frame=0, window=1))
     assert header["kind"] == protocol.FRAME and header["id"] == 1 and header["label"] == heard
-    assert image.shape == (DREAM_SIZE, DREAM_SIZE, 3) and 5 < image.mean() < 250
+    assert image.shape == DREAM_SHAPE and 5 < image.mean() < 250
 
 
 def test_restricted_class_set_answers_only_from_that_set(running, dealer):
@@ -126,7 +130,7 @@ def test_client_gets_results_and_frames_and_recovers_from_a_server_restart(netwo
     client = InferenceClient(address, name="app")
     try:
         result, frame = _until_frame(client, timeout=20)
-        assert result is not None and frame is not None and frame.image.shape == (DREAM_SIZE, DREAM_SIZE, 3)
+        assert result is not None and frame is not None and frame.image.shape == DREAM_SHAPE
         server.close()
         lost_at = time.monotonic()
         while client.alive and time.monotonic() - lost_at < 5:

@@ -177,3 +177,47 @@ def test_show_frame_rejects_what_it_cannot_display(renderer):
         renderer.show_frame(np.zeros((8, 8), np.uint8), "live")
     with pytest.raises(ValueError, match="source"):
         renderer.show_frame(solid(RED), "dream")
+
+
+def test_a_picture_of_another_shape_is_shown_whole_never_cropped(renderer):
+    """A square seed on a 16:9 screen: its top and bottom rows stay on screen (cropping to cover would lose them,
+    and with them a dog's head); the bands beside it are a blurred fill of its own colours, not black."""
+    square = solid(GREY, (90, 90))
+    square[:10], square[-10:] = RED, BLUE  # the picture's top and bottom edges
+    image = settled(renderer, square, source="seed")
+    column = image[:, W // 2].astype(int)
+    assert np.abs(column[1] - RED).max() < 40, column[:4]
+    assert np.abs(column[-2] - BLUE).max() < 40, column[-4:]
+    side = image[H // 2, :20].astype(int)  # left band: the fill, never black
+    assert side.mean() > 40
+
+
+def test_enlarged_keyframes_keep_their_edges_sharper_than_bilinear(display):
+    """The renderer's own upscaling: a hard edge in a small keyframe rises over fewer screen pixels with sharpening
+    than without (without it: the bicubic alone), and it adds nothing where the picture is flat."""
+    edge = solid((40, 40, 40), (36, 64))
+    edge[:, 32:] = 220
+    widths = {}
+    for amount in (0.0, 0.6):
+        renderer = Renderer(display.ctx, W, H, vignette=0.0, sharpen=amount, zoom_rate=0.0)
+        row = settled(renderer, edge).astype(float)[H // 2, :, 0]
+        widths[amount] = int(((row > 60) & (row < 200)).sum())  # pixels caught mid-ramp
+        assert abs(row[40] - 40) <= 2 and abs(row[-40] - 220) <= 2  # flat parts untouched
+    assert widths[0.6] < widths[0.0]
+
+
+def test_live_keyframes_zoom_at_the_dreams_own_speed(display):
+    """Each live keyframe says how much further in it is than the last (log-zoom); the renderer zooms at that step
+    per keyframe spacing, so the next keyframe arrives at the scale the screen has reached (no smear of two
+    sizes). Without steps it keeps its own zoom_rate (0 here: no zoom at all)."""
+    widths = {}
+    for step in (None, 0.2):
+        renderer = Renderer(display.ctx, W, H, vignette=0.0, zoom_rate=0.0, hud_visible=False)
+        for t in (0.0, 0.5):
+            renderer.show_frame(centred_square(), "live", zoom_step=step)
+            renderer.draw(t)
+        renderer.draw(0.95)  # 0.45 s after the second keyframe: its 0.4 s fade is over
+        row = renderer.read_pixels()[H // 2, :, 0]
+        widths[step] = int((row > 128).sum())
+    # 0.2 per 0.5 s is 0.4 per second: after 0.45 s the square is exp(0.18) = 1.2x as wide
+    assert 1.12 < widths[0.2] / widths[None] < 1.3, widths

@@ -2,8 +2,8 @@
 
 The installation must never show a black screen, so every class, and silence, always has
 something: its pre-rendered frames (out_dir/<class>/00000.png ...) at a steady rate; failing
-those, its seed images (seed_images/<class>/*.png|jpg), re-shown every few seconds while the
-renderer's zoom animates them; failing those, a colour pattern generated from the class name.
+those, its seed image (the one the live dream starts from), re-shown every few seconds while the
+renderer's zoom animates it; failing that, a colour pattern generated from the class name.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+GENERATED_NAME = "generated.png"  # a seed the network made itself: shown only where a class has no other
 
 log = logging.getLogger(__name__)
 _UNSET = object()
@@ -47,6 +48,15 @@ def _images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def seed_image(folder: Path) -> Path | None:
+    """A class's seed: the first picture in name order, a generated one only where there is no other. The same rule
+    as models.seeds.seed_image_path (which the visualizer may not import), so the fallback shows the picture the live
+    dream and `prerender` start from."""
+    paths = [p for p in _images(folder) if not p.name.startswith(".")]
+    pictures = [p for p in paths if p.name != GENERATED_NAME]
+    return (pictures or paths or [None])[0]
 
 
 def _load(path: Path) -> np.ndarray | None:
@@ -122,8 +132,7 @@ class FallbackPlayer:
             path, source, period = self._frames[index], "prerendered", 1 / self.fps
             self._index = (index + 1) % len(self._frames)
         else:
-            seeds = _images(self.seeds_dir / key) if key else []
-            path = seeds[index % len(seeds)] if seeds else None
+            path = seed_image(self.seeds_dir / key) if key else None
             source, period = "seed", self.seed_period_s
             self._index = index + 1
         # Polls land up to a display frame late; keeping the schedule keeps the rate. After a

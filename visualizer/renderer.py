@@ -16,6 +16,7 @@ import pygame
 
 from .fallback import default_frame
 from .hud import HudPainter
+from .upscale import to_screen
 
 SHADERS = Path(__file__).with_name("shaders")
 SOURCES = ("live", "prerendered", "seed")
@@ -24,6 +25,16 @@ SOURCES = ("live", "prerendered", "seed")
 # stalled server) tops out at exp(zoom_rate * ZOOM_EASE_S) instead of magnifying forever.
 # Keyframes come every 0.2-1 s, where the slowdown is a few percent and invisible.
 ZOOM_EASE_S = 20.0
+# Live keyframes' spacing, as the renderer estimates it to zoom at the dream's own speed: a running mean (this much
+# of the old estimate kept per keyframe), each spacing clamped to a plausible range.
+SPACING_MEMORY = 0.7
+MIN_SPACING_S, MAX_SPACING_S = 0.1, 2.0
+# A new class (or source) fades in over this long: one picture turning into the next within a second.
+SCENE_FADE_S = 0.8
+# How much a keyframe's own edges are steepened as it is enlarged to the screen (0: plain bicubic). Keyframes are
+# 224-720 lines on a 720-1080 line screen; bicubic keeps them smooth, this keeps them crisp. No noise is added:
+# only contrast that is in the picture is raised, and only at the scale the enlargement softens.
+SHARPEN = 0.8
 
 
 class Palette(NamedTuple):
@@ -62,7 +73,8 @@ class Renderer:
     def __init__(self, ctx: moderngl.Context, width: int, height: int, *,
                  palette: str | Palette | tuple[float, float, float] = "neutral",
                  vignette: float = 0.35, hud_visible: bool = True, label_style: str = "bars",
-                 zoom_rate: float = 0.05, keyframe_fade_s: float = 0.4, scene_fade_s: float = 1.2):
+                 zoom_rate: float = 0.05, keyframe_fade_s: float = 0.4, scene_fade_s: float = SCENE_FADE_S,
+                 sharpen: float = SHARPEN):
         self.ctx = ctx
         self.width, self.height = width, height
         self.palette = palette
@@ -71,6 +83,7 @@ class Renderer:
         self.zoom_rate = zoom_rate  # log-zoom per second: 0.05 is 5 % per second
         self.keyframe_fade_s = keyframe_fade_s
         self.scene_fade_s = scene_fade_s
+        self.sharpen = sharpen
 
         quad = ctx.buffer(np.array([0, 0, 1, 0, 0, 1, 1, 1], dtype="f4"))
         dream = ctx.program(vertex_shader=_shader("quad.vert"), fragment_shader=_shader("dream.frag"))
@@ -87,11 +100,13 @@ class Renderer:
         for snapshot in self._snapshots:
             snapshot.clear()
         self._keyframe: moderngl.Texture | None = None
-        self._cover = (1.0, 1.0)
-        self._upload(np.ascontiguousarray(default_frame("")[::-1]))  # shown until the first frame
+        self._upload(self._screen_sized(default_frame("")))  # shown until the first frame
         self._start: float | None = None
         self._fade_s = 0.0
-        self._pending: tuple[np.ndarray, str] | None = None
+        self._pending: tuple[np.ndarray, str, float | None] | None = None
+        self._rate = zoom_rate  # log-zoom per second of the picture now on screen
+        self._last_step_at: float | None = None  # when the last keyframe with a zoom step arrived
+        self._step_interval: float | None = None  # their mean spacing, seconds
         self._source = "seed"
         self._scene_label: str | None = None
 
@@ -132,14 +147,20 @@ class Renderer:
         """Where the HUD panel goes: x, y, width, height in pixels, top-left origin."""
         return (*self._painter.pos, *self._painter.size)
 
-    def show_frame(self, rgb: np.ndarray, source: str) -> None:
-        """Queue a keyframe (H x W x 3 uint8, top row first); the next `draw` fades to it."""
+    def show_frame(self, rgb: np.ndarray, source: str, zoom_step: float | None = None) -> None:
+        """Queue a keyframe (H x W x 3 uint8, top row first); the next `draw` fades to it. `zoom_step`: how much
+        further in (log-zoom) this keyframe is than the one before, as a live dream says; the renderer then zooms
+        at the dream's own speed, so each keyframe arrives at the scale the screen has reached and the fade between
+        them shows one picture, not two of different sizes (a smear). Without it the picture zooms at zoom_rate."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected an H x W x 3 uint8 image, got {rgb.dtype} {rgb.shape}")
-        # Flipped to OpenGL's bottom-up rows, and a copy, so the caller may reuse its buffer.
-        self._pending = (np.ascontiguousarray(rgb[::-1]), source)
+        self._pending = (self._screen_sized(rgb), source, zoom_step)
+
+    def _screen_sized(self, rgb: np.ndarray) -> np.ndarray:
+        """Whole, crisp and screen-sized (a new array: the caller may reuse its buffer), in OpenGL's bottom-up rows."""
+        return np.ascontiguousarray(to_screen(rgb, self.width, self.height, self.sharpen)[::-1])
 
     def set_label(self, label: str | None, confidence: float, top: Sequence[tuple[str, float]] = (),
                   status: str = "") -> None:
@@ -154,7 +175,8 @@ class Renderer:
         if self._start is None:
             self._start = now
         if self._pending is not None:
-            (frame, source), self._pending = self._pending, None
+            (frame, source, zoom_step), self._pending = self._pending, None
+            self._rate = self._zoom_rate_for(zoom_step, now)
             scene_change = source != self._source or self._label != self._scene_label
             self._source, self._scene_label = source, self._label
             self._begin_fade(frame, now, self.scene_fade_s if scene_change else self.keyframe_fade_s)
@@ -178,9 +200,18 @@ class Renderer:
             self._keyframe = self._texture((w, h), 3, frame.tobytes())
         else:
             self._keyframe.write(frame.tobytes())
-        # Cover the screen: the image's excess width or height is cropped, never stretched.
-        screen, image = self.width / self.height, w / h
-        self._cover = (min(1.0, screen / image), min(1.0, image / screen))
+
+    def _zoom_rate_for(self, zoom_step: float | None, now: float) -> float:
+        """The dream's log-zoom per second: its step per keyframe over the keyframes' mean spacing."""
+        if zoom_step is None:
+            self._last_step_at = None
+            return self.zoom_rate
+        if self._last_step_at is not None:
+            spacing = min(max(now - self._last_step_at, MIN_SPACING_S), MAX_SPACING_S)
+            self._step_interval = spacing if self._step_interval is None else (
+                SPACING_MEMORY * self._step_interval + (1 - SPACING_MEMORY) * spacing)
+        self._last_step_at = now
+        return zoom_step / self._step_interval if self._step_interval else self.zoom_rate
 
     def _begin_fade(self, frame: np.ndarray, now: float, fade_s: float) -> None:
         # The snapshot is the picture as it is at `now`, mid-fade or not, so the fade starts there.
@@ -195,9 +226,8 @@ class Renderer:
         age = max(0.0, now - self._start)
         fade = 1.0 if self._fade_s <= 0 else min(age / self._fade_s, 1.0)
         program = self._dream.program
-        program["zoom"] = math.exp(self.zoom_rate * ZOOM_EASE_S * (1.0 - math.exp(-age / ZOOM_EASE_S)))
+        program["zoom"] = math.exp(self._rate * ZOOM_EASE_S * (1.0 - math.exp(-age / ZOOM_EASE_S)))
         program["fade"] = fade * fade * (3.0 - 2.0 * fade)  # smoothstep: no visible start or end
-        program["cover"] = self._cover
         program["graded"] = graded
         palette = self._palette
         program["shadows"] = palette.shadows

@@ -6,7 +6,7 @@
 // continues exactly the motion the viewer was watching.
 uniform sampler2D keyframe;
 uniform sampler2D previous;
-uniform vec2 cover;    // crops the keyframe to the screen's aspect instead of stretching it
+// The keyframe arrives screen-sized (visualizer/upscale.py): fitted whole and enlarged once, not every frame.
 uniform float zoom;
 uniform float fade;    // 0 shows the snapshot, 1 the keyframe
 
@@ -24,7 +24,7 @@ out vec4 f_color;
 void main() {
     vec2 p = (uv - 0.5) / zoom;
     vec3 before = texture(previous, 0.5 + p).rgb;
-    vec3 after = texture(keyframe, 0.5 + p * cover).rgb;
+    vec3 after = texture(keyframe, 0.5 + p).rgb;
     vec3 color = mix(before, after, fade);
 
     if (graded) {
