@@ -118,8 +118,8 @@ def server_settings(settings):
     from inference_server.server import DreamSettings
 
     return (gate_settings(settings),
-            DreamSettings(settings.dream_layer, settings.dream_size, settings.dream_intensity, settings.dream_blend,
-                          aspect=settings.width / settings.height))
+            DreamSettings(layer=settings.dream_layer, size=settings.dream_size, intensity=settings.dream_intensity,
+                          blend=settings.dream_blend, aspect=settings.width / settings.height))
 
 
 def _serve(args) -> int:

@@ -177,7 +177,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
             if keyframe == "live":
                 recorder.first_live_frame(now - started)
             recorder.frame(now - started, "blackout" if plan.blackout else shown, plan.scene.label, display,
-                           shown_keyframe)
+                           None if plan.blackout else shown_keyframe)
             # swap
             display.swap()
             if recorder.first_image(time.monotonic() - started):

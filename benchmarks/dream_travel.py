@@ -220,12 +220,12 @@ def sheets(args) -> None:
             rgb = load_seed_image(seed_image_path(name, _seed_dir(kind)))
             engine = DreamEngine(backbone, device="cpu")
             engine.set_seed(name, rgb, imagenet_classes(name))
-            shown = [_on_screen(renderer, rgb, "seed")]
+            shown = [_on_screen(display, renderer, rgb, "seed")]
             for i in range(1, max(SHEET_KEYFRAMES) + 1):
                 engine.rng.manual_seed(i)
                 frame = engine.next_keyframe(1.0, 0.5)
                 if i in SHEET_KEYFRAMES:
-                    shown.append(_on_screen(renderer, frame, "live"))
+                    shown.append(_on_screen(display, renderer, frame, "live"))
             tiles += shown
             print(json.dumps({"part": "sheet", "set": class_set, "class": name}), flush=True)
         path = save_contact_sheet(tiles, ROOT / "docs" / f"dreams_{class_set}.png",
@@ -233,12 +233,12 @@ def sheets(args) -> None:
         print(json.dumps({"part": "sheet", "written": str(path.relative_to(ROOT))}), flush=True)
 
 
-def _on_screen(renderer, rgb: np.ndarray, source: str) -> np.ndarray:
+def _on_screen(display, renderer, rgb: np.ndarray, source: str) -> np.ndarray:
     renderer.show_frame(rgb, source)
     t = time.monotonic()
     renderer.draw(t)
     renderer.draw(t + 5.0)  # past any fade
-    return renderer.read_pixels()
+    return display.read_pixels()
 
 
 def main(argv=None) -> None:

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common.paths import SHARED
 from models import audio
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ESC50 = REPO_ROOT.parent / "shared" / "data" / "esc50"
+DEFAULT_ESC50 = SHARED / "data" / "esc50"
 FOLDER_FOLDS = 5  # a folder dataset is cut into this many folds (one is the test set of a run)
 
 

@@ -18,9 +18,9 @@ from offline.metrics import scores
 from models.classes import restrict
 from models.gate import GateSettings
 from models.model import SHIPPED_CHECKPOINT, CheckpointError, build_model, load_model, save_checkpoint
+from tests.conftest import SHARED
 from tests.synth_sounds import CLASSES, clip, make_esc50
 
-SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
 @pytest.fixture(scope="module")

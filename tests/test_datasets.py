@@ -10,9 +10,9 @@ import pytest
 
 from models import audio
 from offline import datasets
+from tests.conftest import SHARED
 from tests.synth_sounds import CLASSES, make_esc50, make_folder, make_urbansound8k
 
-SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
 @pytest.fixture(autouse=True)

@@ -13,9 +13,9 @@ from models import audio
 from offline import datasets
 from models.model import load_model, read_checkpoint
 from offline.train import RECIPES, Recipe, crop_batch, fine_tune, main, spec_augment, train
+from tests.conftest import SHARED
 from tests.synth_sounds import make_esc50
 
-SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 PLAIN = Recipe(epochs=4, batch_size=4, lr=1e-3, label_smoothing=0.0, mixup_alpha=0.0, specaugment=False,
                gain_db=0.0, roll=0.0, eval_every=0)
 
