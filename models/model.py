@@ -17,7 +17,7 @@ from models import audio, efficientat
 from models.backbones import ImageNetBackbone, create_backbone
 
 CHECKPOINT_FORMAT = 1
-SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "esc50_efficientnet_lite0.pt"
+SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "esc50_efficientat_mn04.pt"
 
 
 class CheckpointError(RuntimeError):
