@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     prerender = sub.add_parser("prerender", help="render zoom-dream sequences per class for the fallback")
     prerender.add_argument("--classes", help="comma-separated classes (default: every class with a seed image)")
     prerender.add_argument("--frames", type=int, help="frames per class (default 120)")
-    prerender.add_argument("--size", type=int, help="the dream's short side in pixels (default: the engine's)")
+    prerender.add_argument("--size", type=int, help="the dream's short side in pixels (default: the machine's "
+                           "profile, as the live server picks it)")
     prerender.add_argument("--seeds", help="seed image folder (default: the gallery's seed_images/)")
     prerender.add_argument("--out", help="output folder (default: prerendered/)")
     prerender.add_argument("--backbone", default="efficientnet_lite0")
@@ -162,10 +163,8 @@ def _prerender(parser, args) -> int:
                      f"add one, or generate one with `hear-and-see seeds generate CLASS`")
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     out = args.out or str(PRERENDER_OUT)
-    options = {} if args.size is None else {"size": args.size}
-    n = prerender(classes, args.frames or PRERENDER_FRAMES, out_dir=out, backbone=args.backbone,
-                  weights_path=args.weights, intensity=args.intensity, zoom_speed=args.zoom_speed, seed_dir=seed_dir,
-                  **options)
+    n = prerender(classes, args.frames or PRERENDER_FRAMES, args.size, out_dir=out, backbone=args.backbone,
+                  weights_path=args.weights, intensity=args.intensity, zoom_speed=args.zoom_speed, seed_dir=seed_dir)
     print(f"wrote {n} frames under {out}")
     return 0
 

@@ -121,7 +121,7 @@ class DreamEngine:
 
     def next_keyframe(self, intensity: float = 1.0, zoom_speed: float = 0.5) -> np.ndarray:
         """One zoom-and-dream step. `intensity` in [0, 1] (classification confidence) scales the number and
-        size of the gradient steps; `zoom_speed` in [0, 1] (loudness) scales the zoom.
+        size of the gradient steps, and the zoom; `zoom_speed` in [0, 1] (loudness) scales the zoom too.
         Returns (height, width, 3) uint8."""
         for frame in self.keyframe_in_parts(intensity, zoom_speed):
             pass
@@ -136,7 +136,9 @@ class DreamEngine:
             raise RuntimeError("set_seed() before next_keyframe()")
         intensity = min(max(float(intensity), 0.0), 1.0)
         zoom_speed = min(max(float(zoom_speed), 0.0), 1.0)
-        amount = self.zoom * zoom_speed
+        # The zoom goes as fast as the dream can paint: magnifying without new detail is only blur, so a weak
+        # dream (low confidence, the toy's gentle intensity) travels slower instead of smearing the picture.
+        amount = self.zoom * zoom_speed * intensity
         with torch.no_grad():
             x = _zoom(self.image, amount)
             travelled = self.travelled - math.log1p(-amount)

@@ -7,28 +7,30 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from models.backbones import create_backbone
-from models.dream import DreamEngine, SIZE
+from models.backbones import create_backbone, default_device
+from models.dream import DreamEngine, profile_size
 from models.seeds import SEED_DIR, SeedImageError, imagenet_classes, load_seed_image, seed_image_path
 
 PRERENDER_FRAMES = 120
 PRERENDER_OUT = Path(__file__).resolve().parent.parent / "prerendered"  # where app/config.py's fallback looks
 
 
-def prerender(classes: list[str], frames: int = PRERENDER_FRAMES, size: int = SIZE,
+def prerender(classes: list[str], frames: int = PRERENDER_FRAMES, size: int | None = None,
               out_dir: str | Path = PRERENDER_OUT, backbone: str = "efficientnet_lite0",
               weights_path: str | Path | None = None, intensity: float = 1.0, zoom_speed: float = 0.5,
               engine: DreamEngine | None = None, seed_dir: str | Path = SEED_DIR, progress: bool = True) -> int:
     """Write out_dir/<class>/00000.png ... for each class; returns the number of frames written.
     Each class dreams from the seed the live dream uses (`seed_image_path`). Resumable: existing frames are kept and
     the zoom continues from the last one. Each frame is dreamt from the saved (uint8) previous frame with jitter
-    seeded by its index, so a resumed sequence is the same sequence an uninterrupted run writes."""
+    seeded by its index, so a resumed sequence is the same sequence an uninterrupted run writes. `size`: the dream's
+    short side; None: the machine's profile, as the live server chooses it."""
     from PIL import Image
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     if engine is None:
-        engine = DreamEngine(create_backbone(backbone, pretrained=True, weights_path=weights_path), size=size)
+        engine = DreamEngine(create_backbone(backbone, pretrained=True, weights_path=weights_path),
+                             size=size or profile_size(default_device()))
     todo = {}
     for name in classes:
         done = 0
