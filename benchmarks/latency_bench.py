@@ -56,11 +56,12 @@ def event_file(folder: Path) -> tuple[Path, list[tuple[str, float]]]:
     return path, onsets
 
 
-def one_run(root: Path, wav: Path, onsets, mode: str) -> dict:
+def one_run(root: Path, wav: Path, onsets, mode: str, config: str | None = None) -> dict:
     duration = onsets[-1][1] + GAP_S + 4.0
     with tempfile.TemporaryDirectory() as out:
         proc = subprocess.run([sys.executable, "-m", "app.cli", "run", "--input", str(wav), "--headless",
-                               "--mode", mode, "--duration", str(duration + 20), "--output", out],
+                               "--mode", mode, "--duration", str(duration + 20), "--output", out,
+                               *(["--config", config] if config else [])],
                               cwd=root, capture_output=True, text=True, timeout=duration + 200)
         timeline = json.loads((Path(out) / "timeline.json").read_text())
     found = re.search(r"server ready after ([0-9.]+) s: playing", proc.stderr)
@@ -90,6 +91,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--baseline", help="another checkout of the project, run in turn with this one")
     p.add_argument("--mode", default="default")
+    p.add_argument("--config", help="a venue file for this checkout's runs (e.g. another hop_seconds)")
     p.add_argument("--out", default="runs/latency_bench.json")
     args = p.parse_args()
     roots = {"this": ROOT, **({"baseline": Path(args.baseline).resolve()} if args.baseline else {})}
@@ -98,14 +100,15 @@ def main() -> None:
         wav, onsets = event_file(Path(tmp))
         for run in range(args.runs):
             for name, root in roots.items():
-                r = one_run(root, wav, onsets, args.mode)
+                r = one_run(root, wav, onsets, args.mode, args.config if name == "this" else None)
                 results[name].append(r)
                 right = [row["right_label_s"] for row in r["rows"]]
                 print(f"run {run + 1} {name}: right label after " + ", ".join(
                     f"{row['event']} {'-' if v is None else f'{v:.2f}'}" for row, v in zip(r["rows"], right)),
                     flush=True)
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, "
-               f"{__import__('os').cpu_count()} cores", "mode": args.mode, "onsets": onsets}
+               f"{__import__('os').cpu_count()} cores", "mode": args.mode, "config": args.config,
+               "onsets": onsets}
     for name, runs in results.items():
         rows = [row for r in runs for row in r["rows"]]
         summary[name] = dict(
