@@ -36,7 +36,7 @@ def test_esc50_dir_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HEAR_AND_SEE_ESC50", str(tmp_path / "x"))
     assert datasets.esc50_dir() == tmp_path / "x"
     monkeypatch.delenv("HEAR_AND_SEE_ESC50")
-    assert datasets.esc50_dir() == datasets.REPO_ROOT.parent / "shared" / "data" / "esc50"
+    assert datasets.esc50_dir() == SHARED / "data" / "esc50"
 
 
 def test_urbansound8k_layout(tmp_path):

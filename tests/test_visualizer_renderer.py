@@ -217,7 +217,7 @@ def test_live_keyframes_zoom_at_the_dreams_own_speed(display):
             renderer.show_frame(centred_square(), "live", zoom_step=step)
             renderer.draw(t)
         renderer.draw(0.95)  # 0.45 s after the second keyframe: its 0.4 s fade is over
-        row = renderer.read_pixels()[H // 2, :, 0]
+        row = screen(renderer)[H // 2, :, 0]
         widths[step] = int((row > 128).sum())
     # 0.2 per 0.5 s is 0.4 per second: after 0.45 s the square is exp(0.18) = 1.2x as wide
     assert 1.12 < widths[0.2] / widths[None] < 1.3, widths

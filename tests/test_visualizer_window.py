@@ -15,6 +15,7 @@ import pygame
 import pytest
 from PIL import Image
 
+from app.client import Frame
 from app.controls import Bindings, Controls, parse_chord
 from app.modes import ShowState, step
 from app.run import apply_events, draw
@@ -36,7 +37,7 @@ def window_session(display_name: str) -> dict:
     red = np.zeros((224, 224, 3), np.uint8)
     red[..., 0] = 255
     heard = SimpleNamespace(label="dog", confidence=0.9, top=[("dog", 0.9)], trained=True)
-    live = SimpleNamespace(label="dog", image=red)
+    live = Frame(1, "dog", red, 0.0)
     bindings = Bindings("default", ("dog",), parse_chord("ctrl+shift+q"))
     controls, state = Controls(), ShowState()
     with open_display(640, 360, vsync=False, hide_cursor=True) as display:  # DISPLAY set: a window
