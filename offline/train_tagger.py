@@ -39,7 +39,7 @@ LR_NETWORK = 3e-4
 WEIGHT_DECAY = 1e-3
 WARMUP_EPOCHS = 1
 MIXUP_ALPHA = 0.3          # Beta(a, a) mixing weights; mixup on half of the batches
-CROP_SHIFT_S = (-1.5, 1.0)  # where a 4 s crop starts in a clip; negative: silence before the sound
+LATE_ONSET_S = 1.5         # a 4 s crop starts up to this long before its clip (silence first, the sound late)
 FREQ_MASKS, FREQ_MASK_BANDS = 2, 16
 TIME_MASKS, TIME_MASK_FRAMES = 2, 40
 DISTILL_WEIGHT = 1.0
@@ -59,8 +59,7 @@ def random_crops(waves: list[np.ndarray], idx: np.ndarray, rng: np.random.Genera
     out = np.zeros((len(idx), CROP), dtype=np.float32)
     for row, i in enumerate(idx):
         w = waves[i]
-        lo, hi = CROP_SHIFT_S[0] * efficientat.MODEL_RATE, max(0, len(w) - CROP) + CROP_SHIFT_S[1] * efficientat.MODEL_RATE
-        start = int(rng.uniform(lo, min(hi, max(0, len(w) - CROP))))
+        start = int(rng.uniform(-LATE_ONSET_S * efficientat.MODEL_RATE, max(0, len(w) - CROP)))
         src = w[max(0, start):start + CROP]
         out[row, max(0, -start):max(0, -start) + len(src)] = src
     return torch.from_numpy(out)
@@ -195,7 +194,7 @@ def run(test_folds: list[int], out: str | Path | None, epochs: int = EPOCHS, see
         s = scores(test_set.labels, clip_probabilities(model, test_set.waveforms), ds.class_names)
         metrics.update(accuracy=s["accuracy"], macro_f1=s["macro_f1"])
     recipe = dict(name="probe" if use_probe else "tagger", epochs=epochs, **{k.lower(): globals()[k] for k in RECIPE_FIELDS},
-                  crop_shift=list(CROP_SHIFT_S))
+                  late_onset_s=LATE_ONSET_S)
     if out:
         save_checkpoint(model.cpu(), out, recipe=recipe, metrics=metrics)
         Path(out).with_suffix(".json").write_text(json.dumps(dict(recipe=recipe, metrics=metrics), indent=1))
