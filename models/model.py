@@ -47,6 +47,10 @@ class SoundClassifier(nn.Module):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.backbone.embed(self.spectrogram_to_image(mel))))
 
+    def embed(self, waves: torch.Tensor) -> torch.Tensor:
+        """(B, N_SAMPLES) waveforms -> the backbone's pooled features, what a linear probe fits on."""
+        return self.backbone.embed(self.spectrogram_to_image(self.inputs(waves)))
+
     @torch.no_grad()
     def predict(self, waveforms: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, N_SAMPLES) or (N_SAMPLES,) at SAMPLE_RATE -> (B, n_classes) probabilities."""
@@ -83,6 +87,10 @@ class TaggingClassifier(nn.Module):
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         return self.heads(self.front_end(waves))[0]
+
+    def embed(self, waves: torch.Tensor) -> torch.Tensor:
+        """(B, N_SAMPLES) waveforms at SAMPLE_RATE -> the network's 384-d embedding, what a linear probe fits on."""
+        return self.backbone.embed(self.front_end(self.inputs(waves)))
 
     @torch.no_grad()
     def predict_with_tags(self, waveforms: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -105,7 +105,7 @@ def score_checkpoints(paths, data=None, folds=None, ensemble=False, classes=None
 # cross-validation and the leak demonstration
 
 def probe_cross_validation(ds, folds, backbone="efficientnet_lite0", hop=0.5, leak=False, seed=0,
-                           pretrained=True, progress=True) -> dict:
+                           pretrained=True, progress=True, l2=1e-3) -> dict:
     """Frozen-feature linear probe, fold by fold. Every window is embedded once, so each fold costs only
     an L-BFGS fit. With `leak`, the same number of splits drawn clip by clip at random instead."""
     from models.model import build_model
@@ -122,7 +122,7 @@ def probe_cross_validation(ds, folds, backbone="efficientnet_lite0", hop=0.5, le
     for name, test_clip in splits:
         win_test = test_clip[owner.numpy()]
         fit_head(model, X[~torch.from_numpy(win_test)], torch.from_numpy(ds.labels)[owner][~torch.from_numpy(win_test)],
-                 len(ds.class_names))
+                 len(ds.class_names), l2)
         with torch.no_grad():
             p = model.head(X[torch.from_numpy(win_test)]).softmax(-1).double().numpy()
         o = owner.numpy()[win_test]

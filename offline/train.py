@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from models import audio
 from offline.datasets import ClipSet, load_dataset, windows
 from offline.metrics import scores
-from models.model import Ensemble, SoundClassifier, build_model, save_checkpoint
+from models.model import Ensemble, SoundClassifier, TaggingClassifier, build_model, save_checkpoint
 from models.waveform_cnn import NAME as WAVEFORM_CNN, WaveformCNN
 
 log = logging.getLogger("hear-and-see.train")
@@ -172,9 +172,9 @@ def clip_probabilities(model: SoundClassifier | Ensemble, waves: list[np.ndarray
 
 
 @torch.no_grad()
-def clip_embeddings(model: SoundClassifier, waves: list[np.ndarray], hop: float = 0.5, batch_size: int = 64,
+def clip_embeddings(model: SoundClassifier | TaggingClassifier, waves: list[np.ndarray], hop: float = 0.5, batch_size: int = 64,
                     progress: bool = True):
-    """(windows, feature_dim) backbone features of every window, and the clip index of each window."""
+    """(windows, feature_dim) embeddings of every window, and the clip index of each window."""
     from tqdm import tqdm
 
     model.eval()
@@ -184,8 +184,7 @@ def clip_embeddings(model: SoundClassifier, waves: list[np.ndarray], hop: float 
     feats = []
     for s in tqdm(range(0, len(flat), batch_size), desc="embed", unit="batch", disable=not progress,
                   mininterval=5):
-        mel = audio.log_mel_spectrogram(torch.from_numpy(flat[s:s + batch_size]))
-        feats.append(model.backbone.embed(model.spectrogram_to_image(mel)))
+        feats.append(model.embed(torch.from_numpy(flat[s:s + batch_size])))
     return torch.cat(feats), torch.from_numpy(owner)
 
 

@@ -28,7 +28,7 @@ from models import audio, efficientat
 from models.model import TaggingClassifier, build_model, save_checkpoint
 from offline.datasets import ClipSet, load_dataset
 from offline.metrics import scores
-from offline.train import NUM_THREADS, clip_probabilities, fit_head
+from offline.train import NUM_THREADS, clip_probabilities, linear_probe
 
 log = logging.getLogger("hear-and-see.train-tagger")
 
@@ -131,45 +131,9 @@ def fine_tune(model: TaggingClassifier, train_set: ClipSet, test_set: ClipSet | 
     return history
 
 
-@torch.no_grad()
-def window_embeddings(model: TaggingClassifier, clips: ClipSet) -> tuple[torch.Tensor, np.ndarray]:
-    """The frozen network's embedding of every 4 s window (every 0.5 s) of every clip, and each window's clip."""
-    from offline.datasets import windows
-
-    model.eval()
-    wins = [windows(w) for w in clips.waveforms]
-    owner = np.concatenate([np.full(len(x), i) for i, x in enumerate(wins)])
-    flat = np.concatenate(wins)
-    X = torch.cat([model.backbone.embed(model.front_end(model.inputs(torch.from_numpy(flat[s:s + 64]))))
-                   for s in range(0, len(flat), 64)])
-    return X, owner
-
-
-def probe(model: TaggingClassifier, train_set: ClipSet, embedded=None) -> TaggingClassifier:
+def probe(model: TaggingClassifier, train_set: ClipSet) -> TaggingClassifier:
     """The floor to beat, and the head fine-tuning starts from: logistic regression on the frozen embedding."""
-    X, owner = embedded if embedded is not None else window_embeddings(model, train_set)
-    fit_head(model, X, torch.from_numpy(train_set.labels)[owner], len(train_set.class_names), PROBE_L2)
-    return model
-
-
-def probe_cross_validation(folds=(1, 2, 3, 4), data=None) -> dict:
-    """4-fold CV of the probe, every clip embedded once."""
-    torch.set_num_threads(NUM_THREADS)
-    ds = load_dataset(data, progress=False)
-    model = build_model(efficientat.NAME, ds.class_names)
-    X, owner = window_embeddings(model, ds)
-    labels, probs, per_fold = [], [], {}
-    for fold in folds:
-        train_clips = np.flatnonzero(ds.folds != fold)
-        rows = np.isin(owner, train_clips)
-        fit_head(model, X[rows], torch.from_numpy(ds.labels)[owner[rows]], len(ds.class_names), PROBE_L2)
-        test = ds.subset(np.flatnonzero(ds.folds == fold))
-        p = clip_probabilities(model, test.waveforms)
-        per_fold[fold] = scores(test.labels, p, ds.class_names)["accuracy"]
-        labels.append(test.labels)
-        probs.append(p)
-    pooled = scores(np.concatenate(labels), np.concatenate(probs), ds.class_names)
-    return dict(per_fold=per_fold, accuracy=pooled["accuracy"], macro_f1=pooled["macro_f1"], pooled=pooled)
+    return linear_probe(model, train_set, l2=PROBE_L2, progress=False)
 
 
 def run(test_folds: list[int], out: str | Path | None, epochs: int = EPOCHS, seed: int = 0,
@@ -225,7 +189,11 @@ def main(argv=None) -> int:
         globals()[name] = bool(int(value)) if kind is bool else kind(value)
     folds = [] if a.test_folds == ["none"] else [int(f) for f in a.test_folds]
     if a.probe_cv:
-        res = probe_cross_validation(folds)
+        from offline.evaluate import probe_cross_validation
+
+        torch.set_num_threads(NUM_THREADS)
+        res = probe_cross_validation(load_dataset(progress=False), folds, backbone=efficientat.NAME, l2=PROBE_L2,
+                                     progress=False)
         print(json.dumps({k: v for k, v in res.items() if k != "pooled"}))
         if a.out:
             Path(a.out).write_text(json.dumps(res, indent=1))
