@@ -247,23 +247,3 @@ def ensemble_of(paths: list[str | Path]) -> tuple[Ensemble, dict]:
         raise CheckpointError(f"{', '.join(map(str, paths))}: {exc}") from None
     return ensemble, dict(train_folds=sorted(train_folds), test_folds=sorted(held_out - train_folds),
                           members=parts)
-
-
-def ensemble_main(argv=None) -> int:
-    """hear-and-see ensemble --out OUT.pt A.pt B.pt ...: one checkpoint serving the average of several."""
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="hear-and-see ensemble", description=ensemble_main.__doc__.split(": ", 1)[1])
-    p.add_argument("checkpoints", nargs="+", help="trained checkpoints of one backbone and class list")
-    p.add_argument("--out", required=True, help="checkpoint to write")
-    args = p.parse_args(argv)
-    try:
-        model, metrics = ensemble_of(args.checkpoints)
-    except CheckpointError as exc:
-        print(f"hear-and-see ensemble: {exc}", file=sys.stderr)
-        return 2
-    save_checkpoint(model, args.out, recipe=dict(name="ensemble"), metrics=metrics)
-    print(f"{args.out}: {len(model.members)} members of {model.backbone.name}, "
-          f"{Path(args.out).stat().st_size / 1e6:.1f} MB, held-out folds {metrics['test_folds'] or 'none'}")
-    return 0

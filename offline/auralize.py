@@ -5,9 +5,6 @@ then turn that spectrogram back into sound (Griffin-Lim through librosa's mel in
 """
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -68,34 +65,8 @@ def mel_to_waveform(mel: torch.Tensor | np.ndarray) -> np.ndarray:
     return (wave * (0.99 / peak) if peak > 0.99 else wave).astype(np.float32)
 
 
-def auralize_main(argv: list[str] | None = None) -> int:
-    """hear-and-see auralize CLASS -o out.wav [--checkpoint PATH] [--steps N] [--normalize]"""
-    import soundfile
-
-    from models.model import load_model
-
-    p = argparse.ArgumentParser(prog="hear-and-see auralize",
-                                description="Synthesise the sound the classifier most believes is CLASS.")
-    p.add_argument("class_name", metavar="CLASS")
-    p.add_argument("-o", "--output", required=True, help="output .wav")
-    p.add_argument("--checkpoint", default=None, help="classifier checkpoint (default: the shipped one)")
-    p.add_argument("--steps", type=int, default=STEPS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--normalize", action="store_true",
-                   help="peak-normalise to -1 dBFS for listening (the classifier found it at a quieter level)")
-    args = p.parse_args(argv)
-    model = load_model(args.checkpoint)
-    if args.class_name not in model.class_names:
-        p.error(f"{args.class_name!r} is not a class of this model; choose one of {', '.join(model.class_names)}")
-    wave = auralize(model, args.class_name, args.steps, seed=args.seed)
-    if args.normalize:
-        wave = (wave * (0.89 / max(float(np.abs(wave).max()), 1e-9))).astype(np.float32)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(out, wave, audio.SAMPLE_RATE)
+def heard_as(model, wave: np.ndarray, class_name: str) -> float:
+    """The probability `model` gives `class_name` for `wave`: whether the class survives the trip back to sound."""
     with torch.no_grad():
         mel = audio.log_mel_spectrogram(torch.from_numpy(wave))[None]
-        prob = model(mel).softmax(-1)[0, model.class_names.index(args.class_name)].item()
-    print(f"wrote {out} ({audio.WINDOW_SECONDS:g} s, {audio.rms_dbfs(wave):.0f} dBFS rms); the classifier hears "
-          f"it as {args.class_name} with p = {prob:.2f}")
-    return 0
+        return model(mel).softmax(-1)[0, model.class_names.index(class_name)].item()

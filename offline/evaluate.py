@@ -15,7 +15,6 @@ ESC-50's folds keep the takes of one source recording together; a random clip sp
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -28,10 +27,10 @@ import torch
 
 from models import audio
 from offline.datasets import load_dataset, windows
-from offline.metrics import report_text, scores, write_report
+from offline.metrics import scores
 from models.gate import GateSettings, OpenSetGate
 from models.classes import class_set_probabilities, resolve_class_set, restrict
-from models.model import SHIPPED_CHECKPOINT, CheckpointError, ensemble_of, hear, load_model, load_with_metrics
+from models.model import CheckpointError, ensemble_of, hear, load_model, load_with_metrics
 
 log = logging.getLogger("hear-and-see.evaluate")
 
@@ -324,124 +323,3 @@ def classify(files, checkpoint=None, json_out=False, hop=0.5, top=3, stream=None
             heard_as = f"  (AudioSet: {', '.join(f'{n} {p:.2f}' for n, p in strongest[:3])})" if strongest else ""
             print(f"{f}: {best}{heard_as}", file=stream)
     return failed
-
-
-def classify_main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="hear-and-see classify",
-                                description="Name the sound in audio files (wav/flac/mp3/ogg, any length).")
-    p.add_argument("files", nargs="+")
-    p.add_argument("--checkpoint", help=f"default: {SHIPPED_CHECKPOINT}")
-    p.add_argument("--json", action="store_true", help="one JSON object per file with every class's probability")
-    p.add_argument("--hop", type=float, default=0.5, help="seconds between 4 s windows (default 0.5)")
-    p.add_argument("--top", type=int, default=3)
-    p.add_argument("--classes", help="a class set (animals, farm, ...): probabilities over it alone")
-    args = p.parse_args(argv)
-    try:
-        failed = classify(args.files, args.checkpoint, args.json, args.hop, args.top, classes=args.classes)
-    except (CheckpointError, ValueError) as exc:
-        print(f"hear-and-see classify: {exc}", file=sys.stderr)
-        return 2
-    return 1 if failed else 0
-
-
-# ----------------------------------------------------------------------------------------------------------
-# CLI
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="hear-and-see evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="dataset folder (default: $HEAR_AND_SEE_ESC50 or ../shared/data/esc50)")
-    p.add_argument("--checkpoint", nargs="+", help="score checkpoints on their held-out folds (or --folds), pooled")
-    p.add_argument("--folds", nargs="+", type=int, help="default: 1-4, or each checkpoint's own held-out folds")
-    p.add_argument("--classes", help="score a class set as the app shows it (e.g. animals, the toy's): only its "
-                                     "clips, outputs restricted to it")
-    p.add_argument("--ensemble", action="store_true", help="score --checkpoint as one model, their mean (as `hear-and-see ensemble` writes it)")
-    p.add_argument("--cv", action="store_true", help="cross-validate over --folds (trains per fold)")
-    p.add_argument("--leak", action="store_true", help="also run the same recipe on random clip splits")
-    p.add_argument("--probe", action="store_true", help="cv/leak with the frozen linear probe (fast)")
-    p.add_argument("--recipe", default="best")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--false-triggers", action="store_true", help="silence and noise through the model and gate")
-    p.add_argument("--sounds", nargs="+", default=[],
-                   help="--false-triggers: recordings with no event of the class set in them (speech, music), "
-                        "added to silence and noise")
-    p.add_argument("--silence-dbfs", type=float, default=GateSettings.silence_dbfs)
-    p.add_argument("--min-confidence", type=float, nargs="+", default=[GateSettings.min_confidence],
-                   help="--events-in-noise compares every value given; the rest use the first")
-    p.add_argument("--enter-windows", type=int, nargs="+", default=[GateSettings.enter_windows],
-                   help="as --min-confidence")
-    p.add_argument("--hold-seconds", type=float, default=GateSettings.hold_seconds)
-    p.add_argument("--floor-margin-db", type=float, default=GateSettings.floor_margin_db,
-                   help="also gate windows within this many dB of the recent floor (0: off)")
-    p.add_argument("--events-in-noise", action="store_true",
-                   help="--folds' clips played into a steady noise bed, through the gate with and without "
-                        "the room floor (--floor-margin-db, or 6): what each costs in missed events")
-    p.add_argument("--bed-dbfs", type=float, default=-50.0, help="the noise bed's level for --events-in-noise")
-    p.add_argument("--out-dir", default="runs/eval", help="reports, JSON and confusion-matrix PNGs go here")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    torch.set_num_threads(2)
-    out_dir = Path(args.out_dir)
-    summary = {}
-    first_checkpoint = args.checkpoint[0] if args.checkpoint else None  # the gate measurements use one model
-    try:
-        if args.false_triggers:
-            model = load_model(first_checkpoint)
-            gk = GateSettings(silence_dbfs=args.silence_dbfs, min_confidence=args.min_confidence[0],
-                              enter_windows=args.enter_windows[0], hold_seconds=args.hold_seconds,
-                              floor_margin_db=args.floor_margin_db)
-            streams = {**noise_conditions(23.5), **{Path(f).name: audio.load_audio(f) for f in args.sounds}}
-            rows = false_triggers(model, gk, streams)
-            summary["false_triggers"] = dict(gate=asdict(gk), checkpoint=str(first_checkpoint or SHIPPED_CHECKPOINT), rows=rows)
-            for r in rows:
-                print(f"{r['condition']:<22} raw confident {r['raw_confident']:3d}/{r['windows']}  "
-                      f"gate shows {r['gated_shown']:3d}/{r['windows']}  max p {r['max_prob']:.2f}  top {r['top_classes']}")
-        elif args.events_in_noise:
-            model = load_model(first_checkpoint)
-            ds = load_dataset(args.data, folds=args.folds or ALL_FOLDS)
-            margin = args.floor_margin_db or 6.0
-            gates = {f"p>={c:g}, {e} window(s), {f'floor {margin:g} dB' if floor else 'no floor'}": GateSettings(
-                silence_dbfs=args.silence_dbfs, min_confidence=c, enter_windows=e, hold_seconds=args.hold_seconds,
-                floor_margin_db=margin if floor else 0.0)
-                for c in args.min_confidence for e in args.enter_windows for floor in (False, True)}
-            res = events_in_noise(model, ds.waveforms, ds.labels, gates, bed_dbfs=args.bed_dbfs)
-            res["checkpoint"], res["folds"] = str(first_checkpoint or SHIPPED_CHECKPOINT), \
-                list(args.folds or ALL_FOLDS)
-            summary["events_in_noise"] = res
-            for name, row in res["rows"].items():
-                print(f"{name:<36} " + "  ".join(f"{k} {v['count']}/{v.get('of', res['clips'])} ({v['share']:.1%})"
-                                                for k, v in row.items()))
-        elif args.checkpoint and not args.cv:
-            s, names, tag = score_checkpoints(args.checkpoint, args.data, args.folds, args.ensemble, args.classes)
-            write_report(s, names, out_dir, tag)
-            print(report_text(s))
-            print(f"\nreport, JSON and confusion matrix in {out_dir}/{tag}*")
-        elif args.cv or args.leak:
-            runs = [False] + ([True] if args.leak else [])
-            ds = load_dataset(args.data) if args.probe else None
-            for leak in runs:
-                if args.probe:
-                    res = probe_cross_validation(ds, args.folds or ALL_FOLDS, leak=leak)
-                else:
-                    res = finetune_cross_validation(args.data, args.folds or ALL_FOLDS, args.recipe, leak=leak,
-                                                    epochs=args.epochs)
-                tag = f"{'probe' if args.probe else args.recipe}_{'random_split' if leak else 'folds'}"
-                names = load_dataset(args.data).class_names if ds is None else ds.class_names
-                write_report(res["pooled"], names, out_dir, tag)
-                summary[tag] = {k: v for k, v in res.items() if k != "pooled"}
-                print(f"{tag}: mean accuracy {res['mean_accuracy']:.4f} +- {res['std_accuracy']:.4f}, "
-                      f"macro-F1 {res['mean_macro_f1']:.4f}  ({res['splits']})")
-        else:
-            p.error("say what to evaluate: --checkpoint, --cv, --leak or --false-triggers")
-    except (CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"hear-and-see evaluate: {exc}", file=sys.stderr)
-        return 2
-    if summary:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        print(f"summary in {out_dir / 'summary.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

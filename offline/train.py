@@ -13,12 +13,8 @@ only steal time from the network.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import logging
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -384,90 +380,3 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
     if ds.skipped:
         log.warning("%d file(s) skipped:\n%s", len(ds.skipped), "\n".join(f"  {p}: {w}" for p, w in ds.skipped))
     return dict(model=model, metrics=metrics, recipe=recipe_rec, history=history)
-
-
-def _folds(values):
-    if values is None:
-        return None
-    if len(values) == 1 and values[0].lower() in ("none", "all", ""):
-        return ()
-    return tuple(int(v) for v in values)
-
-
-def recipe_overrides(pairs: list[str]) -> dict:
-    """["roll=0", "specaugment=false"] -> {"roll": 0.0, "specaugment": False}, typed by the Recipe's fields."""
-    fields = {f.name: f.type for f in dataclasses.fields(Recipe)}
-    out = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(f"--set {pair!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
-        kind = fields[key]
-        try:
-            if kind == "bool":
-                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(text)
-                out[key] = text.lower() in ("true", "1", "yes")
-            else:
-                out[key] = {"int": int, "float": float, "str": str}[kind](text)
-        except ValueError:
-            raise ValueError(f"--set {pair!r}: {key} takes a {kind}") from None
-    return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hear-and-see train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="dataset folder (default: $HEAR_AND_SEE_ESC50 or ../shared/data/esc50)")
-    p.add_argument("--layout", choices=("esc50", "urbansound8k", "folder"), help="default: detected")
-    p.add_argument("--group-pattern", help="folder layout: regex naming a clip's source recording in its stem")
-    p.add_argument("--test-folds", nargs="+", default=["4"], help="folds held out for testing; 'none' trains on all")
-    p.add_argument("--train-folds", nargs="+", help="folds to train on (default: all the others)")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="best")
-    p.add_argument("--probe", action="store_true", help="frozen backbone + logistic regression head")
-    p.add_argument("--backbone", default="efficientnet_lite0",
-                   help=f"efficientnet_lite0, resnet18/34/50, or {WAVEFORM_CNN} (raw-waveform comparison row)")
-    p.add_argument("--no-pretrained", action="store_true", help="random init (tests, or no weights at hand)")
-    p.add_argument("--weights-path", help="local ImageNet weights file for the backbone")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
-                   help="override recipe fields, e.g. --set specaugment=false roll=0 stretch_pitch=2")
-    p.add_argument("--random-split", action="store_true",
-                   help="hold out as many clips as --test-folds hold, drawn at random (the leak demonstration)")
-    p.add_argument("--max-per-class", type=int, help="keep only the first N clips of each class in each fold (quick runs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init-from", help="start from this trained checkpoint instead of ImageNet weights")
-    p.add_argument("--out", help="checkpoint to write (e.g. models/checkpoints/esc50_efficientnet_lite0.pt)")
-    p.add_argument("--metrics-json", help="also write the run's metrics and history here")
-    p.add_argument("--metrics-from", help="JSON of a held-out run of the same recipe, stored in the checkpoint")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    extra = None
-    if args.metrics_from:
-        held = json.loads(Path(args.metrics_from).read_text())
-        extra = dict(held_out=held.get("metrics", held))
-    try:
-        res = train(args.data, args.layout, _folds(args.test_folds), _folds(args.train_folds), args.recipe,
-                    args.probe, args.backbone, not args.no_pretrained, args.weights_path, args.out,
-                    args.group_pattern, args.max_per_class, args.seed, extra, not args.no_progress,
-                    init_from=args.init_from, random_split=args.random_split,
-                    **(dict(epochs=args.epochs, batch_size=args.batch_size) | recipe_overrides(args.set)))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"hear-and-see train: {exc}", file=sys.stderr)
-        return 2
-    if args.metrics_json:
-        Path(args.metrics_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.metrics_json).write_text(json.dumps(
-            dict(metrics=res["metrics"], recipe=res["recipe"], history=res["history"]), indent=1))
-    print(json.dumps(res["metrics"]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,9 +11,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from app.cli import main as cli_main
 from models import audio
 from offline import datasets, evaluate, metrics
-from offline.evaluate import classify, classify_main, false_triggers, probe_cross_validation
+from offline.evaluate import classify, false_triggers, probe_cross_validation
 from offline.metrics import scores
 from models.classes import CLASS_SETS, restrict
 from models.gate import GateSettings
@@ -55,7 +56,7 @@ def test_classify_json_has_every_class_for_every_file(ckpt, files):
 def test_classify_cli_names_a_corrupt_file_and_goes_on(ckpt, files, tmp_path, capsys):
     bad = tmp_path / "broken.ogg"
     bad.write_bytes(b"OggS not really")
-    rc = classify_main([str(files[0]), str(bad), str(files[1]), "--checkpoint", str(ckpt)])
+    rc = cli_main(["classify", str(files[0]), str(bad), str(files[1]), "--checkpoint", str(ckpt)])
     cap = capsys.readouterr()
     assert rc == 1
     assert "broken.ogg" in cap.err
@@ -63,7 +64,7 @@ def test_classify_cli_names_a_corrupt_file_and_goes_on(ckpt, files, tmp_path, ca
 
 
 def test_classify_cli_missing_checkpoint_is_a_clear_error(files, tmp_path, capsys):
-    assert classify_main([str(files[0]), "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert cli_main(["classify", str(files[0]), "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 
 
@@ -115,8 +116,8 @@ def test_scores_and_report(tmp_path):
 def test_evaluate_cli_scores_a_checkpoint(ckpt, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HEAR_AND_SEE_CACHE", str(tmp_path / "cache"))
     root = make_esc50(tmp_path / "esc50", per_class_per_fold=1)
-    assert evaluate.main(["--data", str(root), "--checkpoint", str(ckpt), "--folds", "4",
-                          "--out-dir", str(tmp_path / "ev")]) == 0
+    assert cli_main(["evaluate", "--data", str(root), "--checkpoint", str(ckpt), "--folds", "4",
+                     "--out-dir", str(tmp_path / "ev")]) == 0
     assert (tmp_path / "ev" / "tiny_folds4_confusion.png").exists()
     assert "accuracy" in capsys.readouterr().out
 
@@ -180,7 +181,8 @@ def test_evaluate_pools_checkpoints_on_their_own_held_out_folds(tmp_path, monkey
     assert [m["folds"] for m in s["per_checkpoint"]] == [[1], [2]]
     assert sum(c["support"] for c in s["per_class"].values()) == 4  # 2 folds x 2 classes x 1 clip, pooled
     assert s["mean_accuracy"] == pytest.approx(np.mean([m["accuracy"] for m in s["per_checkpoint"]]))
-    assert evaluate.main(["--data", str(root), "--checkpoint", *map(str, paths), "--out-dir", str(tmp_path / "ev")]) == 0
+    assert cli_main(["evaluate", "--data", str(root), "--checkpoint", *map(str, paths),
+                     "--out-dir", str(tmp_path / "ev")]) == 0
     assert (tmp_path / "ev" / "cv1_and_1_more_held_out_confusion.png").exists()
     only, names, tag = evaluate.score_checkpoints(paths, root, classes=["hiss"])
     assert names == ["hiss"] and sum(c["support"] for c in only["per_class"].values()) == 2  # the hiss clips
@@ -220,7 +222,6 @@ def test_an_ensemble_scores_the_mean_of_its_members(tmp_path, monkeypatch):
 
 
 def test_an_ensemble_checkpoint_serves_the_mean_of_its_members(tmp_path, files, capsys):
-    from app.cli import main as cli_main
     from models.model import Ensemble
 
     paths = []
@@ -248,7 +249,6 @@ def test_an_ensemble_checkpoint_serves_the_mean_of_its_members(tmp_path, files, 
 
 
 def test_an_ensemble_of_unlike_checkpoints_is_a_clear_error(tmp_path, capsys):
-    from app.cli import main as cli_main
 
     a = save_checkpoint(build_model("efficientnet_lite0", CLASSES, pretrained=False), tmp_path / "a.pt")
     b = save_checkpoint(build_model("efficientnet_lite0", ["x", "y", "z"], pretrained=False), tmp_path / "b.pt")

@@ -19,15 +19,19 @@ BELOW = {
 }
 
 
-def project_imports(path) -> set[str]:
-    """The project packages a module imports, at the top or inside a function."""
+def imports(path) -> set[str]:
+    """The top-level modules a module imports, at the top or inside a function."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
-    return names & set(BELOW)
+    return names
+
+
+def project_imports(path) -> set[str]:
+    return imports(path) & set(BELOW)
 
 
 def test_packages_import_downward_only():
@@ -35,6 +39,13 @@ def test_packages_import_downward_only():
               for package in BELOW for path in (REPO_ROOT / package).rglob("*.py")
               if (found := project_imports(path)) - BELOW[package] - {package}}
     assert not upward
+
+
+def test_only_the_cli_parses_command_lines():
+    # Library modules expose functions; every flag lives in app/cli.py (benchmarks/ are scripts of their own).
+    parsers = {str(path.relative_to(REPO_ROOT)) for package in BELOW for path in (REPO_ROOT / package).rglob("*.py")
+               if "argparse" in imports(path)}
+    assert parsers == {"app/cli.py"}
 
 
 def test_the_window_process_loads_no_torch_and_no_server_code():

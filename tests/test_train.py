@@ -12,7 +12,8 @@ import torch
 from models import audio
 from offline import datasets
 from models.model import load_model, read_checkpoint
-from offline.train import RECIPES, Recipe, crop_batch, fine_tune, main, spec_augment, train
+from app.cli import main, recipe_overrides
+from offline.train import RECIPES, Recipe, crop_batch, fine_tune, spec_augment, train
 from tests.conftest import SHARED
 from tests.synth_sounds import make_esc50
 
@@ -79,7 +80,7 @@ def test_cli_trains_and_saves_a_loadable_checkpoint(tiny_esc50, tmp_path, monkey
     out, mj = tmp_path / "ck.pt", tmp_path / "m.json"
     held = tmp_path / "held.json"
     held.write_text(json.dumps(dict(metrics=dict(accuracy=0.5))))
-    rc = main(["--data", str(tiny_esc50), "--test-folds", "none", "--no-pretrained", "--epochs", "1",
+    rc = main(["train", "--data", str(tiny_esc50), "--test-folds", "none", "--no-pretrained", "--epochs", "1",
                "--batch-size", "8", "--out", str(out), "--metrics-json", str(mj), "--metrics-from", str(held),
                "--no-progress"])
     assert rc == 0
@@ -95,7 +96,7 @@ def test_cli_trains_and_saves_a_loadable_checkpoint(tiny_esc50, tmp_path, monkey
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
-    assert main(["--data", str(tmp_path / "nope"), "--no-progress"]) == 2
+    assert main(["train", "--data", str(tmp_path / "nope"), "--no-progress"]) == 2
     assert "not found" in capsys.readouterr().err
 
 
@@ -127,12 +128,11 @@ def test_stretch_pitch_variants_are_made_offline():
 def test_init_from_a_checkpoint_with_other_classes_is_refused(tiny_esc50, tmp_path, capsys):
     from models.model import build_model, save_checkpoint
     other = save_checkpoint(build_model("efficientnet_lite0", ["a", "b"], pretrained=False), tmp_path / "o.pt")
-    assert main(["--data", str(tiny_esc50), "--init-from", str(other), "--epochs", "1", "--no-progress"]) == 2
+    assert main(["train", "--data", str(tiny_esc50), "--init-from", str(other), "--epochs", "1", "--no-progress"]) == 2
     assert "classes differ" in capsys.readouterr().err
 
 
 def test_set_overrides_recipe_fields_with_their_types():
-    from offline.train import recipe_overrides
     assert recipe_overrides(["roll=0", "specaugment=false", "stretch_pitch=2", "optimizer=sgd"]) == dict(
         roll=0.0, specaugment=False, stretch_pitch=2, optimizer="sgd")
     for bad, words in (("rol=0", "FIELD one of"), ("roll", "FIELD=VALUE"), ("epochs=many", "takes a int"),
@@ -145,11 +145,11 @@ def test_set_overrides_recipe_fields_with_their_types():
 
 def test_cli_set_reaches_the_recipe_and_a_bad_one_is_a_clear_error(tiny_esc50, tmp_path, capsys):
     mj = tmp_path / "m.json"
-    assert main(["--data", str(tiny_esc50), "--no-pretrained", "--epochs", "1", "--batch-size", "8",
+    assert main(["train", "--data", str(tiny_esc50), "--no-pretrained", "--epochs", "1", "--batch-size", "8",
                  "--set", "specaugment=false", "roll=0", "--metrics-json", str(mj), "--no-progress"]) == 0
     recipe = json.loads(mj.read_text())["recipe"]
     assert recipe["specaugment"] is False and recipe["roll"] == 0.0 and recipe["epochs"] == 1
-    assert main(["--data", str(tiny_esc50), "--set", "nonsense=1", "--no-progress"]) == 2
+    assert main(["train", "--data", str(tiny_esc50), "--set", "nonsense=1", "--no-progress"]) == 2
     assert "nonsense=1" in capsys.readouterr().err
 
 
