@@ -59,7 +59,7 @@ class InferenceClient:
         self._last_heard = 0.0
         self._last_ping = 0.0
         self._last_frame = 0            # id of the newest frame received: the server's credit is counted from it
-        self._steering: dict | None = None  # a performer's override, re-sent to every server we reach
+        self._steering: dict | None = None  # what the app asked to be dreamt, re-sent to every server we reach
         self._connect()
 
     def _connect(self) -> None:
@@ -85,9 +85,10 @@ class InferenceClient:
         if self._steering is not None:
             self._send(protocol.encode(protocol.STEER, **self._steering))
 
-    def steer(self, forced_class: str | None, intensity: float, layer: str | None) -> None:
-        """Dream `forced_class` whatever is heard (None: what is heard), at `intensity`, on `layer`."""
-        self._steering = {"class": forced_class, "intensity": float(intensity), "layer": layer}
+    def steer(self, dream_class: str | None, intensity: float, layer: str | None) -> None:
+        """Ask the server to dream `dream_class` whatever is heard (None: what it hears), at `intensity`, on
+        `layer` (None: the server's)."""
+        self._steering = {"class": dream_class, "intensity": float(intensity), "layer": layer}
         self._send(protocol.encode(protocol.STEER, **self._steering))
 
     def _send(self, parts: list[bytes]) -> bool:

@@ -1,12 +1,14 @@
 """What the screen should show, decided from what the server said and what the performer set.
 
 `step` is the app's every decision in one pure function: the state, this turn's results and frame, the
-controls and the time in; the next state and a `Plan` (what to draw) out. No sockets, no GL, no clock of its
-own, so every transition is testable with plain values. The main loop (app/run.py) only carries it out.
+controls and the time in; the next state and a `Plan` (what to draw, what to ask the server to dream) out. No
+sockets, no GL, no clock of its own, so every transition is testable with plain values. The main loop (app/run.py) only carries it out.
 
-Two decisions are made here and nowhere else in the app:
-- which class is on screen: a performer's forced class, else what the server last said it hears. The
-  server's gate already holds a class for `hold_seconds` after its last win, so it is not held again here.
+Two decisions are made here and nowhere else:
+- which class is on screen and dreamt: a performer's forced class, else what the server last said it hears.
+  The server's gate already holds a class for `hold_seconds` after its last win, so it is not held again here.
+  The server is told the forced class (`Plan.steering`) and dreams it, or what it hears when there is none:
+  it carries this decision out and has no rule of its own.
 - whether a live frame may be shown: only one of the class on screen, and only while fresh.
 """
 from __future__ import annotations
@@ -53,14 +55,24 @@ class Scene:
 
 
 @dataclass(frozen=True)
+class Steering:
+    """What the server is asked to dream (the protocol's STEER): `dream_class` whatever is heard (None: what the
+    server hears), at `intensity`, on `layer` (None: the server's)."""
+    dream_class: str | None = None
+    intensity: float = 1.0
+    layer: str | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
-    """What the loop draws this turn."""
+    """What the loop draws this turn, and what it asks the server to dream."""
     scene: Scene
     picture: str | None    # LIVE, FALLBACK or KEEP
     frame: Frame | None = None  # the live frame (image, id, label) when picture is LIVE
     blackout: bool = False
     hud: bool = True
     zoom: float = 0.05     # the renderer's zoom rate, taken up with the next keyframe
+    steering: Steering = Steering()
 
 
 def step(state: ShowState, results: Iterable[Result], frame: Frame | None, controls: Controls, server_alive: bool,
@@ -98,7 +110,7 @@ def step(state: ShowState, results: Iterable[Result], frame: Frame | None, contr
     else:
         picture = FALLBACK if scene.source == FALLBACK else KEEP
     return state, Plan(scene, picture, frame if picture == LIVE else None, controls.blackout,
-                       controls.hud, controls.zoom)
+                       controls.hud, controls.zoom, Steering(forced, controls.intensity, controls.layer))
 
 
 def _with_overrides(status: str, controls: Controls) -> str:

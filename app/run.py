@@ -1,7 +1,7 @@
 """The app's main loop: poll, step, draw, swap.
 
 Every turn it polls what came in (the sound source, the server's results and frames, keys and OSC), lets
-`app.modes.step` decide what to show, draws that, and swaps. It draws at display rate whatever arrives;
+`app.modes.step` decide what to show (and what the server should dream), draws that, and swaps. It draws at display rate whatever arrives;
 audio capture runs on its own thread and the server in its own process, so a slow dream never stalls the
 picture.
 """
@@ -21,7 +21,7 @@ from app.capture import SAMPLE_RATE, RingBuffer
 from app.client import InferenceClient
 from app.config import Settings
 from app.controls import Bindings, ControlError, Controls, FreezableClock, OscListener, changed, class_list, parse_chord
-from app.modes import FALLBACK, LIVE, Plan, ShowState, step
+from app.modes import FALLBACK, LIVE, Plan, ShowState, Steering, step
 from app.recording import Recorder, RunReport
 from app.supervise import MicrophoneSupervisor, RecordingPlayer, ServerSupervisor, server_command
 from visualizer.fallback import FallbackPlayer
@@ -131,6 +131,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
     bindings = Bindings(settings.mode, class_list(settings.classes), parse_chord(settings.exit_chord))
     controls = Controls(zoom=settings.zoom_rate, hud=settings.show_hud)
     show = ShowState()
+    steering = Steering()  # what the server dreams unless told otherwise
     clock = FreezableClock()
     osc = None
     if settings.osc_port:
@@ -163,13 +164,13 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 controls = replace(controls, quit=True)
             if controls != before:
                 log.info("controls: %s", changed(before, controls))
-                steering = (controls.forced_label, controls.intensity, controls.layer)
-                if steering != (before.forced_label, before.intensity, before.layer):
-                    client.steer(*steering)
             if controls.quit:
                 break
             # step
             show, plan = step(show, results, frame, controls, client.alive, now)
+            if plan.steering != steering:  # only changes go out: the client re-sends it after a reconnect
+                steering = plan.steering
+                client.steer(steering.dream_class, steering.intensity, steering.layer)
             # draw
             keyframe = draw(plan, renderer, fallback, display, clock(now, controls.frozen), now)
             if keyframe is not None:

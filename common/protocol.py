@@ -17,7 +17,7 @@ MAX_HEADER_BYTES = 16 * 1024
 HELLO = "hello"        # {client: name, classes: [..] or None}: start (or restart) a session
 AUDIO = "audio"        # {id, sample_rate} + float32 mono samples: classify this window
 CREDIT = "credit"      # {last_frame, window}: frames may be sent while fewer than `window` follow last_frame
-STEER = "steer"        # {class, intensity, layer}: a performer's override of what is dreamt (None: no override)
+STEER = "steer"        # {class, intensity, layer}: dream this class whatever is heard (None: what is heard)
 PING = "ping"          # {t}: heartbeat; the server answers PONG
 # server -> client
 RESULT = "result"      # {id, label, confidence, top, dbfs, trained, ms}: what the window sounded like

@@ -76,12 +76,21 @@ class Session:
     dreaming: Iterator | None = None  # the keyframe in progress, an octave per turn of the loop
     dreaming_for: tuple | None = None  # (label, layer) it is for: a change drops it
     frames_sent: int = 0
-    forced: str | None = None    # a performer's class, dreamt whatever is heard
-    intensity: float = 1.0       # a performer's scale on the dream's strength
-    layer: str | None = None     # a performer's dream layer; None: the server's
+    asked_class: str | None = None  # the class the client's STEER asks to be dreamt whatever is heard
+    intensity: float = 1.0       # the client's scale on the dream's strength
+    layer: str | None = None     # the client's dream layer; None: the server's
     limit: TokenBucket = field(default_factory=lambda: TokenBucket(RATE_LIMIT_PER_S, RATE_BURST))
     over_limit: int = 0
     limit_logged_at: float = -1e9
+
+    def what_to_dream(self) -> tuple[str | None, float]:
+        """The class to dream for this client, and how strongly: the class the client asked for (at full
+        strength: it was chosen, not heard), else the one its gate shows, at the gate's confidence. Which of the
+        two is the client's decision (the app's is in app/modes.py: a performer's forced class, or none to
+        follow what is heard); the server only carries it out."""
+        if self.asked_class is not None:
+            return self.asked_class, 1.0
+        return self.label, self.confidence
 
 
 def is_loopback(address: str) -> bool:
@@ -221,16 +230,16 @@ class InferenceServer:
         self._send(identity, protocol.encode(protocol.PONG, t=header.get("t")))
 
     def _steer(self, session: Session, header: dict) -> None:
-        forced, intensity, layer = header.get("class"), header.get("intensity", 1.0), header.get("layer")
-        if forced is not None and forced not in (session.classes or self.classifier.class_names):
-            raise protocol.ProtocolError("bad_field", f"class {forced!r} is not in this client's class set")
+        asked, intensity, layer = header.get("class"), header.get("intensity", 1.0), header.get("layer")
+        if asked is not None and asked not in (session.classes or self.classifier.class_names):
+            raise protocol.ProtocolError("bad_field", f"class {asked!r} is not in this client's class set")
         if isinstance(intensity, bool) or not isinstance(intensity, (int, float)) or not 0.0 <= intensity <= 1.0:
             raise protocol.ProtocolError("bad_field", f"intensity must be a number within 0..1, got {intensity!r}")
         if layer is not None and layer not in DREAM_LAYERS[self.dream_backbone.name]:
             raise protocol.ProtocolError("bad_field", f"layer {layer!r} is not one of "
                                                       f"{', '.join(DREAM_LAYERS[self.dream_backbone.name])}")
-        session.forced, session.intensity, session.layer = forced, float(intensity), layer
-        log.info("client %s steers: class %s, intensity %.2f, layer %s", session.name, forced, intensity, layer)
+        session.asked_class, session.intensity, session.layer = asked, float(intensity), layer
+        log.info("client %s steers: class %s, intensity %.2f, layer %s", session.name, asked, intensity, layer)
 
     def _classify(self, identity: bytes, session: Session, header: dict, samples: np.ndarray) -> None:
         protocol.check_audio(header, samples, audio.SAMPLE_RATE, audio.N_SAMPLES)
@@ -255,7 +264,7 @@ class InferenceServer:
 
     # --- dreaming -------------------------------------------------------------------------------
     def _dream_candidate(self) -> bytes | None:
-        ready = [ident for ident, s in self.sessions.items() if s.credits > 0 and (s.forced or s.label)]
+        ready = [ident for ident, s in self.sessions.items() if s.credits > 0 and s.what_to_dream()[0]]
         if not ready:
             return None
         return ready[self._dream_turn % len(ready)]
@@ -268,8 +277,7 @@ class InferenceServer:
         if identity is None:
             return
         session = self.sessions[identity]
-        label = session.forced or session.label
-        confidence = 1.0 if session.forced else session.confidence
+        label, confidence = session.what_to_dream()
         try:
             d = self.dream_settings
             layer = session.layer or d.layer

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from app.controls import Controls
-from app.modes import FALLBACK, KEEP, LISTENING, LIVE, SERVER_LOST, SHOWING, ShowState, step
+from app.modes import FALLBACK, KEEP, LISTENING, LIVE, SERVER_LOST, SHOWING, ShowState, Steering, step
 
 NOTHING = Controls()
 
@@ -104,6 +104,17 @@ def test_a_forced_class_stays_while_the_server_is_away():
     scene = Show().turn(0.0, controls=Controls(forced_label="cow"), alive=False).scene
     assert (scene.state, scene.label, scene.confidence, scene.source) == (SERVER_LOST, "cow", 1.0, "fallback")
     assert scene.status == "server lost: reconnecting · forced cow"
+
+
+def test_the_server_is_asked_to_dream_the_class_on_screen_only_when_it_is_forced():
+    show = Show()
+    assert show.turn(0.0, result("dog")).steering == Steering()  # what is heard: the server's gate knows it first
+    stage = Controls(forced_label="cow", intensity=0.5, layer="blocks.4")
+    plan = show.turn(0.1, result("cat"), controls=stage)
+    assert plan.steering == Steering("cow", 0.5, "blocks.4") and plan.scene.label == "cow"
+    assert show.turn(0.2, controls=stage, alive=False).steering.dream_class == "cow"  # kept for the next server
+    plan = show.turn(0.3, controls=Controls(intensity=0.5))
+    assert plan.steering == Steering(None, 0.5, None) and plan.scene.label is None  # released: what is heard
 
 
 def test_frozen_takes_no_picture_but_keeps_count_of_frames():

@@ -30,10 +30,12 @@ STARTUP_S = 60.0  # a loaded 2-core machine: imports and the first GL context ca
 
 
 class FakeServer:
-    """The wire protocol's server side with no model: hears `label`, streams frames of a turning hue."""
+    """The wire protocol's server side with no model: hears `label`, streams frames of a turning hue, and keeps
+    the STEER messages it is sent."""
 
     def __init__(self, label: str | None):
         self.label = label
+        self.steered: list[dict] = []
         self.address = free_tcp_address()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -53,6 +55,8 @@ class FakeServer:
                     clients.add(identity)
                     if header["kind"] in (protocol.HELLO, protocol.PING):
                         router.send_multipart([identity, *protocol.encode(protocol.PONG, t=header.get("t"))])
+                    elif header["kind"] == protocol.STEER:
+                        self.steered.append({k: header.get(k) for k in ("class", "intensity", "layer")})
                 now = time.monotonic()
                 if now < next_frame:
                     continue
@@ -81,6 +85,7 @@ class App:
 
     def __init__(self, x: XServer, tmp: Path, mode: str, server: FakeServer, venue: dict):
         self.x, self.log_path, self.frames_path = x, tmp / f"{mode}.log", tmp / f"{mode}.tsv"
+        self.server = server
         silence = tmp / "silence.wav"
         with wave.open(str(silence), "wb") as w:  # something to "hear", so no microphone is looked for
             w.setnchannels(1)
@@ -210,13 +215,19 @@ def test_performance_keys_and_osc(launch):
     assert app.changing()
 
     app.press("2", logged="'forced_label': 'rooster'")  # 'all' classes: ESC-50's order, dog then rooster
+    app.wait_for("the server asked to dream the rooster", lambda: app.server.steered[-1:] == [
+        {"class": "rooster", "intensity": 1.0, "layer": None}])
     app.wait_for("the rooster's seed", lambda: app.frames()[-1][1:3] == ["seed", "rooster"])
     # Live frames are one colour each; the seed image is not. (Polled: it fades in over a second or so.)
     app.wait_for("a picture that is not the live frames", lambda: not solid(app.x.screenshot()))
     app.press("0", logged="'forced_label': None")
+    app.wait_for("the server back to what it hears", lambda: app.server.steered[-1:] == [
+        {"class": None, "intensity": 1.0, "layer": None}])
     app.wait_for("live frames again", lambda: app.frames()[-1][1:3] == ["live", "dog"])
 
     app.press("Down", logged="'intensity': 0.9")
+    app.wait_for("the server told the intensity", lambda: app.server.steered[-1:] == [
+        {"class": None, "intensity": 0.9, "layer": None}])
     app.press("Right", logged="'zoom': 0.06")
 
     osc = SimpleUDPClient("127.0.0.1", port)

@@ -11,9 +11,10 @@ import zmq
 
 from app.client import InferenceClient
 from common import protocol
-from inference_server.server import InferenceServer, is_loopback
+from inference_server.server import InferenceServer, Session, is_loopback
 from models.classes import ESC50_CLASSES
 from models.dream import ASPECT
+from models.gate import GateSettings, OpenSetGate
 from tests.conftest import DREAM_SIZE, RunningServer
 
 DREAM_SHAPE = (DREAM_SIZE, round(DREAM_SIZE * ASPECT), 3)  # the dream is made at the screen's aspect
@@ -175,12 +176,12 @@ def test_a_performer_steers_the_dream_class_intensity_and_layer(running, dealer)
                          ({"intensity": True}, "bad_field"), ({"layer": "fc"}, "bad_field")]:
         header, _ = ask(sock, protocol.encode(protocol.STEER, **fields))
         assert (header["kind"], header["code"]) == (protocol.ERROR, code), fields
-    # Nothing heard yet, but a forced class is dreamt at once, on the layer asked for.
+    # Nothing heard yet, but the class asked for is dreamt at once, on the layer asked for.
     sock.send_multipart(protocol.encode(protocol.STEER, **{"class": "cow", "intensity": 0.5, "layer": "blocks.3"}))
     header, image = ask(sock, protocol.encode(protocol.CREDIT, last_frame=0, window=1))
     assert header["kind"] == protocol.FRAME and header["label"] == "cow" and image.shape[2] == 3
     session = next(iter(running.server.sessions.values()))
-    assert (session.forced, session.intensity, session.engine.layer) == ("cow", 0.5, "blocks.3")
+    assert (session.asked_class, session.intensity, session.engine.layer) == ("cow", 0.5, "blocks.3")
 
     # A layer change goes on from the picture on screen; it does not jump back to the seed image.
     first = image
@@ -191,6 +192,15 @@ def test_a_performer_steers_the_dream_class_intensity_and_layer(running, dealer)
     assert session.engine.layer == "blocks.5"
     to_before, to_start = (np.abs(after.astype(float) - x).mean() for x in (image, first))
     assert to_before < to_start, (to_before, to_start)
+
+
+def test_the_server_dreams_the_class_the_client_asks_for_else_what_its_gate_shows():
+    session = Session("app", OpenSetGate(GateSettings(), class_names=ESC50_CLASSES), label="dog", confidence=0.7)
+    assert session.what_to_dream() == ("dog", 0.7)
+    session.asked_class = "cow"
+    assert session.what_to_dream() == ("cow", 1.0)  # chosen, not heard: full strength
+    session.asked_class, session.label = None, None
+    assert session.what_to_dream() == (None, 0.7)  # nothing asked for, nothing shown: nothing to dream
 
 
 def test_a_missing_seed_image_costs_frames_not_the_server(networks, address, tmp_path, dealer, caplog):
