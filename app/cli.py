@@ -468,8 +468,7 @@ def _evaluate(args) -> int:
         elif args.events_in_noise:
             summary = _evaluate_events_in_noise(args)
         elif args.checkpoint and not args.cv:
-            _evaluate_checkpoints(args, out_dir)
-            summary = {}
+            summary = _evaluate_checkpoints(args, out_dir)
         else:
             summary = _evaluate_cross_validation(args, out_dir)
     except (CheckpointError, FileNotFoundError, ValueError) as exc:
@@ -527,7 +526,7 @@ def _evaluate_events_in_noise(args) -> dict:
     return dict(events_in_noise=res)
 
 
-def _evaluate_checkpoints(args, out_dir: Path) -> None:
+def _evaluate_checkpoints(args, out_dir: Path) -> dict:
     from offline.evaluate import score_checkpoints
     from offline.metrics import report_text, write_report
 
@@ -535,6 +534,7 @@ def _evaluate_checkpoints(args, out_dir: Path) -> None:
     write_report(s, names, out_dir, tag)
     print(report_text(s))
     print(f"\nreport, JSON and confusion matrix in {out_dir}/{tag}*")
+    return {}  # the report is its own summary
 
 
 def _evaluate_cross_validation(args, out_dir: Path) -> dict:
