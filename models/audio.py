@@ -21,6 +21,11 @@ N_MELS = 128
 N_FRAMES = N_SAMPLES // HOP_LENGTH  # 256
 FMIN, FMAX = 20.0, SAMPLE_RATE / 2
 TOP_DB = 80.0
+# A sound that begins late in a window is heard from its onset: a network that pools over time would otherwise
+# average half a second of bark with three seconds of the quiet before it (BENCHMARKS.md, "Onset to label").
+ONSET_BELOW_PEAK_DB = 25.0   # the sound starts at the first 10 ms within this many dB of the window's loudest
+ONSET_PREROLL_SECONDS = 0.1  # kept before that frame, for the attack
+MIN_HEARD_SECONDS = 2.0      # never less of a window than this
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 
@@ -80,6 +85,21 @@ def log_mel_spectrogram(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
     db = 10.0 * torch.log10(mel.clamp(min=1e-10))
     db = torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True) - TOP_DB)
     return (db / 40.0 + 1.0).reshape(*audio.shape[:-1], N_MELS, -1)
+
+
+def from_onset(window: np.ndarray) -> np.ndarray:
+    """(samples,) -> the window from its sound's onset to its end: the quiet before a sound that began late is
+    cut, keeping at least MIN_HEARD_SECONDS. Steady noise, silence and a sound that fills the window are
+    returned whole, since no 10 ms of them is far below their loudest."""
+    frame = SAMPLE_RATE // 100
+    n = len(window) // frame
+    if n == 0:
+        return window
+    power = np.mean(np.square(window[:n * frame].reshape(n, frame), dtype=np.float64), axis=1)
+    db = 10.0 * np.log10(power + 1e-20)
+    first_loud = int(np.argmax(db >= db.max() - ONSET_BELOW_PEAK_DB))
+    start = max(0, first_loud * frame - int(ONSET_PREROLL_SECONDS * SAMPLE_RATE))
+    return window[min(start, max(0, len(window) - int(MIN_HEARD_SECONDS * SAMPLE_RATE))):]
 
 
 def rms_dbfs(audio: np.ndarray) -> float:

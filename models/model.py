@@ -95,14 +95,22 @@ class TaggingClassifier(nn.Module):
     @torch.no_grad()
     def predict_with_tags(self, waveforms: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(B, N_SAMPLES) or (N_SAMPLES,) at SAMPLE_RATE -> class probabilities and AudioSet tag
-        probabilities, from one forward pass."""
+        probabilities, from one forward pass per window. The network pools over time, so each window is heard
+        from its sound's onset (audio.from_onset); windows cut to the same length share a batch."""
         device = next(self.parameters()).device
-        x = torch.as_tensor(np.asarray(waveforms, dtype=np.float32), device=device)
-        x = audio.pad_or_trim(x.reshape(-1, x.shape[-1]))
-        logits, tags = self.heads(self.front_end(self.inputs(x)))
-        return logits.softmax(-1).cpu().numpy(), tags.sigmoid().cpu().numpy()
+        wins = np.asarray(waveforms.cpu() if isinstance(waveforms, torch.Tensor) else waveforms, dtype=np.float32)
+        heard = [audio.from_onset(w) for w in audio.pad_or_trim(wins.reshape(-1, wins.shape[-1]))]
+        probs = np.zeros((len(heard), len(self.class_names)), np.float32)
+        tags = np.zeros((len(heard), len(self.tag_names)), np.float32)
+        for length in {len(h) for h in heard}:
+            rows = [i for i, h in enumerate(heard) if len(h) == length]
+            x = torch.from_numpy(np.stack([heard[i] for i in rows])).to(device)
+            logits, tag_logits = self.heads(self.front_end(self.inputs(x)))
+            probs[rows], tags[rows] = logits.softmax(-1).cpu().numpy(), tag_logits.sigmoid().cpu().numpy()
+        return probs, tags
 
-    predict = SoundClassifier.predict
+    def predict(self, waveforms: np.ndarray | torch.Tensor) -> np.ndarray:
+        return self.predict_with_tags(waveforms)[0]
 
 
 class Ensemble(nn.Module):
@@ -140,7 +148,8 @@ class Ensemble(nn.Module):
         logp = torch.stack([m(mel).log_softmax(-1) for m in self.members])
         return logp.logsumexp(0) - math.log(len(self.members))
 
-    predict = SoundClassifier.predict
+    def predict(self, waveforms: np.ndarray | torch.Tensor) -> np.ndarray:
+        return np.mean([m.predict(waveforms) for m in self.members], 0)
 
     def predict_with_tags(self, waveforms: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """The members' mean class probabilities and mean AudioSet tags (members that tag)."""

@@ -151,17 +151,13 @@ def stretch_pitch_variants(waves: list[np.ndarray], k: int, seed: int = 0) -> li
 @torch.no_grad()
 def clip_probabilities(model: SoundClassifier | Ensemble, waves: list[np.ndarray], hop: float = 0.5,
                        batch_size: int = 64) -> np.ndarray:
-    """(n_clips, n_classes): the mean of the softmax over 4 s windows every `hop` s covering each clip."""
+    """(n_clips, n_classes): the mean of the class probabilities over 4 s windows every `hop` s covering each
+    clip, each window heard as the server hears it (`predict`)."""
     model.eval()
-    device = next(model.parameters()).device
     wins = [windows(w, hop) for w in waves]
     owner = np.concatenate([np.full(len(x), i) for i, x in enumerate(wins)])
     flat = np.concatenate(wins)
-    probs = []
-    for s in range(0, len(flat), batch_size):
-        x = torch.from_numpy(flat[s:s + batch_size]).to(device)
-        probs.append(model(model.inputs(x)).softmax(-1).float().cpu().numpy())
-    probs = np.concatenate(probs)
+    probs = np.concatenate([model.predict(flat[s:s + batch_size]) for s in range(0, len(flat), batch_size)])
     out = np.zeros((len(waves), probs.shape[1]), dtype=np.float64)
     np.add.at(out, owner, probs)
     return out / np.bincount(owner, minlength=len(waves))[:, None]

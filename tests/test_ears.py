@@ -71,6 +71,39 @@ def test_the_pretrained_network_tags_cc0_recordings_as_audioset_does(mn04, name,
     assert tags[tag] >= 0.5 and tag in sorted(tags, key=tags.get, reverse=True)[:3]
 
 
+def test_a_sound_that_began_late_is_heard_from_its_onset():
+    sr = audio.SAMPLE_RATE
+    rng = np.random.default_rng(0)
+    tone = lambda seconds: 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * sr)) / sr).astype(np.float32)
+    late = np.concatenate([np.zeros(int(3.5 * sr), np.float32), tone(0.5)])
+    assert len(audio.from_onset(late)) == int(audio.MIN_HEARD_SECONDS * sr)  # never less than that is heard
+    early = np.concatenate([np.zeros(1 * sr, np.float32), tone(3.0)])
+    heard = audio.from_onset(early)
+    assert len(heard) == int((3.0 + audio.ONSET_PREROLL_SECONDS) * sr) and heard[-1000:].any()
+    assert np.abs(heard[:int(audio.ONSET_PREROLL_SECONDS * sr)]).max() == 0  # the preroll is the quiet before it
+    quiet_room = noise("pink", audio.N_SAMPLES, -50, rng)
+    quiet_room[-sr // 2:] += tone(0.5)  # a bell at -13 dBFS in a -50 dBFS room: the room before it is cut too
+    assert len(audio.from_onset(quiet_room)) == int(audio.MIN_HEARD_SECONDS * sr)
+    for whole in (np.zeros(audio.N_SAMPLES, np.float32), noise("pink", audio.N_SAMPLES, -40, rng), tone(4.0)):
+        assert len(audio.from_onset(whole)) == audio.N_SAMPLES
+
+
+def test_the_tagger_hears_each_window_from_its_onset(tagger_ckpt):
+    """A bark half a second into a window after silence is heard as the bark alone would be (cut to the
+    shortest length heard), in a batch with a window that is not cut."""
+    model = load_model(tagger_ckpt)
+    bark = demo_window("dog")
+    late = np.concatenate([np.zeros(audio.N_SAMPLES - audio.SAMPLE_RATE // 2, np.float32), bark[:audio.SAMPLE_RATE // 2]])
+    probs, tags = model.predict_with_tags(np.stack([late, bark]))
+    cut = audio.from_onset(late)
+    assert len(cut) == int(audio.MIN_HEARD_SECONDS * audio.SAMPLE_RATE)
+    with torch.no_grad():
+        logits, tag_logits = model.heads(model.front_end(model.inputs(torch.from_numpy(cut[None]))))
+    assert np.allclose(probs[0], logits.softmax(-1)[0], atol=1e-5)
+    assert np.allclose(tags[0], tag_logits.sigmoid()[0], atol=1e-5)
+    assert np.allclose(probs[1], model.predict_with_tags(bark[None])[0][0], atol=1e-5)
+
+
 def test_the_room_is_tagged_as_background(mn04):
     from models.gate import TagReader
     reader = TagReader(efficientat.audioset_labels())
