@@ -563,7 +563,7 @@ def _evaluate_cross_validation(args, out_dir: Path) -> dict:
 # auralize: what the ear believes a class sounds like
 
 def _auralize_flags(p: argparse.ArgumentParser) -> None:
-    from offline.auralize import STEPS
+    from offline.auralize import GAIN_JITTER_DB, STEPS
 
     p.description = "Synthesise the sound the classifier most believes is CLASS."
     p.add_argument("class_name", metavar="CLASS")
@@ -572,7 +572,8 @@ def _auralize_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--normalize", action="store_true",
-                   help="peak-normalise to -1 dBFS for listening (the classifier found it at a quieter level)")
+                   help="peak-normalise to -1 dBFS for listening (it is made to be heard as CLASS up to "
+                        f"{GAIN_JITTER_DB:g} dB louder or quieter than it is found)")
 
 
 def _auralize(args) -> int:

@@ -117,3 +117,18 @@ def test_auralize_writes_what_the_classifier_hears_and_refuses_an_unknown_class(
         main(["auralize", "unicorn", "-o", str(out), "--checkpoint", str(ckpt)])
     assert exit.value.code == 2
     assert "hear-and-see auralize: error: 'unicorn' is not a class of this model" in capsys.readouterr().err
+
+
+def test_auralize_makes_a_sound_for_an_ensemble_of_waveform_ears(tmp_path, capsys):
+    # The shipped kind of checkpoint: mn04 TaggingClassifiers, whose forward takes the waveform, not a log-mel.
+    from models import efficientat
+    from models.model import Ensemble, build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    members = [build_model(efficientat.NAME, CLASSES, pretrained=False) for _ in range(2)]
+    ckpt = save_checkpoint(Ensemble(members), tmp_path / "tiny_mn04.pt")
+    out = tmp_path / "tone.wav"
+    assert main(["auralize", "tone", "-o", str(out), "--checkpoint", str(ckpt), "--steps", "2"]) == 0
+    wave, rate = sf.read(out)
+    assert rate == 16_000 and len(wave) == 4 * 16_000 and 0 < np.abs(wave).max() < 1
+    assert re.search(r"hears it as tone with p = [01]\.\d\d", capsys.readouterr().out)
