@@ -72,8 +72,8 @@ def main() -> None:
         times = {"from onset": [], "whole window": []}
         for i in pick:
             clip, lead = ds.waveforms[i], int(LEAD_S * audio.SAMPLE_RATE)
-            stream = noise(bed, lead + len(clip), -50.0, rng)
-            stream[lead:] += clip
+            stream = noise(bed, lead + len(clip) + int(AFTER_ONSET_S[-1] * audio.SAMPLE_RATE), -50.0, rng)
+            stream[lead:lead + len(clip)] += clip
             for name, cut in (("from onset", from_onset), ("whole window", lambda w: w)):
                 audio.from_onset = cut
                 times[name].append(first_right(model, stream, lead + onset(clip), int(ds.labels[i]), min_confidence))
