@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from app.client import Frame, Result
     from app.controls import Controls
 
+STARTING = "starting"        # the server has not answered yet: nothing is lost
 LISTENING = "listening"
 SHOWING = "showing"
 SERVER_LOST = "server lost"
@@ -41,6 +42,7 @@ class ShowState:
     label: str | None = None        # the class on screen
     live_label: str | None = None   # the class of the newest live frame taken, and when it came
     live_at: float = float("-inf")
+    server_seen: bool = False       # the server has answered once: silence from it now is a loss
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,12 @@ def step(state: ShowState, results: Iterable[Result], frame: Frame | None, contr
         state = replace(state, live_label=label, live_at=now)
     fresh = (server_alive and label is not None and state.live_label == label
              and now - state.live_at <= LIVE_FRAME_STALE_S)
-    if not server_alive:
-        kind = SERVER_LOST
-    else:
+    if server_alive:
+        state = replace(state, server_seen=True)
         kind = SHOWING if label is not None else LISTENING
-    status = kind if server_alive else "server lost: reconnecting"
+    else:
+        kind = SERVER_LOST if state.server_seen else STARTING
+    status = {SERVER_LOST: "server lost: reconnecting", STARTING: "starting: waiting for the server"}.get(kind, kind)
     if server_alive and not state.trained:
         status = f"UNTRAINED MODEL: {status}"
     scene = Scene(kind, label, 1.0 if forced else state.confidence, LIVE if fresh else FALLBACK,
