@@ -19,6 +19,7 @@ from typing import Callable
 
 from app.config import MODES, ConfigError, load_settings
 from common.paths import DEMO_AUDIO
+from offline import NUM_THREADS
 
 # The app and the server run for days and log from many modules; training and evaluation log progress lines;
 # the commands that print an answer on stdout keep stderr for warnings.
@@ -220,7 +221,7 @@ def _prerender(args) -> int:
     if missing:
         raise UsageError(f"no seed image for {', '.join(missing)} in {seed_dir}; "
                          f"add one, or generate one with `hear-and-see seeds generate CLASS`")
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    torch.set_num_threads(min(torch.get_num_threads(), NUM_THREADS))
     out = args.out or str(PRERENDER_OUT)
     n = prerender(classes, args.frames or PRERENDER_FRAMES, args.size, out_dir=out, backbone=args.backbone,
                   weights_path=args.weights, intensity=args.intensity, zoom_speed=args.zoom_speed, seed_dir=seed_dir)
@@ -242,7 +243,7 @@ def _seeds(args) -> int:
     from models.seeds import ESC50_TO_IMAGENET, seed_image_paths
     from offline.seed_collection import collect, generate_missing
 
-    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    torch.set_num_threads(min(torch.get_num_threads(), NUM_THREADS))
     if args.seeds_command == "collect":
         paths = collect()
     else:
@@ -300,7 +301,7 @@ def _train_tagger(args) -> int:
     if args.probe_cv:
         import torch
 
-        torch.set_num_threads(train_tagger.NUM_THREADS)
+        torch.set_num_threads(NUM_THREADS)
         res = probe_cross_validation(load_dataset(progress=False), test_folds, backbone=efficientat.NAME,
                                      l2=train_tagger.PROBE_L2, progress=False)
         print(json.dumps({k: v for k, v in res.items() if k != "pooled"}))
@@ -460,7 +461,7 @@ def _evaluate(args) -> int:
 
     from models.model import CheckpointError
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(NUM_THREADS)
     out_dir = Path(args.out_dir)
     try:
         if args.false_triggers:

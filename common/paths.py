@@ -8,5 +8,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SEED_IMAGES = REPO_ROOT / "seed_images"        # a folder per class: what the server dreams on
 PRERENDERED = REPO_ROOT / "prerendered"        # `hear-and-see prerender` writes a folder per class; the fallback plays it
 DEMO_AUDIO = REPO_ROOT / "app" / "demo_audio"  # the bundled recordings `make run` plays, in name order
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # what counts as a picture in those folders
 # Data that is never committed (ESC-50, source images): $HEAR_AND_SEE_SHARED, else ../shared next to the repo.
 SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", REPO_ROOT.parent / "shared"))

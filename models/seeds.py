@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-SEED_DIR = Path(__file__).resolve().parent.parent / "seed_images"
+from common.paths import IMAGE_SUFFIXES, SEED_IMAGES
+
+SEED_DIR = SEED_IMAGES
 TOY_SEED_DIR = SEED_DIR / "toy"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 GENERATED_NAME = "generated.png"  # a picture the network made itself: used only where a class has no other
 
 # ESC-50 class -> (ImageNet index, ImageNet name): what a generated seed climbs toward. ImageNet-1k has no crow,
@@ -98,7 +99,7 @@ def seed_image_paths(name: str, seed_dir: Path = SEED_DIR) -> list[Path]:
     folder = Path(seed_dir) / name
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                   and not p.name.startswith("."))
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from models import audio
+from offline import NUM_THREADS
 from offline.datasets import load_dataset, windows
 from offline.metrics import scores
 from models.gate import GateSettings, OpenSetGate
@@ -108,7 +109,7 @@ def probe_cross_validation(ds, folds, backbone="efficientnet_lite0", hop=0.5, le
     """Frozen-feature linear probe, fold by fold. Every window is embedded once, so each fold costs only
     an L-BFGS fit. With `leak`, the same number of splits drawn clip by clip at random instead."""
     from models.model import build_model
-    from offline.train import NUM_THREADS, clip_embeddings, fit_head
+    from offline.train import clip_embeddings, fit_head
 
     torch.set_num_threads(NUM_THREADS)
     model = build_model(backbone, ds.class_names, pretrained=pretrained)
@@ -293,7 +294,7 @@ def classify(files, checkpoint=None, json_out=False, hop=0.5, top=3, stream=None
     (default: every class of the model), and the strongest AudioSet tags where the model has them. Returns the
     number of files that could not be read (each is named on stderr; the others are still classified)."""
     stream = stream or sys.stdout
-    torch.set_num_threads(2)
+    torch.set_num_threads(NUM_THREADS)
     model = load_model(checkpoint)
     tag_names = list(getattr(model, "tag_names", None) or ())
     names = resolve_class_set(classes, model.class_names, tag_names) or model.class_names

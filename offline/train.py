@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from models import audio
+from offline import NUM_THREADS
 from offline.datasets import ClipSet, load_dataset, windows
 from offline.metrics import scores
 from models.model import Ensemble, SoundClassifier, TaggingClassifier, build_model, save_checkpoint
@@ -31,7 +32,6 @@ from models.waveform_cnn import NAME as WAVEFORM_CNN, WaveformCNN
 
 log = logging.getLogger("hear-and-see.train")
 
-NUM_THREADS = 2  # the installation box has 2 cores; more threads only thrash
 
 
 @dataclass

@@ -15,7 +15,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+from common.paths import IMAGE_SUFFIXES
+
 GENERATED_NAME = "generated.png"  # a seed the network made itself: shown only where a class has no other
 
 log = logging.getLogger(__name__)
