@@ -6,7 +6,6 @@ an ensemble: several classifiers of one backbone whose probabilities are average
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +115,7 @@ class TaggingClassifier(nn.Module):
 class Ensemble(nn.Module):
     """Classifiers of one class list, backbone and signal chain whose probabilities are averaged: models
     trained with other seeds get different clips wrong, and their average is right more often than either
-    (BENCHMARKS.md). `forward` returns the log of the mean probability, so its softmax is that mean."""
+    (BENCHMARKS.md). It is heard through `predict` / `predict_with_tags`, never called as a network."""
 
     def __init__(self, members: list[SoundClassifier]):
         super().__init__()
@@ -128,7 +127,6 @@ class Ensemble(nn.Module):
                 raise CheckpointError("ensemble members must share class names and backbone")
         self.members = nn.ModuleList(members)
         self.class_names = first.class_names
-        self.inputs = first.inputs
         self.tag_names = getattr(first, "tag_names", None)
 
     @property
@@ -143,10 +141,6 @@ class Ensemble(nn.Module):
     def trained(self, value: bool):
         for m in self.members:
             m.trained = value
-
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        logp = torch.stack([m(mel).log_softmax(-1) for m in self.members])
-        return logp.logsumexp(0) - math.log(len(self.members))
 
     def predict(self, waveforms: np.ndarray | torch.Tensor) -> np.ndarray:
         return np.mean([m.predict(waveforms) for m in self.members], 0)
