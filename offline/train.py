@@ -33,7 +33,6 @@ from models.waveform_cnn import NAME as WAVEFORM_CNN, WaveformCNN
 log = logging.getLogger("hear-and-see.train")
 
 
-
 @dataclass
 class Recipe:
     # optimisation
