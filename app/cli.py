@@ -295,13 +295,14 @@ def _train_tagger(args) -> int:
         if not sep or name not in train_tagger.RECIPE_FIELDS:
             raise UsageError(f"--set {name}: not one of {', '.join(train_tagger.RECIPE_FIELDS)}")
         kind = type(getattr(train_tagger, name))
+        try:
+            typed = bool(int(value)) if kind is bool else kind(value)
+        except ValueError:
+            raise UsageError(f"--set {pair}: {name} takes {'0 or 1' if kind is bool else f'a {kind.__name__}'}") from None
         # The recipe is the module's constants: run() and the recipe it records in the checkpoint read them.
-        setattr(train_tagger, name, bool(int(value)) if kind is bool else kind(value))
+        setattr(train_tagger, name, typed)
     test_folds = _folds(args.test_folds)
     if args.probe_cv:
-        import torch
-
-        torch.set_num_threads(NUM_THREADS)
         res = probe_cross_validation(load_dataset(progress=False), test_folds, backbone=efficientat.NAME,
                                      l2=train_tagger.PROBE_L2, progress=False)
         print(json.dumps({k: v for k, v in res.items() if k != "pooled"}))

@@ -2,7 +2,8 @@
 
 `step` is the app's every decision in one pure function: the state, this turn's results and frame, the
 controls and the time in; the next state and a `Plan` (what to draw, what to ask the server to dream) out. No
-sockets, no GL, no clock of its own, so every transition is testable with plain values. The main loop (app/run.py) only carries it out.
+sockets, no GL, no clock of its own, so every transition is testable with plain values. The main loop
+(app/run.py) only carries it out.
 
 Two decisions are made here and nowhere else:
 - which class is on screen and dreamt: a performer's forced class, else what the server last said it hears.

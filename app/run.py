@@ -1,9 +1,9 @@
 """The app's main loop: poll, step, draw, swap.
 
 Every turn it polls what came in (the sound source, the server's results and frames, keys and OSC), lets
-`app.modes.step` decide what to show (and what the server should dream), draws that, and swaps. It draws at display rate whatever arrives;
-audio capture runs on its own thread and the server in its own process, so a slow dream never stalls the
-picture.
+`app.modes.step` decide what to show (and what the server should dream), draws that, and swaps. It draws at
+display rate whatever arrives; audio capture runs on its own thread and the server in its own process, so a
+slow dream never stalls the picture.
 """
 from __future__ import annotations
 

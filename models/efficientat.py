@@ -5,7 +5,8 @@ Schmid, Koutini, Widmer, "Efficient Large-Scale Audio Tagging via Transformer-to
 (models/weights/README.md); the state dict loads with strict key matching.
 
 The project's signal chain stays at 16 kHz (ESC-50 here is 16 kHz, and capture, wire and training must see
-one band): `log_mel` resamples to the 32 kHz the weights were trained at, so bands above 8 kHz are empty.
+one band): `to_model_rate` resamples it to the 32 kHz the weights were trained at before `LogMel`, so bands above
+8 kHz are empty.
 """
 from __future__ import annotations
 

@@ -79,10 +79,6 @@ class OpenSetGate:
         self.tags = TagReader(tag_names) if tag_names is not None else None
         self.reset()
 
-    @property
-    def min_confidence(self) -> float:
-        return self.settings.min_confidence
-
     def reset(self) -> None:
         self.candidate, self.streak = None, 0  # the class winning the latest windows, and for how many
         self.shown, self.shown_until = None, float("-inf")

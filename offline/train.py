@@ -187,7 +187,6 @@ def fine_tune(model: SoundClassifier, train_set: ClipSet, r: Recipe, test_set: C
     """Train `model` in place; returns the history (loss per epoch, test accuracy where evaluated)."""
     from tqdm import tqdm
 
-
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from models import audio, efficientat
 from models.model import TaggingClassifier, build_model, save_checkpoint
 from offline.datasets import ClipSet, load_dataset
-from offline.metrics import scores
 from offline import NUM_THREADS
+from offline.metrics import scores
 from offline.train import clip_probabilities, linear_probe
 
 log = logging.getLogger("hear-and-see.train-tagger")

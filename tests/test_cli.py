@@ -93,6 +93,11 @@ def test_train_tagger_set_changes_the_recipe_constants_that_run_reads(monkeypatc
         main(["train-tagger", "--set", "EPOCHS=3"])  # a constant of the file, but not one of the recipe's
     assert exit.value.code == 2
     assert "hear-and-see train-tagger: error: --set EPOCHS: not one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        main(["train-tagger", "--set", "LR_NETWORK=fast"])  # a bad value is a usage error, not a traceback
+    assert exit.value.code == 2
+    assert "--set LR_NETWORK=fast: LR_NETWORK takes a float" in capsys.readouterr().err
+    assert calls == [(((), None), dict(epochs=2, seed=0, use_probe=False))]  # nothing ran
 
 
 def test_evaluate_with_nothing_to_evaluate_says_so(capsys):
