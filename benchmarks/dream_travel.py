@@ -103,19 +103,16 @@ def prerender(args) -> None:
 def app(args) -> None:
     """`hear-and-see run` in a 1280x720 window under Xvfb with its own local server, playing the demo recordings:
     window fps and live keyframes/s from the frame log, and the detail of screenshots taken from the X server."""
-    import tests.test_modes_window as x11  # the tests' Xvfb + XGetImage helper, at this screen size
-
     from models.seeds import SEED_DIR, load_seed_image
     from offline.dream_quality import detail_share
+    from tests.conftest import XServer  # the tests' Xvfb + XGetImage helper
 
-    x11.SCREEN = SCREEN
-    x = x11.XServer()
+    x = XServer(SCREEN)
     out = Path(tempfile.mkdtemp())
     venue = out / "venue.toml"
     venue.write_text(f"width = {SCREEN[0]}\nheight = {SCREEN[1]}\nmin_confidence = 0.0\n")
     mode = ["--mode", args.mode] if args.mode else []
-    env = {**os.environ, "DISPLAY": x.name}
-    env.pop("WAYLAND_DISPLAY", None)
+    env = x.env()
     log = open(out / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run", "--input", str(ROOT / "app" / "demo_audio"),
                              "--config", str(venue), "--frame-log", str(out / "frames.tsv"), "--duration",
