@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from models import audio  # noqa: E402
 from models.classes import class_set_probabilities, resolve_class_set  # noqa: E402
-from models.gate import GateSettings, OpenSetGate  # noqa: E402
+from models.gate import GateSettings  # noqa: E402
 from models.model import SHIPPED_CHECKPOINT, hear, load_model  # noqa: E402
 from offline.datasets import load_dataset, windows  # noqa: E402
-from offline.evaluate import false_triggers, noise, noise_conditions  # noqa: E402
+from offline.evaluate import false_triggers, gated, noise, noise_conditions  # noqa: E402
 from offline.train import clip_probabilities  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -92,7 +92,6 @@ def recordings_from_elsewhere(model, sets: list[str]) -> dict:
 
 
 def held(model, gate: GateSettings, seconds: float = 60.0, hop: float = 0.5) -> dict:
-    tags = list(getattr(model, "tag_names", None) or ())
     rows = {}
     for path in sorted(CC0.glob("*.mp3")):
         truth = ESC_NAMES[path.stem]
@@ -100,12 +99,8 @@ def held(model, gate: GateSettings, seconds: float = 60.0, hop: float = 0.5) -> 
             continue
         wave = audio.load_audio(path)
         stream = np.resize(wave, int(seconds * audio.SAMPLE_RATE))
-        step = int(hop * audio.SAMPLE_RATE)
-        wins = np.stack([stream[s:s + audio.N_SAMPLES] for s in range(0, len(stream) - audio.N_SAMPLES + 1, step)])
-        probs, t = hear(model, wins)
-        g = OpenSetGate(gate, class_names=model.class_names, tag_names=tags or None)
-        shown = [g.update(p.tolist(), audio.rms_dbfs(w), i * hop, None if t is None else t[i].tolist())[0]
-                 for i, (p, w) in enumerate(zip(probs, wins))]
+        wins = windows(stream, hop, flush_end=False)
+        shown = gated(model, gate, wins, *hear(model, wins), hop)
         after = shown[int(4 / hop):]
         rows[path.stem] = dict(right_share=round(sum(s == truth for s in after) / len(after), 3),
                                shown_at_end=shown[-1])

@@ -9,6 +9,7 @@ process on 127.0.0.1 (request loops bounded in count and time; everything stops 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import subprocess
 import sys
@@ -58,6 +59,21 @@ def stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+@contextlib.contextmanager
+def server_that_always_dreams():
+    """(address, process) of a serving `hear-and-see serve` under DREAM_ALWAYS, stopped on the way out."""
+    address = free_tcp_address()
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as venue:
+        venue.write(DREAM_ALWAYS)
+        venue.flush()
+        server = start_server(address, "--config", venue.name)
+        try:
+            wait_until_serving(address)
+            yield address, server
+        finally:
+            stop(server)
+
+
 def tone(seconds: float = 4.0, hz: float = 440.0) -> np.ndarray:
     t = np.arange(int(16000 * seconds)) / 16000
     return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
@@ -105,13 +121,8 @@ def run_client(address: str, seconds: float, stats: dict, name: str, hz: float) 
 
 
 def load(args) -> None:
-    address = free_tcp_address()
     # min_confidence 0: every client gets a class and so asks for dream frames, the heaviest case
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as venue:
-        venue.write(DREAM_ALWAYS)
-    server = start_server(address, "--config", venue.name)
-    try:
-        wait_until_serving(address)
+    with server_that_always_dreams() as (address, _):
         stats: dict = {}
         threads = [threading.Thread(target=run_client, args=(address, args.seconds, stats, f"client{i}",
                                                              220.0 * (i + 1))) for i in range(args.clients)]
@@ -125,19 +136,12 @@ def load(args) -> None:
         frames = [s["frames"] for s in stats.values()]
         print(f"frames per client: min {min(frames)}, max {max(frames)} (fairness ratio "
               f"{min(frames) / max(1, max(frames)):.2f})")
-    finally:
-        stop(server)
 
 
 def soak(args) -> None:
     import psutil
 
-    address = free_tcp_address()
-    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as venue:
-        venue.write(DREAM_ALWAYS)
-    server = start_server(address, "--config", venue.name)
-    try:
-        wait_until_serving(address)
+    with server_that_always_dreams() as (address, server):
         process = psutil.Process(server.pid)
         stats: dict = {}
         client = threading.Thread(target=run_client, args=(address, args.seconds, stats, "soak", 440.0))
@@ -152,8 +156,6 @@ def soak(args) -> None:
               f"server RSS after warm-up "
               f"{warm[0]:.0f} MiB -> end {warm[-1]:.0f} MiB (growth {100 * (warm[-1] / warm[0] - 1):+.1f} %), "
               f"max {max(warm):.0f} MiB")
-    finally:
-        stop(server)
 
 
 def recovery(args) -> None:

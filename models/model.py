@@ -92,21 +92,34 @@ class TaggingClassifier(nn.Module):
         return self.backbone.embed(self.front_end(self.inputs(waves)))
 
     @torch.no_grad()
-    def predict_with_tags(self, waveforms: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(B, N_SAMPLES) or (N_SAMPLES,) at SAMPLE_RATE -> class probabilities and AudioSet tag
-        probabilities, from one forward pass per window. The network pools over time, so each window is heard
-        from its sound's onset (audio.from_onset); windows cut to the same length share a batch."""
+    def log_mels(self, waveforms: np.ndarray | torch.Tensor) -> tuple[int, list[tuple[list[int], torch.Tensor]]]:
+        """(B, N_SAMPLES) or (N_SAMPLES,) at SAMPLE_RATE -> (B, [(rows, their log-mel)]). The network pools over
+        time, so each window is heard from its sound's onset (audio.from_onset); windows cut to the same length
+        share a batch."""
         device = next(self.parameters()).device
         wins = np.asarray(waveforms.cpu() if isinstance(waveforms, torch.Tensor) else waveforms, dtype=np.float32)
         heard = [audio.from_onset(w) for w in audio.pad_or_trim(wins.reshape(-1, wins.shape[-1]))]
-        probs = np.zeros((len(heard), len(self.class_names)), np.float32)
-        tags = np.zeros((len(heard), len(self.tag_names)), np.float32)
-        for length in {len(h) for h in heard}:
+        groups = []
+        for length in sorted({len(h) for h in heard}):
             rows = [i for i, h in enumerate(heard) if len(h) == length]
             x = torch.from_numpy(np.stack([heard[i] for i in rows])).to(device)
-            logits, tag_logits = self.heads(self.front_end(self.inputs(x)))
+            groups.append((rows, self.front_end(self.inputs(x))))
+        return len(heard), groups
+
+    @torch.no_grad()
+    def from_log_mels(self, mels: tuple[int, list[tuple[list[int], torch.Tensor]]]) -> tuple[np.ndarray, np.ndarray]:
+        """log_mels' batches -> class probabilities and AudioSet tag probabilities, one forward pass per window."""
+        count, groups = mels
+        probs = np.zeros((count, len(self.class_names)), np.float32)
+        tags = np.zeros((count, len(self.tag_names)), np.float32)
+        for rows, mel in groups:
+            logits, tag_logits = self.heads(mel)
             probs[rows], tags[rows] = logits.softmax(-1).cpu().numpy(), tag_logits.sigmoid().cpu().numpy()
         return probs, tags
+
+    def predict_with_tags(self, waveforms: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(B, N_SAMPLES) or (N_SAMPLES,) at SAMPLE_RATE -> class probabilities and AudioSet tag probabilities."""
+        return self.from_log_mels(self.log_mels(waveforms))
 
     def predict(self, waveforms: np.ndarray | torch.Tensor) -> np.ndarray:
         return self.predict_with_tags(waveforms)[0]
@@ -143,11 +156,15 @@ class Ensemble(nn.Module):
             m.trained = value
 
     def predict(self, waveforms: np.ndarray | torch.Tensor) -> np.ndarray:
+        if self.tag_names:
+            return self.predict_with_tags(waveforms)[0]
         return np.mean([m.predict(waveforms) for m in self.members], 0)
 
     def predict_with_tags(self, waveforms: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """The members' mean class probabilities and mean AudioSet tags (members that tag)."""
-        heard = [m.predict_with_tags(waveforms) for m in self.members]
+        """The members' mean class probabilities and mean AudioSet tags. The members share one front end, so a
+        window is cut, resampled and turned into a log-mel once."""
+        mels = self.members[0].log_mels(waveforms)
+        heard = [m.from_log_mels(mels) for m in self.members]
         return np.mean([p for p, _ in heard], 0), np.mean([t for _, t in heard], 0)
 
 

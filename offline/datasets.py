@@ -285,15 +285,16 @@ def load_dataset(root: str | Path | None = None, layout: str | None = None, fold
 # ----------------------------------------------------------------------------------------------------------
 # windows: how a clip of any length becomes 4 s model inputs
 
-def windows(wave: np.ndarray, hop_seconds: float = 0.5) -> np.ndarray:
+def windows(wave: np.ndarray, hop_seconds: float = 0.5, flush_end: bool = True) -> np.ndarray:
     """(n,) -> (k, N_SAMPLES): 4 s windows every `hop_seconds`, the last one flush with the end, so the whole
     recording is covered (a 5 s ESC-50 clip at hop 0.5 s gives windows at 0, 0.5 and 1 s). A recording
-    shorter than 4 s is one zero-padded window."""
+    shorter than 4 s is one zero-padded window. Without `flush_end`, window i starts at i * hop, as the app
+    sends a stream's windows to the server."""
     n, w = len(wave), audio.N_SAMPLES
     if n <= w:
         return audio.pad_or_trim(wave[None], w)
     hop = max(1, int(hop_seconds * audio.SAMPLE_RATE))
     starts = list(range(0, n - w + 1, hop))
-    if starts[-1] != n - w:
+    if flush_end and starts[-1] != n - w:
         starts.append(n - w)
     return np.stack([wave[s:s + w] for s in starts])

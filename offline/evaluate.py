@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -214,31 +215,32 @@ def noise_conditions(seconds: float, seed: int = 0) -> dict[str, np.ndarray]:
     return streams
 
 
+def gated(model, settings: GateSettings, wins: np.ndarray, probs: np.ndarray, tags: np.ndarray | None,
+          hop_seconds: float) -> list[str | None]:
+    """What a fresh gate shows after each of one stream's consecutive windows, given what the model heard in
+    them (`hear`), as the server's gate would."""
+    gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None) or None)
+    return [gate.update(p.tolist(), audio.rms_dbfs(w), i * hop_seconds, None if tags is None else tags[i].tolist())[0]
+            for i, (p, w) in enumerate(zip(probs, wins))]
+
+
 def false_triggers(model, settings: GateSettings = GateSettings(), streams: dict[str, np.ndarray] | None = None,
                    n_windows: int = 40, hop_seconds: float = 0.5) -> list[dict]:
     """Feed `n_windows` consecutive 4 s windows (every `hop_seconds`) of each stream (default: silence and noise;
     speech or music recordings can be added) through the model and a fresh gate. raw: windows whose top class
     is >= min_confidence (what an ungated display would show); gated: windows where the gate shows a class."""
-    hop = int(hop_seconds * audio.SAMPLE_RATE)
-    length = audio.N_SAMPLES + hop * (n_windows - 1)
+    length = audio.N_SAMPLES + int(hop_seconds * audio.SAMPLE_RATE) * (n_windows - 1)
     streams = streams if streams is not None else noise_conditions(length / audio.SAMPLE_RATE)
     rows = []
     for name, stream in streams.items():
         stream = np.resize(stream, length) if len(stream) < length else stream  # a short recording loops
-        count = min(n_windows, 1 + (len(stream) - audio.N_SAMPLES) // hop)
-        wins = np.stack([stream[i * hop:i * hop + audio.N_SAMPLES] for i in range(count)])
+        wins = windows(stream, hop_seconds, flush_end=False)[:n_windows]
         probs, tags = hear(model, wins)
-        gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None) or None)
-        shown, raw, tops = 0, 0, {}
-        for i, (p, w) in enumerate(zip(probs, wins)):
-            label, _ = gate.update(p.tolist(), audio.rms_dbfs(w), i * hop_seconds,
-                                   None if tags is None else tags[i].tolist())
-            shown += label is not None
-            raw += float(p.max()) >= settings.min_confidence
-            top = model.class_names[int(p.argmax())]
-            tops[top] = tops.get(top, 0) + 1
-        rows.append(dict(condition=name, windows=count, raw_confident=raw, gated_shown=shown,
-                         max_prob=float(probs.max()), top_classes=sorted(tops.items(), key=lambda kv: -kv[1])[:3]))
+        shown = gated(model, settings, wins, probs, tags, hop_seconds)
+        tops = Counter(model.class_names[int(p.argmax())] for p in probs)
+        rows.append(dict(condition=name, windows=len(probs), gated_shown=sum(s is not None for s in shown),
+                         raw_confident=int((probs.max(1) >= settings.min_confidence).sum()),
+                         max_prob=float(probs.max()), top_classes=tops.most_common(3)))
     return rows
 
 
@@ -257,23 +259,20 @@ def events_in_noise(model, waves, labels, gates: dict[str, GateSettings], bed: s
     sr, hop = audio.SAMPLE_RATE, int(hop_seconds * audio.SAMPLE_RATE)
     lead = int(lead_seconds * sr)
     counts = {name: dict(hit=0, wrong=0, lead_triggers=0) for name in gates}
-    windows = {name: [0, 0] for name in gates}  # windows showing a class while the clip sounds, right ones
+    showing_windows = {name: [0, 0] for name in gates}  # windows showing a class while the clip sounds, right ones
     for wave, label in tqdm(list(zip(waves, labels)), desc="events in noise", unit="clip", mininterval=10):
         stream = noise(bed, lead + len(wave) + int(tail_seconds * sr), bed_dbfs, rng)
         stream[lead:lead + len(wave)] += wave
-        starts = range(0, len(stream) - audio.N_SAMPLES + 1, hop)
-        wins = np.stack([stream[s:s + audio.N_SAMPLES] for s in starts])
+        wins = windows(stream, hop_seconds, flush_end=False)
         probs, tags = hear(model, wins)
-        dbfs = [audio.rms_dbfs(w) for w in wins]
+        starts = range(0, len(wins) * hop, hop)
         during = [s + audio.N_SAMPLES > lead and s < lead + len(wave) for s in starts]
         for name, settings in gates.items():
-            gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None) or None)
-            shown = [gate.update(p.tolist(), d, i * hop_seconds, None if tags is None else tags[i].tolist())[0]
-                     for i, (p, d) in enumerate(zip(probs, dbfs))]
+            shown = gated(model, settings, wins, probs, tags, hop_seconds)
             showing = [s for s, on in zip(shown, during) if on and s is not None]
             while_sounding = set(showing)
-            windows[name][0] += len(showing)
-            windows[name][1] += sum(s == model.class_names[label] for s in showing)
+            showing_windows[name][0] += len(showing)
+            showing_windows[name][1] += sum(s == model.class_names[label] for s in showing)
             c = counts[name]
             c["hit"] += model.class_names[label] in while_sounding
             c["wrong"] += bool(while_sounding - {model.class_names[label]})
@@ -281,7 +280,7 @@ def events_in_noise(model, waves, labels, gates: dict[str, GateSettings], bed: s
                                       if not on and st < lead)
     n = len(waves)
     rows = {name: {k: dict(count=v, share=v / max(1, n)) for k, v in c.items()} for name, c in counts.items()}
-    for name, (showing, right) in windows.items():
+    for name, (showing, right) in showing_windows.items():
         rows[name]["right_windows"] = dict(count=right, of=showing, share=right / max(1, showing))
     return dict(bed=bed, bed_dbfs=bed_dbfs, clips=n, gates={k: asdict(v) for k, v in gates.items()}, rows=rows)
 

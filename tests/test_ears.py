@@ -104,6 +104,29 @@ def test_the_tagger_hears_each_window_from_its_onset(tagger_ckpt):
     assert np.allclose(probs[1], model.predict_with_tags(bark[None])[0][0], atol=1e-5)
 
 
+def test_an_ensemble_hears_a_window_once_and_averages_its_members(tagger_ckpt):
+    """Members share the front end: the ensemble cuts, resamples and makes the log-mel once, and says what
+    the mean of its members heard on their own would say."""
+    from models.model import Ensemble
+    first = load_model(tagger_ckpt)
+    torch.manual_seed(1)
+    second = build_model(efficientat.NAME, ESC50_CLASSES)
+    second.eval()
+    with torch.no_grad():
+        second.backbone.classifier[-1].bias -= 1.0  # and its tags, too
+    both = Ensemble([first, second])
+    bark = demo_window("dog")
+    late = np.concatenate([np.zeros(audio.N_SAMPLES // 2, np.float32), bark[:audio.N_SAMPLES // 2]])
+    wins = np.stack([late, bark])
+    alone = [m.predict_with_tags(wins) for m in (first, second)]
+    probs, tags = both.predict_with_tags(wins)
+    assert not np.allclose(alone[0][0], alone[1][0], atol=1e-3)  # the members disagree, so the mean is a test
+    assert not np.allclose(alone[0][1], alone[1][1], atol=1e-3)
+    assert np.allclose(probs, (alone[0][0] + alone[1][0]) / 2, atol=1e-5)
+    assert np.allclose(tags, (alone[0][1] + alone[1][1]) / 2, atol=1e-5)
+    assert np.allclose(both.predict(wins), probs)
+
+
 def test_the_room_is_tagged_as_background(mn04):
     from models.gate import TagReader
     reader = TagReader(efficientat.audioset_labels())
