@@ -19,6 +19,10 @@ FILE_BLOCK_SECONDS = 0.05     # a file source delivers blocks this long, like a 
 STALL_SECONDS = 1.0           # a microphone whose callback has been silent this long is taken for unplugged
 PAUSE_SECONDS = 2.0           # between the recordings of a folder, so each is heard on its own
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
+ONSET_CONTEXT_SECONDS = 1.0   # a sound begins against the second before it...
+ONSET_NEWEST_SECONDS = 0.05   # ...when its newest 50 ms (one block of a file source) peaks
+ONSET_RISE_DB = 20.0          # this much above that second's typical 10 ms,
+ONSET_FLOOR_DBFS = -55.0      # and louder than this: a quiet room's hiss never begins
 
 log = logging.getLogger("hear_and_see.capture")
 
@@ -50,6 +54,21 @@ class RingBuffer:
         """A copy of the buffer, oldest sample first (zeros where nothing was written yet)."""
         with self._lock:
             return np.concatenate([self._data[self._end:], self._data[:self._end]])
+
+
+def sound_began(window: np.ndarray) -> bool:
+    """Whether a sound begins in the newest ONSET_NEWEST_SECONDS of `window` (the ring, newest sample last),
+    against the ONSET_CONTEXT_SECONDS before them. Levels are of 10 ms frames, as models/audio.from_onset
+    reads them."""
+    frame = SAMPLE_RATE // 100
+    newest = int(ONSET_NEWEST_SECONDS * SAMPLE_RATE) // frame
+    n = min(len(window) // frame, newest + int(ONSET_CONTEXT_SECONDS * SAMPLE_RATE) // frame)
+    if n <= newest:
+        return False
+    frames = window[len(window) - n * frame:].reshape(n, frame).astype(np.float64)
+    db = 10.0 * np.log10(np.mean(np.square(frames), axis=1) + 1e-20)
+    peak, before = db[-newest:].max(), np.median(db[:-newest])
+    return bool(peak >= ONSET_FLOOR_DBFS and peak >= before + ONSET_RISE_DB)
 
 
 class MicrophoneSource:

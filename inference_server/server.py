@@ -1,8 +1,8 @@
 """The inference server: a ZeroMQ ROUTER that classifies each client's 4-second windows and dreams for it.
 
 One thread, one loop: poll the socket, answer what arrived (classify audio windows at once), then spend
-the idle time on one dream keyframe for the next client that has frame credit. A client's message can
-be refused (an ERROR back, and a log line) but never stops the loop.
+the idle time on one gradient step of a dream keyframe for the next client that has frame credit. A client's
+message can be refused (an ERROR back, and a log line) but never stops the loop.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class Session:
     confidence: float = 0.0
     dbfs: float = -100.0
     engine: DreamEngine | None = None
-    dreaming: Iterator | None = None  # the keyframe in progress, an octave per turn of the loop
+    dreaming: Iterator | None = None  # the keyframe in progress, a gradient step per turn of the loop
     dreaming_for: tuple | None = None  # (label, layer) it is for: a change drops it
     frames_sent: int = 0
     asked_class: str | None = None  # the class the client's STEER asks to be dreamt whatever is heard
@@ -270,9 +270,10 @@ class InferenceServer:
         return ready[self._dream_turn % len(ready)]
 
     def _dream_once(self) -> None:
-        """One octave of the next keyframe for the next client with frame credit; the frame goes out when its last
-        octave is done. An octave, not a keyframe, per turn: between them the loop answers every client, so a
-        keyframe slower than the clients' 1 s liveness timeout (a loaded CPU) never reads as a dead server."""
+        """One gradient step of the next keyframe for the next client with frame credit; the frame goes out when
+        its last step is done. A step, not a keyframe, per turn: between them the loop answers every client, so a
+        window waits for one step (tens of ms) before it is heard, and a keyframe slower than the clients' 1 s
+        liveness timeout (a loaded CPU) never reads as a dead server."""
         identity = self._dream_candidate()
         if identity is None:
             return
@@ -315,7 +316,7 @@ class InferenceServer:
             session.credits = 0
             return
         if frame is None:
-            return  # more octaves to go; this client keeps its turn
+            return  # more steps to go; this client keeps its turn
         session.dreaming = None
         self._dream_turn += 1
         session.credits -= 1

@@ -128,10 +128,10 @@ class DreamEngine:
         return frame
 
     def keyframe_in_parts(self, intensity: float = 1.0, zoom_speed: float = 0.5):
-        """next_keyframe one octave at a time: yields None after each octave but the last, then the frame. A server
-        with one thread answers its clients in between, so a keyframe that takes over a second on a loaded CPU
-        never looks like a dead server. The keyframe is committed only when the frame is yielded: a generator
-        dropped half-way leaves the dream as it was."""
+        """next_keyframe one gradient step at a time: yields None after each step but the last, then the frame. A
+        server with one thread answers its clients in between, so a window waits for one step of a dream, not a
+        keyframe (which takes over a second on a loaded CPU). The keyframe is committed only when the frame is
+        yielded: a generator dropped half-way leaves the dream as it was."""
         if self.seed is None:
             raise RuntimeError("set_seed() before next_keyframe()")
         intensity = min(max(float(intensity), 0.0), 1.0)
@@ -175,8 +175,8 @@ class DreamEngine:
         return x
 
     def dream_in_parts(self, x: torch.Tensor, iterations: int, step_size: float):
-        """dream(), yielding None after each octave but the last and then the result. The dream layer is hooked
-        only while an octave runs, never across a yield."""
+        """dream(), yielding None after each gradient step but the last and then the result. The dream layer is
+        hooked only while a step runs, never across a yield."""
         if iterations <= 0 or step_size <= 0:
             yield x
             return
@@ -184,16 +184,17 @@ class DreamEngine:
         shapes = [(round(h / self.octave_scale ** k), round(w / self.octave_scale ** k)) for k in range(self.octaves)]
         detail = torch.zeros_like(x)
         for level, shape in enumerate(reversed(shapes)):
-            if level:
-                yield None
-            with torch.no_grad(), self._capture() as acts:
+            with torch.no_grad():
                 # each level starts from the image at its scale plus the detail dreamt at the coarser one
                 base = x if shape == (h, w) else F.interpolate(x, size=shape, mode="bilinear", antialias=True,
                                                                 align_corners=False)
                 img = base + _resize(detail, shape)
-                for _ in range(iterations):
+            for step in range(iterations):
+                if level or step:
+                    yield None
+                with torch.no_grad(), self._capture() as acts:
                     img = self._step(img, acts, step_size)
-                detail = img - base
+            detail = img - base
         yield (x + detail).clamp(0.0, 1.0)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from app.capture import (SAMPLE_RATE, FileSource, MicrophoneError, MicrophoneSource, RingBuffer,
-                         list_input_devices)
+                         list_input_devices, sound_began)
 from tests.conftest import REPO_ROOT
 
 
@@ -19,6 +19,26 @@ def test_ring_buffer_keeps_the_newest_samples_oldest_first():
     ring.write(np.arange(10, 20))  # longer than the ring: only the tail survives
     np.testing.assert_array_equal(ring.latest(), [15, 16, 17, 18, 19])
     assert ring.written == 17
+
+
+def test_a_sound_begins_where_it_rises_out_of_the_second_before_it():
+    rng = np.random.default_rng(0)
+
+    def at_dbfs(x, dbfs):
+        return (x * 10 ** (dbfs / 20) / np.sqrt(np.mean(x ** 2))).astype(np.float32)
+
+    def tone(seconds, dbfs=-20.0):
+        return at_dbfs(np.sin(2 * np.pi * 440 * np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE), dbfs)
+
+    silence = np.zeros(3 * SAMPLE_RATE, np.float32)
+    hiss = at_dbfs(rng.standard_normal(3 * SAMPLE_RATE), -40.0)
+    assert sound_began(np.concatenate([silence, tone(0.03)]))          # a bark's first 30 ms after quiet
+    assert sound_began(np.concatenate([hiss, hiss[:800] + tone(0.05)]))  # and out of a room's hiss
+    assert not sound_began(silence) and not sound_began(hiss)          # a room never begins
+    assert not sound_began(np.concatenate([silence, tone(1.2)]))        # a sound that has gone on for a second
+    assert not sound_began(np.concatenate([silence, tone(0.05, -62.0)]))  # too quiet to be anything
+    assert not sound_began(np.concatenate([silence, tone(0.2), silence[:800]]))  # one that has ended
+    assert not sound_began(tone(0.005))                                 # not enough heard to say
 
 
 def _tone(path, seconds, rate=SAMPLE_RATE, freq=440.0):

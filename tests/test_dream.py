@@ -270,8 +270,9 @@ def test_dream_has_the_screen_shape_and_shows_the_whole_seed(lite0_random):
 
 
 def test_a_keyframe_in_parts_is_the_same_keyframe_and_a_dropped_one_changes_nothing(lite0_random):
-    """The server dreams an octave per turn of its loop: the parts must add up to next_keyframe exactly, hold no
-    hook between parts, and a keyframe abandoned half-way (the class changed) must leave the dream untouched."""
+    """The server dreams a gradient step per turn of its loop: the parts must add up to next_keyframe exactly,
+    hold no hook between parts, and a keyframe abandoned half-way (the class changed) must leave the dream
+    untouched."""
     whole, parted = _engine(lite0_random, octaves=3, seed=1), _engine(lite0_random, octaves=3, seed=1)
     for engine in (whole, parted):
         engine.set_seed("a", _synthetic_seed())
@@ -280,7 +281,7 @@ def test_a_keyframe_in_parts_is_the_same_keyframe_and_a_dropped_one_changes_noth
     for part in parted.keyframe_in_parts(1.0, 0.5):
         parts.append(part)
         assert parted.hook_count() == 0
-    assert [p is None for p in parts] == [True, True, False]  # one yield per octave
+    assert [p is None for p in parts] == [True] * (3 * parted.iterations - 1) + [False]  # one yield per step
     assert np.array_equal(parts[-1], expected)
     before = (parted.image.clone(), parted.travelled)
     dropped = parted.keyframe_in_parts(1.0, 1.0)

@@ -7,7 +7,7 @@ import pytest
 from app.client import Frame
 from app.controls import Bindings, Controls, parse_chord
 from app.modes import FALLBACK, LIVE, Plan, Scene
-from app.run import apply_events, apply_osc, draw, next_hop
+from app.run import WindowClock, apply_events, apply_osc, draw, next_hop
 from visualizer import Renderer, open_display
 
 BINDINGS = Bindings("performance", ("dog", "cat"), parse_chord("ctrl+shift+q"))
@@ -16,6 +16,26 @@ BINDINGS = Bindings("performance", ("dog", "cat"), parse_chord("ctrl+shift+q"))
 def test_hops_stay_on_their_grid_and_skip_what_a_stall_missed():
     assert next_hop(10.0, 10.01, 0.5) == 10.5
     assert next_hop(10.0, 11.3, 0.5) == 11.5  # 10.5 and 11.0 were missed: not sent late in a burst
+
+
+def sends(clock: WindowClock, until: float, onsets=()) -> list[float]:
+    """The times the loop sends a window, at 10 ms turns (integer milliseconds, so the grid is exact)."""
+    sent = []
+    for ms in range(0, int(until * 1000) + 1, 10):
+        if ms in onsets:
+            clock.sound_began(ms / 1000)
+        if clock.due(ms / 1000):
+            sent.append(ms)
+    return sent
+
+
+def test_windows_go_on_the_hop_and_also_timed_from_a_sound_onset():
+    assert sends(WindowClock(0.5, 0.0), 2.0) == [500, 1000, 1500, 2000]
+    looks = (0.3, 0.4, 0.5, 0.7, 1.0)
+    sent = sends(WindowClock(0.5, 0.0, looks), 3.0, onsets=(1220, 1270, 1600))  # a bark, its next 50 ms, its echo
+    # every look goes out on the turn it is due (1220 ms + looks), except 1520: 20 ms after the 1500 hop it would
+    # add nothing; the echo at 1600 starts no looks of its own while the bark's are pending
+    assert sent == [500, 1000, 1500, 1620, 1720, 1920, 2000, 2220, 2500, 3000], sent
 
 
 def test_window_events_go_through_the_mode_bindings():
