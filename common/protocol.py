@@ -65,7 +65,7 @@ def decode(parts: list[bytes]) -> tuple[dict, np.ndarray | None]:
     if header.get("v") != PROTOCOL_VERSION:
         raise ProtocolError("bad_version", f"protocol version {header.get('v')!r}, this side speaks {PROTOCOL_VERSION}")
     kind = header.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:  # a list or a map would not even hash
         raise ProtocolError("bad_kind", f"unknown message kind {kind!r}")
     if kind not in ARRAY_KINDS:
         if len(parts) != 1:
