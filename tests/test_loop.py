@@ -18,7 +18,7 @@ def test_hops_stay_on_their_grid_and_skip_what_a_stall_missed():
     assert next_hop(10.0, 11.3, 0.5) == 11.5  # 10.5 and 11.0 were missed: not sent late in a burst
 
 
-def sends(clock: WindowClock, until: float, onsets=()) -> list[float]:
+def sends(clock: WindowClock, until: float, onsets=()) -> list[int]:
     """The times the loop sends a window, at 10 ms turns (integer milliseconds, so the grid is exact)."""
     sent = []
     for ms in range(0, int(until * 1000) + 1, 10):
