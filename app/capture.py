@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from common.levels import frame_db
+
 SAMPLE_RATE = 16_000          # the model's rate (models/audio.py); the app does not import torch
 WINDOW_SAMPLES = 4 * SAMPLE_RATE
 FILE_BLOCK_SECONDS = 0.05     # a file source delivers blocks this long, like a sound card would
@@ -65,8 +67,7 @@ def sound_began(window: np.ndarray) -> bool:
     n = min(len(window) // frame, newest + int(ONSET_CONTEXT_SECONDS * SAMPLE_RATE) // frame)
     if n <= newest:
         return False
-    frames = window[len(window) - n * frame:].reshape(n, frame).astype(np.float64)
-    db = 10.0 * np.log10(np.mean(np.square(frames), axis=1) + 1e-20)
+    db = frame_db(window[len(window) - n * frame:], frame)
     peak, before = db[-newest:].max(), np.median(db[:-newest])
     return bool(peak >= ONSET_FLOOR_DBFS and peak >= before + ONSET_RISE_DB)
 

@@ -100,7 +100,7 @@ def held(model, gate: GateSettings, seconds: float = 60.0, hop: float = 0.5) -> 
         wave = audio.load_audio(path)
         stream = np.resize(wave, int(seconds * audio.SAMPLE_RATE))
         wins = windows(stream, hop, flush_end=False)
-        shown = gated(model, gate, wins, *hear(model, wins), hop)
+        shown = gated(model, gate, *hear(model, wins), [audio.rms_dbfs(w) for w in wins], hop * np.arange(len(wins)))
         after = shown[int(4 / hop):]
         rows[path.stem] = dict(right_share=round(sum(s == truth for s in after) / len(after), 3),
                                shown_at_end=shown[-1])

@@ -12,6 +12,8 @@ import librosa
 import numpy as np
 import torch
 
+from common.levels import frame_db
+
 SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 4.0
 N_SAMPLES = int(SAMPLE_RATE * WINDOW_SECONDS)  # 64000 samples in one window
@@ -92,11 +94,9 @@ def from_onset(window: np.ndarray) -> np.ndarray:
     cut, keeping at least MIN_HEARD_SECONDS. Steady noise, silence and a sound that fills the window are
     returned whole, since no 10 ms of them is far below their loudest."""
     frame = SAMPLE_RATE // 100
-    n = len(window) // frame
-    if n == 0:
+    if len(window) < frame:
         return window
-    power = np.mean(np.square(window[:n * frame].reshape(n, frame), dtype=np.float64), axis=1)
-    db = 10.0 * np.log10(power + 1e-20)
+    db = frame_db(window, frame)
     first_loud = int(np.argmax(db >= db.max() - ONSET_BELOW_PEAK_DB))
     start = max(0, first_loud * frame - int(ONSET_PREROLL_SECONDS * SAMPLE_RATE))
     return window[min(start, max(0, len(window) - int(MIN_HEARD_SECONDS * SAMPLE_RATE))):]

@@ -215,13 +215,12 @@ def noise_conditions(seconds: float, seed: int = 0) -> dict[str, np.ndarray]:
     return streams
 
 
-def gated(model, settings: GateSettings, wins: np.ndarray, probs: np.ndarray, tags: np.ndarray | None,
-          hop_seconds: float) -> list[str | None]:
-    """What a fresh gate shows after each of one stream's consecutive windows, given what the model heard in
-    them (`hear`), as the server's gate would."""
+def gated(model, settings: GateSettings, probs: np.ndarray, tags: np.ndarray | None, dbfs, times) -> list[str | None]:
+    """What a fresh gate shows after each of one stream's windows, in order, given what the model heard in them
+    (`hear`), their loudness and the times they were heard, as the server's gate would."""
     gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None) or None)
-    return [gate.update(p.tolist(), audio.rms_dbfs(w), i * hop_seconds, None if tags is None else tags[i].tolist())[0]
-            for i, (p, w) in enumerate(zip(probs, wins))]
+    return [gate.update(p.tolist(), d, t, None if tags is None else tags[i].tolist())[0]
+            for i, (p, d, t) in enumerate(zip(probs, dbfs, times))]
 
 
 def false_triggers(model, settings: GateSettings = GateSettings(), streams: dict[str, np.ndarray] | None = None,
@@ -236,7 +235,8 @@ def false_triggers(model, settings: GateSettings = GateSettings(), streams: dict
         stream = np.resize(stream, length) if len(stream) < length else stream  # a short recording loops
         wins = windows(stream, hop_seconds, flush_end=False)[:n_windows]
         probs, tags = hear(model, wins)
-        shown = gated(model, settings, wins, probs, tags, hop_seconds)
+        dbfs, times = [audio.rms_dbfs(w) for w in wins], hop_seconds * np.arange(len(wins))
+        shown = gated(model, settings, probs, tags, dbfs, times)
         tops = Counter(model.class_names[int(p.argmax())] for p in probs)
         rows.append(dict(condition=name, windows=len(probs), gated_shown=sum(s is not None for s in shown),
                          raw_confident=int((probs.max(1) >= settings.min_confidence).sum()),
@@ -265,10 +265,11 @@ def events_in_noise(model, waves, labels, gates: dict[str, GateSettings], bed: s
         stream[lead:lead + len(wave)] += wave
         wins = windows(stream, hop_seconds, flush_end=False)
         probs, tags = hear(model, wins)
+        dbfs, times = [audio.rms_dbfs(w) for w in wins], hop_seconds * np.arange(len(wins))
         starts = range(0, len(wins) * hop, hop)
         during = [s + audio.N_SAMPLES > lead and s < lead + len(wave) for s in starts]
         for name, settings in gates.items():
-            shown = gated(model, settings, wins, probs, tags, hop_seconds)
+            shown = gated(model, settings, probs, tags, dbfs, times)
             showing = [s for s, on in zip(shown, during) if on and s is not None]
             while_sounding = set(showing)
             showing_windows[name][0] += len(showing)
