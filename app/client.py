@@ -9,6 +9,7 @@ Frames are "latest wins": the server sends a frame only while fewer than CREDIT_
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,6 +24,13 @@ SERVER_TIMEOUT_S = 1.0
 CREDIT_WINDOW = 2      # frames in flight: one being shown, one on its way
 
 log = logging.getLogger("hear_and_see.client")
+
+
+def free_tcp_address() -> str:
+    """A loopback address no one listens on: where the app starts its own server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 @dataclass

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,10 @@ log = logging.getLogger("hear_and_see.app")
 
 SAVED_FRAMES_PER_SECOND = 2
 CONTACT_SHEET_FRAMES = 24
+# PNGs are written on a thread of their own: written in the loop, each one stopped the show for 0.1-0.37 s
+# twice a second, and the windows due meanwhile went out late (BENCHMARKS.md, "A recording that stalled the show").
+# A disk that falls this many frames behind loses frames, not the show's time.
+MAX_UNWRITTEN_FRAMES = 4
 
 
 @dataclass
@@ -41,7 +47,10 @@ class Recorder:
             (self.output / "frames").mkdir(parents=True, exist_ok=True)
         self.report = RunReport(self.output)
         self.saved: list[Path] = []
+        self.unsaved = 0  # frames due but not saved: the writer was behind, or the disk refused them
         self._next_save = 0.0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer") if self.output else None
+        self._writing: deque = deque()
         self._log = open(frame_log, "w", encoding="utf-8") if frame_log else None
         if self._log:
             self._log.write("seconds\tsource\tclass\tmean_luminance\tkeyframe\n")
@@ -77,14 +86,39 @@ class Recorder:
             self._log.write(f"{seconds:.3f}\t{source}\t{label or '-'}\t{pixels.mean():.1f}\t{number}\n")
         if save_now:
             self._next_save += 1.0 / SAVED_FRAMES_PER_SECOND
-            path = self.output / "frames" / f"{len(self.saved):05d}.png"
-            display.save_png(pixels, path)
+            self._save(display, pixels)
+
+    def _save(self, display, pixels: np.ndarray) -> None:
+        while self._writing and self._writing[0][1].done():
+            self._written(*self._writing.popleft())
+        if len(self._writing) >= MAX_UNWRITTEN_FRAMES:
+            if not self.unsaved:
+                log.warning("the frames folder is %d frames behind: frames are skipped until it catches up",
+                            MAX_UNWRITTEN_FRAMES)
+            self.unsaved += 1
+            return
+        path = self.output / "frames" / f"{len(self.saved) + len(self._writing):05d}.png"
+        self._writing.append((path, self._writer.submit(display.save_png, pixels, path)))
+
+    def _written(self, path: Path, write) -> None:
+        try:
+            write.result()
             self.saved.append(path)
+        except OSError as exc:  # a full disk loses frames; the show and the rest of the run go on
+            self.unsaved += 1
+            log.error("could not save %s: %s", path, exc)
 
     def close(self) -> RunReport:
         if self._log:
             self._log.close()
             self._log = None
+        if self._writer:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+            while self._writing:
+                self._written(*self._writing.popleft())
+            if self.unsaved:
+                log.warning("%d frames were not saved: the frames folder fell behind", self.unsaved)
         if self.output:
             if self.saved:
                 chosen = self.saved[:: max(1, len(self.saved) // CONTACT_SHEET_FRAMES)][:CONTACT_SHEET_FRAMES]

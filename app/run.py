@@ -18,7 +18,7 @@ from pathlib import Path
 import pygame
 
 from app.capture import SAMPLE_RATE, RingBuffer, sound_began
-from app.client import InferenceClient
+from app.client import InferenceClient, free_tcp_address
 from app.config import Settings
 from app.controls import Bindings, ControlError, Controls, FreezableClock, OscListener, changed, class_list, parse_chord
 from app.modes import FALLBACK, LIVE, Plan, ShowState, Steering, step
@@ -33,12 +33,6 @@ log = logging.getLogger("hear_and_see.app")
 HEADLESS_FPS = 30            # headless output is paced like a window would be, in real time
 LOOKS_AFTER_ONSET = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # seconds after a sound begins (WindowClock)
 LOOK_GAP_SECONDS = 0.08      # a look this soon after the last window sent adds nothing
-
-
-def free_tcp_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def modifier_names(mod: int) -> frozenset[str]:

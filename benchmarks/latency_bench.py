@@ -6,12 +6,15 @@ of its recording louder than -40 dBFS; its latency is the time from there to the
 (timeline.json) naming the right class, and to the first label of any kind. The app logs when its input began
 to play ("playing ... from"), so both sides are on the app's own clock.
 
-Usage: python benchmarks/latency_bench.py [--runs 2] [--baseline OTHER_CHECKOUT] [--mode default]
+Usage: python benchmarks/latency_bench.py [--runs 2] [--baseline OTHER_CHECKOUT] [--mode default] [--window]
 With --baseline, runs alternate between this checkout and the other one (same machine load for both).
+With --window, the app shows a 1280x720 window on an Xvfb display (paced by its swap, ~60 fps) instead of
+rendering headless at 30 fps; either way it saves its timeline and a frame twice a second (--output).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import re
@@ -56,13 +59,14 @@ def event_file(folder: Path) -> tuple[Path, list[tuple[str, float]]]:
     return path, onsets
 
 
-def one_run(root: Path, wav: Path, onsets, mode: str, config: str | None = None) -> dict:
+def one_run(root: Path, wav: Path, onsets, mode: str, config: str | None = None, display_env: dict | None = None) -> dict:
     duration = onsets[-1][1] + GAP_S + 4.0
     with tempfile.TemporaryDirectory() as out:
-        proc = subprocess.run([sys.executable, "-m", "app.cli", "run", "--input", str(wav), "--headless",
+        proc = subprocess.run([sys.executable, "-m", "app.cli", "run", "--input", str(wav),
+                               *([] if display_env else ["--headless"]),
                                "--mode", mode, "--duration", str(duration + 20), "--output", out,
                                *(["--config", config] if config else [])],
-                              cwd=root, capture_output=True, text=True, timeout=duration + 200)
+                              cwd=root, capture_output=True, text=True, timeout=duration + 200, env=display_env)
         timeline = json.loads((Path(out) / "timeline.json").read_text())
     found = re.search(r"server ready after ([0-9.]+) s: playing", proc.stderr)
     if not found:
@@ -92,15 +96,23 @@ def main() -> None:
     p.add_argument("--baseline", help="another checkout of the project, run in turn with this one")
     p.add_argument("--mode", default="default")
     p.add_argument("--config", help="a venue file for this checkout's runs (e.g. another hop_seconds)")
+    p.add_argument("--window", action="store_true", help="a window on an Xvfb display instead of headless")
     p.add_argument("--out", default="runs/latency_bench.json")
     args = p.parse_args()
     roots = {"this": ROOT, **({"baseline": Path(args.baseline).resolve()} if args.baseline else {})}
     results = {name: [] for name in roots}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        display_env = None
+        if args.window:
+            from tests.conftest import XServer  # the tests' Xvfb
+
+            x = XServer((1280, 720))
+            stack.callback(x.close)
+            display_env = x.env()
         wav, onsets = event_file(Path(tmp))
         for run in range(args.runs):
             for name, root in roots.items():
-                r = one_run(root, wav, onsets, args.mode, args.config if name == "this" else None)
+                r = one_run(root, wav, onsets, args.mode, args.config if name == "this" else None, display_env)
                 results[name].append(r)
                 right = [row["right_label_s"] for row in r["rows"]]
                 print(f"run {run + 1} {name}: right label after " + ", ".join(
@@ -108,6 +120,7 @@ def main() -> None:
                     flush=True)
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, "
                f"{__import__('os').cpu_count()} cores", "mode": args.mode, "config": args.config,
+               "display": "window (Xvfb)" if args.window else "headless",
                "onsets": onsets}
     for name, runs in results.items():
         rows = [row for r in runs for row in r["rows"]]

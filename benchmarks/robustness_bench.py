@@ -23,8 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.client import InferenceClient  # noqa: E402
-from app.run import free_tcp_address  # noqa: E402
+from app.client import InferenceClient, free_tcp_address  # noqa: E402
 
 
 # Every window shown, so every client dreams all the time (the heavy path): no confidence threshold, no energy
@@ -60,13 +59,13 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def server_that_always_dreams():
-    """(address, process) of a serving `hear-and-see serve` under DREAM_ALWAYS, stopped on the way out."""
+def server_that_always_dreams(*extra: str):
+    """(address, process) of a serving `hear-and-see serve *extra` under DREAM_ALWAYS, stopped on the way out."""
     address = free_tcp_address()
     with tempfile.NamedTemporaryFile("w", suffix=".toml") as venue:
         venue.write(DREAM_ALWAYS)
         venue.flush()
-        server = start_server(address, "--config", venue.name)
+        server = start_server(address, "--config", venue.name, *extra)
         try:
             wait_until_serving(address)
             yield address, server

@@ -18,7 +18,7 @@ import pytest
 import zmq
 from PIL import Image
 
-from app.run import free_tcp_address
+from app.client import free_tcp_address
 
 from common.paths import REPO_ROOT, SHARED  # noqa: F401  (the tests' one definition of both)
 
