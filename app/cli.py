@@ -296,9 +296,11 @@ def _train_tagger(args) -> int:
             raise UsageError(f"--set {name}: not one of {', '.join(train_tagger.RECIPE_FIELDS)}")
         kind = type(getattr(train_tagger, name))
         try:
-            typed = bool(int(value)) if kind is bool else kind(value)
+            typed = (bool(int(value)) if kind is bool else tuple(float(v) for v in value.split(",") if v)
+                     if kind is tuple else kind(value))
         except ValueError:
-            raise UsageError(f"--set {pair}: {name} takes {'0 or 1' if kind is bool else f'a {kind.__name__}'}") from None
+            takes = {bool: "0 or 1", tuple: "numbers separated by commas (none: empty)"}.get(kind, f"a {kind.__name__}")
+            raise UsageError(f"--set {pair}: {name} takes {takes}") from None
         # The recipe is the module's constants: run() and the recipe it records in the checkpoint read them.
         setattr(train_tagger, name, typed)
     test_folds = _folds(args.test_folds)

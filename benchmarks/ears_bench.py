@@ -11,7 +11,9 @@
    accuracy.
 
 Usage: python benchmarks/ears_bench.py --baseline OLD_CHECKPOINT [--fold4 runs/tagger_fold4.pt]
-The baseline's gate is the one it shipped with (min_confidence 0.35, 2 windows in a row, room floor 6 dB).
+                                       [--baseline-fold4 OLD_FOLD4_CHECKPOINT] [--same-gate]
+The baseline's gate is the one it shipped with (min_confidence 0.35, 2 windows in a row, room floor 6 dB), or with
+--same-gate today's, to compare two ears.
 """
 from __future__ import annotations
 
@@ -137,11 +139,14 @@ def main() -> None:
     p.add_argument("--baseline", required=True, help="the checkpoint shipped before (a Lite0 ensemble)")
     p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     p.add_argument("--fold4", help="the shipped recipe trained on folds 1-3, for the ESC-50 conditions")
+    p.add_argument("--baseline-fold4", help="the baseline's recipe trained on folds 1-3, beside --fold4")
+    p.add_argument("--same-gate", action="store_true", help="the baseline behind today's gate: two ears, one gate")
     p.add_argument("--out", default="runs/ears_bench.json")
     args = p.parse_args()
     import torch
     torch.set_num_threads(2)
-    ears = {"baseline": (load_model(args.baseline), OLD_GATE), "new": (load_model(args.checkpoint), GateSettings())}
+    ears = {"baseline": (load_model(args.baseline), GateSettings() if args.same_gate else OLD_GATE),
+            "new": (load_model(args.checkpoint), GateSettings())}
     result = dict(date=time.strftime("%Y-%m-%d %H:%M"), machine=f"{platform.machine()}, 2 cores, CPU",
                   checkpoints=dict(baseline=args.baseline, new=args.checkpoint))
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,9 +164,10 @@ def main() -> None:
         print("  looped 60 s, right after 4 s: " + ", ".join(
             f"{k} {v['right_share']:.0%}{'' if v['shown_at_end'] else ' (gone at the end)'}"
             for k, v in r["held"].items()), flush=True)
-    if args.fold4:
-        result["esc50_fold4"] = degraded_esc50(load_model(args.fold4))
-        print("ESC-50 fold 4 (trained on 1-3):", result["esc50_fold4"], flush=True)
+    for name, fold4 in (("esc50_fold4", args.fold4), ("baseline_esc50_fold4", args.baseline_fold4)):
+        if fold4:
+            result[name] = degraded_esc50(load_model(fold4))
+            print(f"{name} (trained on 1-3):", result[name], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1, default=str))
     print(f"written {args.out}")

@@ -83,12 +83,16 @@ def test_train_tagger_set_changes_the_recipe_constants_that_run_reads(monkeypatc
 
     calls = []
     monkeypatch.setattr(train_tagger, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
-    for name in ("BATCH_SIZE", "START_FROM_PROBE", "LR_NETWORK"):  # restored after the test
+    for name in ("BATCH_SIZE", "START_FROM_PROBE", "LR_NETWORK", "EARLY_LOOKS_S"):  # restored after the test
         monkeypatch.setattr(train_tagger, name, getattr(train_tagger, name))
     assert main(["train-tagger", "--test-folds", "none", "--epochs", "2",
-                 "--set", "BATCH_SIZE=4", "START_FROM_PROBE=1", "LR_NETWORK=1e-4"]) == 0
+                 "--set", "BATCH_SIZE=4", "START_FROM_PROBE=1", "LR_NETWORK=1e-4", "EARLY_LOOKS_S=0.25,0.75"]) == 0
     assert (train_tagger.BATCH_SIZE, train_tagger.START_FROM_PROBE, train_tagger.LR_NETWORK) == (4, True, 1e-4)
-    assert calls == [(((), None), dict(epochs=2, seed=0, use_probe=False))]
+    assert train_tagger.EARLY_LOOKS_S == (0.25, 0.75)
+    assert main(["train-tagger", "--test-folds", "none", "--epochs", "2", "--set", "EARLY_LOOKS_S="]) == 0  # none: the probe of old
+    assert train_tagger.EARLY_LOOKS_S == ()
+    assert calls == [(((), None), dict(epochs=2, seed=0, use_probe=False))] * 2
+    calls.clear()
     with pytest.raises(SystemExit) as exit:
         main(["train-tagger", "--set", "EPOCHS=3"])  # a constant of the file, but not one of the recipe's
     assert exit.value.code == 2
@@ -97,7 +101,7 @@ def test_train_tagger_set_changes_the_recipe_constants_that_run_reads(monkeypatc
         main(["train-tagger", "--set", "LR_NETWORK=fast"])  # a bad value is a usage error, not a traceback
     assert exit.value.code == 2
     assert "--set LR_NETWORK=fast: LR_NETWORK takes a float" in capsys.readouterr().err
-    assert calls == [(((), None), dict(epochs=2, seed=0, use_probe=False))]  # nothing ran
+    assert calls == []  # nothing ran
 
 
 def test_evaluate_with_nothing_to_evaluate_says_so(capsys):

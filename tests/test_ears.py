@@ -250,6 +250,21 @@ def test_train_tagger_fine_tunes_and_probes_on_a_small_dataset(tmp_path, monkeyp
         probs, tags = model.predict_with_tags(np.zeros(audio.N_SAMPLES, np.float32))
         assert probs.shape == (1, 2) and tags.shape == (1, 527)
     assert json.loads((tmp_path / "tuned.json").read_text())["recipe"]["name"] == "tagger"
+    assert json.loads((tmp_path / "probe.json").read_text())["recipe"]["early_looks_s"] == list(train_tagger.EARLY_LOOKS_S)
+
+
+def test_the_probe_also_hears_each_sound_as_its_first_looks_do():
+    from offline.train_tagger import early_windows
+
+    rate = audio.SAMPLE_RATE
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(int(1.5 * rate)) / rate).astype(np.float32)
+    clip = np.concatenate([np.zeros(rate, np.float32), tone])  # 1 s of silence, then 1.5 s of tone
+    wins, owner = early_windows([clip, tone], (0.25, 0.5, 2.0))
+    assert wins.shape == (4, audio.N_SAMPLES) and owner.tolist() == [0, 0, 1, 1]  # 2 s is more than either has
+    for win, after in zip(wins, (0.25, 0.5, 0.25, 0.5)):
+        heard = int(after * rate)
+        np.testing.assert_array_equal(win[:-heard - int(0.1 * rate)], 0)  # silence until the look's onset
+        assert audio.rms_dbfs(win[-heard:]) > -15  # then the sound, up to the look
 
 
 def test_freeze_bn_keeps_audiosets_statistics_while_the_weights_learn(tmp_path, monkeypatch):
