@@ -136,7 +136,7 @@ def degraded_esc50(model) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--baseline", required=True, help="the checkpoint shipped before (a Lite0 ensemble)")
+    p.add_argument("--baseline", required=True, help="the checkpoint shipped before (the Lite0 ensemble, say)")
     p.add_argument("--checkpoint", default=str(SHIPPED_CHECKPOINT))
     p.add_argument("--fold4", help="the shipped recipe trained on folds 1-3, for the ESC-50 conditions")
     p.add_argument("--baseline-fold4", help="the baseline's recipe trained on folds 1-3, beside --fold4")

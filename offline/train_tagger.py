@@ -53,7 +53,7 @@ EVAL_EVERY = 5
 PROBE_L2 = 1e-2           # the probe's L2 weight: 0.929 in 4-fold CV against 0.926 at 1e-3 (BENCHMARKS.md)
 # The probe also fits each training sound as the app's first looks hear it: a window ending this long after the
 # sound's onset, silence before it, cut at the onset. Held out (fold 4), the pair names a sound by 1 s after its
-# onset 74 % of the time against 63 % (BENCHMARKS.md, "A probe that has heard sounds begin").
+# onset 70 % of the time against 63 % (BENCHMARKS.md, "A probe that has heard sounds begin").
 EARLY_LOOKS_S = (0.5,)
 START_FROM_PROBE = False   # LP-FT: fit the head on frozen features first, then fine-tune everything
 FREEZE_BN = False          # True: batch norm keeps its AudioSet statistics (better alone, not in the pair: BENCHMARKS)
