@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import sys
-import threading
 import time
 from pathlib import Path
 
