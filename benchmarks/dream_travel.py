@@ -102,10 +102,12 @@ def prerender(args) -> None:
 
 def app(args) -> None:
     """`hear-and-see run` in a 1280x720 window under Xvfb with its own local server, playing the demo recordings:
-    window fps and live keyframes/s from the frame log, and the detail of screenshots taken from the X server."""
+    window fps and live keyframes/s from the frame log, and the detail of screenshots taken from the X server, above
+    the HUD panel."""
     from models.seeds import SEED_DIR, load_seed_image
     from offline.dream_quality import detail_share
-    from tests.conftest import XServer  # the tests' Xvfb + XGetImage helper
+    from tests.conftest import XServer
+    from visualizer.hud import HudPainter  # the tests' Xvfb + XGetImage helper
 
     x = XServer(SCREEN)
     out = Path(tempfile.mkdtemp())
@@ -139,9 +141,11 @@ def app(args) -> None:
     changes = sum(1 for a, b in zip(numbers, numbers[1:]) if b != a)
     gaps = np.diff(live_t)
     live_s = float(gaps[gaps < 0.5].sum())  # leave out the stretches where the fallback was up
-    detail = [detail_share(s) for s in shots]
+    # the detail of the dream alone: the HUD panel's text is sharp at any dream's resolution
+    above_hud = HudPainter(*SCREEN).pos[1]
+    detail = [detail_share(s[:above_hud]) for s in shots]
     photos = [detail_share(load_seed_image(p)) for p in sorted(SEED_DIR.glob("*/*.jpg"))]
-    stretched = [detail_share(_as_if_224_square(s)) for s in shots]
+    stretched = [detail_share(_as_if_224_square(s)[:above_hud]) for s in shots]
     if args.docs and shots:
         from PIL import Image
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+# torchvision loads triton, whose LLVM crashes the process if Mesa's EGL (moderngl) has loaded its own first. The
+# in-process servers of some tests and the window of others share one process, so triton goes first.
+import torchvision  # noqa: F401
 import zmq
 from PIL import Image
 
