@@ -106,8 +106,8 @@ def app(args) -> None:
     the HUD panel."""
     from models.seeds import SEED_DIR, load_seed_image
     from offline.dream_quality import detail_share
-    from tests.conftest import XServer
-    from visualizer.hud import HudPainter  # the tests' Xvfb + XGetImage helper
+    from tests.conftest import XServer  # the tests' Xvfb + XGetImage helper
+    from visualizer.hud import HudPainter
 
     x = XServer(SCREEN)
     out = Path(tempfile.mkdtemp())
