@@ -70,6 +70,19 @@ def test_attract_mode_drifts_through_every_class_with_material(tmp_path):
         (30, "prerendered"), (50, "seed"), (30, "prerendered")]
 
 
+def test_each_silence_goes_on_with_the_tour_instead_of_starting_it_again(tmp_path):
+    write(tmp_path / "out" / "bird" / "00000.png", 30)
+    write(tmp_path / "seeds" / "cat" / "a.png", 50)
+    write(tmp_path / "seeds" / "dog" / "a.png", 70)
+    player = FallbackPlayer(tmp_path / "out", tmp_path / "seeds", attract_dwell_s=10)
+    shown = []
+    for start in (0.0, 4.0, 8.0, 30.0):  # four silences, a sound between each
+        shown.append(player.frame(None, start).image[0, 0, 0])
+        assert player.frame("owl", start + 1.0) is not None  # heard: a class the tour does not hold
+    assert shown == [30, 50, 70, 30]  # bird, cat, dog, then bird again: never the same class twice running
+    assert player.frame(None, 40.0).image[0, 0, 0] == 50 and player.frame(None, 50.0).image[0, 0, 0] == 70
+
+
 def test_silence_with_no_material_anywhere_still_has_a_picture(tmp_path):
     player = FallbackPlayer(tmp_path / "out", tmp_path / "seeds")
     frame, _ = player.frame(None, 0.0)

@@ -76,7 +76,8 @@ class FallbackPlayer:
     `frame(label, now)` returns a Picture when a new one is due and None otherwise,
     so the render loop stays the only clock. A change of label returns the new material
     at once. `label=None` is attract mode: it drifts through every class that has material,
-    `attract_dwell_s` seconds each.
+    `attract_dwell_s` seconds each, and each silence goes on with the tour where the last one left it (restarted,
+    every pause between sounds would show the same first class).
     """
 
     def __init__(self, prerendered_dir: str | Path, seeds_dir: str | Path, *, fps: float = 4.0,
@@ -92,7 +93,8 @@ class FallbackPlayer:
         self._frames: list[Path] = []
         self._label: object = _UNSET
         self._attract_since = 0.0
-        self._attract_step: int | None = None
+        self._attract_first = 0                 # the tour's place when this silence began
+        self._attract_step: int | None = None   # the tour's place now
         self._attract_classes: list[str] = []
 
     def classes(self) -> list[str]:
@@ -106,6 +108,7 @@ class FallbackPlayer:
 
     def frame(self, label: str | None, now: float) -> Picture | None:
         if label is None and self._label is not None:
+            self._attract_first = 0 if self._attract_step is None else self._attract_step + 1
             self._attract_since, self._attract_step = now, None
         self._label = label
         key = label if label is not None else self._attract_class(now)
@@ -116,7 +119,7 @@ class FallbackPlayer:
         return self._next(key, now)
 
     def _attract_class(self, now: float) -> str:
-        step = int((now - self._attract_since) // self.attract_dwell_s)
+        step = self._attract_first + int((now - self._attract_since) // self.attract_dwell_s)
         if step != self._attract_step:  # rescanning the folders every frame would cost too much
             self._attract_step, self._attract_classes = step, self.classes()
         if not self._attract_classes:
