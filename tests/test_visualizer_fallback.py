@@ -83,6 +83,17 @@ def test_each_silence_goes_on_with_the_tour_instead_of_starting_it_again(tmp_pat
     assert player.frame(None, 40.0).image[0, 0, 0] == 50 and player.frame(None, 50.0).image[0, 0, 0] == 70
 
 
+def test_the_tour_leaves_out_classes_whose_only_seed_the_network_made(tmp_path):
+    write(tmp_path / "seeds" / "wind" / "generated.png", 20)
+    player = FallbackPlayer(tmp_path / "out", tmp_path / "seeds")
+    assert player.classes() == ["wind"]  # nothing better anywhere: the generated seed tours
+    write(tmp_path / "seeds" / "cat" / "a.png", 50)
+    write(tmp_path / "out" / "sea_waves" / "00000.png", 40)  # pre-rendered from a generated seed: a dream, it tours
+    write(tmp_path / "seeds" / "sea_waves" / "generated.png", 30)
+    assert player.classes() == ["cat", "sea_waves"]
+    assert player.frame("wind", 0.0).image[0, 0, 0] == 20  # heard, it is still shown
+
+
 def test_silence_with_no_material_anywhere_still_has_a_picture(tmp_path):
     player = FallbackPlayer(tmp_path / "out", tmp_path / "seeds")
     frame, _ = player.frame(None, 0.0)

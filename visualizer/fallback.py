@@ -98,13 +98,22 @@ class FallbackPlayer:
         self._attract_classes: list[str] = []
 
     def classes(self) -> list[str]:
-        """Classes with pre-rendered frames or seed images, in a stable order."""
-        names = set()
+        """The attract tour, in a stable order: the classes with pre-rendered frames or a seed picture of their own.
+        A class whose only seed the network made itself (GENERATED_NAME, a muddy stand-in) is shown when it is heard,
+        but tours only where no class has anything better."""
+        pictured, generated = set(), set()
         for root in (self.prerendered_dir, self.seeds_dir):
-            if root.is_dir():
-                names.update(d.name for d in root.iterdir()
-                             if d.is_dir() and not d.name.startswith(".") and _images(d))
-        return sorted(names)
+            if not root.is_dir():
+                continue
+            for folder in root.iterdir():
+                if not folder.is_dir() or folder.name.startswith("."):
+                    continue
+                names = [p.name for p in _images(folder) if not p.name.startswith(".")]
+                if (root == self.prerendered_dir and names) or any(n != GENERATED_NAME for n in names):
+                    pictured.add(folder.name)
+                elif names:
+                    generated.add(folder.name)
+        return sorted(pictured or generated)
 
     def frame(self, label: str | None, now: float) -> Picture | None:
         if label is None and self._label is not None:
