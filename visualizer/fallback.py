@@ -75,7 +75,7 @@ class FallbackPlayer:
 
     `frame(label, now)` returns a Picture when a new one is due and None otherwise,
     so the render loop stays the only clock. A change of label returns the new material
-    at once. `label=None` is attract mode: it drifts through every class that has material,
+    at once. `label=None` is attract mode: it drifts through the classes of `classes()`,
     `attract_dwell_s` seconds each, and each silence goes on with the tour where the last one left it (restarted,
     every pause between sounds would show the same first class).
     """
