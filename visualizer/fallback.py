@@ -51,6 +51,10 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def _class_folders(root: Path) -> list[Path]:
+    return [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")] if root.is_dir() else []
+
+
 def seed_image(folder: Path) -> Path | None:
     """A class's seed: the first picture in name order, a generated one only where there is no other. The same rule
     as models.seeds.seed_image_path (which the visualizer may not import), so the fallback shows the picture the live
@@ -101,18 +105,12 @@ class FallbackPlayer:
         """The attract tour, in a stable order: the classes with pre-rendered frames or a seed picture of their own.
         A class whose only seed the network made itself (GENERATED_NAME, a muddy stand-in) is shown when it is heard,
         but tours only where no class has anything better."""
-        pictured, generated = set(), set()
-        for root in (self.prerendered_dir, self.seeds_dir):
-            if not root.is_dir():
-                continue
-            for folder in root.iterdir():
-                if not folder.is_dir() or folder.name.startswith("."):
-                    continue
-                names = [p.name for p in _images(folder) if not p.name.startswith(".")]
-                if (root == self.prerendered_dir and names) or any(n != GENERATED_NAME for n in names):
-                    pictured.add(folder.name)
-                elif names:
-                    generated.add(folder.name)
+        pictured = {folder.name for folder in _class_folders(self.prerendered_dir) if _images(folder)}
+        generated = set()
+        for folder in _class_folders(self.seeds_dir):
+            seed = seed_image(folder)
+            if seed is not None:
+                (generated if seed.name == GENERATED_NAME else pictured).add(folder.name)
         return sorted(pictured or generated)
 
     def frame(self, label: str | None, now: float) -> Picture | None:
