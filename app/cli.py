@@ -284,6 +284,11 @@ def _train_tagger_flags(p: argparse.ArgumentParser) -> None:
                         "START_FROM_PROBE=1")
 
 
+# How `train-tagger --set` reads a recipe constant of each kind, and what it says a bad value should be.
+_RECIPE_VALUES = {bool: (lambda v: bool(int(v)), "0 or 1"),
+                  tuple: (lambda v: tuple(float(x) for x in v.split(",") if x), "numbers separated by commas (none: empty)")}
+
+
 def _train_tagger(args) -> int:
     from models import efficientat
     from offline import train_tagger
@@ -295,11 +300,10 @@ def _train_tagger(args) -> int:
         if not sep or name not in train_tagger.RECIPE_FIELDS:
             raise UsageError(f"--set {name}: not one of {', '.join(train_tagger.RECIPE_FIELDS)}")
         kind = type(getattr(train_tagger, name))
+        parse, takes = _RECIPE_VALUES.get(kind, (kind, f"a {kind.__name__}"))
         try:
-            typed = (bool(int(value)) if kind is bool else tuple(float(v) for v in value.split(",") if v)
-                     if kind is tuple else kind(value))
+            typed = parse(value)
         except ValueError:
-            takes = {bool: "0 or 1", tuple: "numbers separated by commas (none: empty)"}.get(kind, f"a {kind.__name__}")
             raise UsageError(f"--set {pair}: {name} takes {takes}") from None
         # The recipe is the module's constants: run() and the recipe it records in the checkpoint read them.
         setattr(train_tagger, name, typed)
