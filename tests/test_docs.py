@@ -33,7 +33,7 @@ def test_no_tracked_file_speaks_of_numbered_sessions_or_issues():
 
 
 def test_the_pattern_finds_what_it_is_for():
-    assert WORK_NUMBERING.search("measured in " + "Sess" + "ion 8") and WORK_NUMBERING.search("see iss" + "ue #12")
+    assert WORK_NUMBERING.search("measured in " + "Sess" + "ion 8") and WORK_NUMBERING.search("see iss" + "ue #" + "12")
     assert not WORK_NUMBERING.search("a client's session, the issue at hand, graphical-session.target")
 
 
