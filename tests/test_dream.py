@@ -223,7 +223,7 @@ def test_zoom_moves_the_frame_and_zero_zoom_holds_it(lite0_random):
 
 def test_the_zoom_travels_where_a_pull_back_to_the_seed_stalls_it(lite0_random):
     """Frames far apart must differ clearly more than neighbours; pulling every keyframe back toward the seed (the
-    engine before issue 12) makes the dream converge to one picture that only wobbles."""
+    engine before the travelling dream) makes the dream converge to one picture that only wobbles."""
     ratios = {}
     for blend in (0.0, 0.2):
         # without centre re-seeding, whose period (5 keyframes at this zoom) would line up with the 10-keyframe gap
@@ -448,7 +448,7 @@ def test_real_lite0_keeps_chelsea_a_cat_over_a_few_keyframes():
 
 @pytest.mark.heavy
 def test_real_lite0_sixty_keyframes_travel_and_another_network_still_sees_the_class():
-    """The issue's measure: over 60 keyframes, frames 20 apart differ clearly more than neighbours (the zoom does
+    """The measure: over 60 keyframes, frames 20 apart differ clearly more than neighbours (the zoom does
     not stall), and EfficientNet-Lite2, which the dream never climbs, finds the seed's class in its top-5 for at
     least 80 % of keyframes. Gallery cat and dog photographs, and the toy's clip-art dog."""
     from offline.dream_quality import Judge
