@@ -42,6 +42,7 @@ class Result:
     dbfs: float
     trained: bool
     ms: float
+    tags: tuple = ()       # AudioSet's strongest tags, [name, probability] pairs (the gate reads them)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class InferenceClient:
         self.alive = False              # has the server answered within SERVER_TIMEOUT_S?
         self.reconnects = 0
         self.errors: list[str] = []
+        self.round_trip_ms: float | None = None  # the last heartbeat's, PING to PONG
         self._next_id = 0
         self._last_heard = 0.0
         self._last_ping = 0.0
@@ -147,7 +149,10 @@ class InferenceClient:
         if kind == protocol.RESULT:
             return Result(header.get("id"), header.get("label"), float(header.get("confidence", 0.0)),
                           header.get("top", []), float(header.get("dbfs", -100.0)),
-                          bool(header.get("trained", False)), float(header.get("ms", 0.0)))
+                          bool(header.get("trained", False)), float(header.get("ms", 0.0)),
+                          tuple(header.get("tags") or ()))
+        if kind == protocol.PONG and isinstance(header.get("t"), float):
+            self.round_trip_ms = (time.time() - header["t"]) * 1000
         if kind == protocol.FRAME:
             self._last_frame = int(header.get("id", 0))
             self._grant_credit()

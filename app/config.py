@@ -11,6 +11,8 @@ Example venue.toml (every key is a field of Settings below; RULES says what each
     fullscreen = true
     exit_chord = "ctrl+shift+q" # the only key that ends the gallery mode
     osc_port = 9000             # OSC control (performance mode); 0 turns it off
+    console_port = 8080         # the web console (docs/kiosk.md); 0 (the default) turns it off
+    hours = "mon-fri 10:00-18:00, sat-sun 12:00-17:00"  # opening hours; "" (the default): always open
 
 Every value is checked where it enters, by its rule: a wrong one is one line naming the file, the key, what
 it got and what it takes (ConfigError), before anything starts. The command line's flags use the same rules.
@@ -76,6 +78,10 @@ class Settings:
     exit_chord: str = "ctrl+shift+q"     # quits in every mode; in the gallery nothing else does
     osc_port: int = 0                    # UDP port for OSC control; 0: none
     osc_host: str = "127.0.0.1"          # loopback: only this machine may freeze or black out the show
+    console_port: int = 0                # TCP port of the web console (app/console.py); 0: none
+    console_host: str = "127.0.0.1"      # loopback: no password; any other address needs console_password_hash
+    console_password_hash: str | None = None  # `hear-and-see console-password` writes it
+    hours: str = ""                      # opening hours (app/hours.py); "": always open
 
 
 # The modes, and what each changes unless the venue file says otherwise.
@@ -235,6 +241,30 @@ def _ip(value) -> str:
     return value
 
 
+def _password_hash(value) -> str:
+    from app.passwords import is_password_hash
+
+    if not is_password_hash(value):
+        raise ValueError
+    return value
+
+
+def _hours(value) -> str:
+    from app.hours import parse_hours
+
+    if not isinstance(value, str):
+        raise ValueError
+    try:
+        parse_hours(value)
+    except ValueError as exc:
+        raise Takes(str(exc)) from None
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    return ipaddress.ip_address(host).is_loopback
+
+
 RULES: dict[str, Rule] = {
     "mode": choice(*MODES),
     "classes": Rule(_class_set, f"'all', one of {', '.join(sorted(CLASS_SETS))}, or a list of class names "
@@ -269,6 +299,11 @@ RULES: dict[str, Rule] = {
     "exit_chord": Rule(_chord, "modifiers then one key, e.g. 'ctrl+shift+q'"),
     "osc_port": integer(0, 65535),
     "osc_host": Rule(_ip, "an IP address, e.g. 127.0.0.1"),
+    "console_port": integer(0, 65535),
+    "console_host": Rule(_ip, "an IP address, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every network)"),
+    "console_password_hash": optional(Rule(_password_hash, "a hash written by `hear-and-see console-password`"),
+                                      "no password: the console answers on loopback only"),
+    "hours": Rule(_hours, "opening hours, e.g. \"10:00-18:00\" or \"mon-fri 10:00-18:00, sat 12:00-16:00\""),
 }
 assert set(RULES) == {f.name for f in fields(Settings)}, "every setting has a rule"
 
@@ -289,7 +324,11 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
     where = str(path) if path is not None else "command line"
     mode = check("mode", overrides.get("mode", values.get("mode", "default")), where)
     merged = {**MODE_DEFAULTS[mode], **values, **overrides}
-    return replace(Settings(), **{key: check(key, value, where) for key, value in merged.items()})
+    settings = replace(Settings(), **{key: check(key, value, where) for key, value in merged.items()})
+    if settings.console_port and not is_loopback(settings.console_host) and not settings.console_password_hash:
+        raise ConfigError(f"{where}: console_host = {settings.console_host!r} reaches beyond this machine: set a "
+                          f"password first (`hear-and-see console-password --config FILE`), or use 127.0.0.1")
+    return settings
 
 
 def _read_toml(path: Path) -> dict:

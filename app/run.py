@@ -23,6 +23,7 @@ import pygame  # noqa: E402
 from app.capture import SAMPLE_RATE, RingBuffer, sound_began
 from app.client import InferenceClient, free_tcp_address
 from app.config import Settings
+from app.console import Console
 from app.controls import Bindings, ControlError, Controls, FreezableClock, OscListener, changed, class_list, parse_chord
 from app.modes import FALLBACK, LIVE, Plan, ShowState, Steering, step
 from app.recording import Recorder, RunReport
@@ -174,6 +175,10 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
         stack.callback(recorder.close)
         bindings = Bindings(settings.mode, class_list(settings.classes), parse_chord(settings.exit_chord))
         controls = Controls(zoom=settings.zoom_rate, hud=settings.show_hud)
+        # The web console (when console_port is set) and the opening hours; it may close or set aside the source.
+        console = Console(settings, config_path, bindings, client, server, ring, source, started)
+        stack.callback(console.stop)
+        source = console.source
         show = ShowState()
         steering = Steering()  # what the server dreams unless told otherwise
         clock = FreezableClock()
@@ -190,7 +195,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 heard = ring.written
                 if sound_began(ring.latest()):
                     window_clock.sound_began(now)
-            if window_clock.due(now) and ring.written:
+            if window_clock.due(now) and ring.written and console.open:
                 client.send_window(ring.latest(), SAMPLE_RATE)
             results, frame = client.poll(0)
             for r in results:
@@ -217,6 +222,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 recorder.first_live_frame(now - started)
             recorder.frame(now - started, "blackout" if plan.blackout else shown, plan.scene.label, display,
                            None if plan.blackout else shown_keyframe)
+            controls = console.turn(now, controls, show, plan, results, display)  # before the swap: it reads back
             # swap
             display.swap()
             if recorder.first_image(time.monotonic() - started):
