@@ -248,6 +248,36 @@ def _keys(args) -> int:
     return 0
 
 
+def _console_password_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, type=flag(Rule(_venue_file, "a venue file in an existing folder")),
+                   help="the venue TOML file to store the password's hash in (made if missing)")
+
+
+def _venue_file(value) -> str:
+    if not isinstance(value, str) or not Path(value).expanduser().parent.is_dir() or Path(value).is_dir():
+        raise ValueError
+    return str(Path(value).expanduser())
+
+
+def _console_password(args) -> int:
+    from getpass import getpass
+
+    from app.config import save_setting
+    from app.passwords import hash_password
+
+    password = getpass("console password: ")
+    if getpass("the same again: ") != password:
+        raise UserError("the two passwords differ; nothing was changed")
+    try:
+        hashed = hash_password(password)
+    except ValueError as exc:
+        raise UserError(f"{exc}; nothing was changed") from None
+    save_setting(args.config, "console_password_hash", hashed)
+    print(f"the console's password is set in {args.config}; the console now answers beyond this machine "
+          f"(console_host) with it")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------------------
 # classify: what the ear hears in files
 
@@ -560,6 +590,9 @@ COMMANDS = [  # in the order a user meets them
   hear-and-see devices"""),
     Command("keys", "generate CurveZMQ keys for a server reachable beyond loopback", _keys_flags, _keys, APP_LOG, """
   hear-and-see keys keys/"""),
+    Command("console-password", "set the web console's password (needed beyond this machine)",
+            _console_password_flags, _console_password, ANSWER_LOG, """
+  hear-and-see console-password --config venue.toml"""),
     Command("classify", "name the sound in audio files", _classify_flags, _classify, ANSWER_LOG, """
   hear-and-see classify dog.wav street.mp3
   hear-and-see classify moo.wav --classes animals --json"""),

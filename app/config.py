@@ -331,6 +331,36 @@ def load_settings(path: str | Path | None = None, **overrides) -> Settings:
     return settings
 
 
+def save_setting(path: str | Path, key: str, value) -> None:
+    """Write one setting into the venue file (made if missing), keeping its comments, atomically: a reader sees
+    the old file or the new, never half of one. The new file must load, or nothing is written (ConfigError)."""
+    import os
+    import tempfile
+
+    import tomlkit
+
+    path = Path(path)
+    try:
+        document = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
+    except (OSError, UnicodeDecodeError, tomlkit.exceptions.ParseError) as exc:
+        raise ConfigError(f"{path}: not a readable TOML file ({exc}); fix the line it names") from exc
+    document[key] = list(value) if isinstance(value, tuple) else value
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(tomlkit.dumps(document))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            load_settings(temporary)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(temporary, str(path))) from None
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
 def _read_toml(path: Path) -> dict:
     try:
         values = tomllib.loads(path.read_text(encoding="utf-8"))

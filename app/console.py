@@ -25,7 +25,6 @@ import queue
 import secrets
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import asdict, replace
@@ -37,7 +36,7 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
-from app.config import RULES, ConfigError, Settings, check, load_settings
+from app.config import RULES, ConfigError, Settings, check, save_setting
 from app.controls import OSC_PREFIX, Bindings, ControlError, Controls, changed
 from app.hours import is_open, parse_hours, scheduled_open
 from app.passwords import check_password
@@ -505,30 +504,6 @@ async def json_body(request) -> dict:
     return data
 
 
-def save_setting(config_path: Path, key: str, value) -> None:
-    """Write one setting into the venue file, keeping its comments, atomically (a reader sees the old file or the
-    new, never half of one), after checking that the whole new file still loads."""
-    import tomlkit
-
-    document = tomlkit.parse(config_path.read_text(encoding="utf-8"))
-    document[key] = list(value) if isinstance(value, tuple) else value
-    text = tomlkit.dumps(document)
-    handle, temporary = tempfile.mkstemp(dir=config_path.parent, prefix=f".{config_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            load_settings(temporary)
-        except ConfigError as exc:
-            raise Refused(400, str(exc).replace(temporary, str(config_path))) from None
-        os.replace(temporary, config_path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
 def build_app(shared: Shared):
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
     from starlette.applications import Starlette
@@ -675,7 +650,10 @@ def build_app(shared: Shared):
             value = check(key, value, "console")
         except ConfigError as exc:
             raise Refused(400, str(exc)) from None
-        await asyncio.to_thread(save_setting, Path(shared.config_path), key, value)
+        try:
+            await asyncio.to_thread(save_setting, shared.config_path, key, value)
+        except ConfigError as exc:
+            raise Refused(400, str(exc)) from None
         log.warning("the console set %s = %r in %s", key, value, shared.config_path)
         if key in LIVE_SETTINGS:
             queue_command("setting", key, value)
