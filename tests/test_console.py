@@ -1,0 +1,440 @@
+"""The console: opening hours, the password, every endpoint and every bad request (Starlette's TestClient, the
+client's address faked to stand on this machine or beyond it), and what the loop's side does per frame."""
+from __future__ import annotations
+
+import queue
+import socket
+import time
+from datetime import datetime
+from types import SimpleNamespace
+
+import httpx
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from app.config import ConfigError, Settings, load_settings, save_setting
+from app.console import Console, Shared, build_app, jpeg
+from app.controls import Bindings, Controls, class_list, parse_chord
+from app.hours import is_open, parse_hours
+from app.modes import Plan, Scene, ShowState
+from app.passwords import check_password, hash_password, is_password_hash
+
+HERE = ("127.0.0.1", 50000)
+AWAY = ("192.0.2.7", 50000)      # TEST-NET-1: an address beyond this machine
+OWN = {"origin": "http://testserver"}
+PASSWORD = "correct horse"
+PASSWORD_HASH = hash_password(PASSWORD)
+
+
+# --- opening hours ---------------------------------------------------------------------------------------------
+
+MONDAY = datetime(2026, 12, 7)  # a Monday
+
+
+def at(day: int, hour: int, minute: int = 0) -> datetime:
+    return MONDAY.replace(day=7 + day, hour=hour, minute=minute)
+
+
+def test_no_hours_is_always_open():
+    assert is_open(parse_hours(""), at(6, 3))
+
+
+def test_every_day_hours():
+    hours = parse_hours("10:00-18:00")
+    assert not is_open(hours, at(0, 9, 59))
+    assert is_open(hours, at(0, 10, 0))
+    assert is_open(hours, at(6, 17, 59))
+    assert not is_open(hours, at(3, 18, 0))
+
+
+def test_hours_by_weekday_and_past_midnight():
+    hours = parse_hours("mon-fri 10:00-18:00, sat-sun 12:00-17:00, fri 20:00-02:00")
+    assert is_open(hours, at(0, 11)) and not is_open(hours, at(5, 11)) and is_open(hours, at(5, 12))
+    assert is_open(hours, at(4, 23)) and is_open(hours, at(5, 1, 59)) and not is_open(hours, at(5, 2))
+    assert not is_open(hours, at(0, 1))  # sunday night is not friday night
+    assert parse_hours("sun-mon 09:00-10:00")[0].days == {6, 0}
+
+
+def test_open_now_override():
+    hours = parse_hours("10:00-18:00")
+    assert is_open(hours, at(0, 22), open_override=True)
+
+
+@pytest.mark.parametrize("text", ["10-18", "10:00", "mon 10:00", "xyz 10:00-12:00", "mon-funday 10:00-11:00",
+                                  "25:00-26:00", "10:61-11:00", "10:00-10:00"])
+def test_bad_hours_say_what_they_take(text):
+    with pytest.raises(ValueError):
+        parse_hours(text)
+    with pytest.raises(ConfigError, match="hours"):
+        load_settings(hours=text)
+
+
+# --- the password and where the console may listen ---------------------------------------------------------------
+
+def test_password_hash_round_trip():
+    assert is_password_hash(PASSWORD_HASH) and check_password(PASSWORD, PASSWORD_HASH)
+    assert not check_password("wrong horse", PASSWORD_HASH)
+    assert hash_password(PASSWORD) != PASSWORD_HASH  # salted
+    with pytest.raises(ValueError):
+        hash_password("short")
+
+
+@pytest.mark.parametrize("stored", ["", "plain", "scrypt$3$8$1$AAAA$AAAA", "scrypt$16384$8$1$!!$??",
+                                   "md5$16384$8$1$AAAAAAAAAAA=$AAAAAAAAAAAAAAAAAAAAAA=="])
+def test_a_setting_that_is_not_a_hash_is_refused(stored):
+    assert not check_password(PASSWORD, stored)
+    with pytest.raises(ConfigError, match="console_password_hash"):
+        load_settings(console_password_hash=stored)
+
+
+def test_console_beyond_loopback_needs_a_password():
+    with pytest.raises(ConfigError, match="password"):
+        load_settings(console_port=8080, console_host="0.0.0.0")
+    assert load_settings(console_port=8080, console_host="127.0.0.2").console_port == 8080
+    assert load_settings(console_port=8080, console_host="0.0.0.0", console_password_hash=PASSWORD_HASH)
+    assert load_settings(console_port=0, console_host="0.0.0.0").console_port == 0  # off: nothing to guard
+
+
+def test_the_cli_refuses_a_console_beyond_loopback_without_a_password(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    venue = tmp_path / "venue.toml"
+    venue.write_text('console_port = 8080\nconsole_host = "0.0.0.0"\n')
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "run", "--headless", "--config", str(venue)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "password" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_console_password_command_stores_a_hash(tmp_path, monkeypatch, capsys):
+    from app import cli
+
+    venue = tmp_path / "venue.toml"
+    venue.write_text("# the gallery's own note\nmode = \"gallery\"\n")
+    answers = iter([PASSWORD, PASSWORD])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    assert cli.main(["console-password", "--config", str(venue)]) == 0
+    text = venue.read_text()
+    assert "# the gallery's own note" in text
+    assert check_password(PASSWORD, load_settings(venue).console_password_hash)
+    answers = iter([PASSWORD, "another one"])
+    assert cli.main(["console-password", "--config", str(venue)]) == 2
+    assert venue.read_text() == text and "differ" in capsys.readouterr().err
+
+
+def test_save_setting_is_checked_and_keeps_comments(tmp_path):
+    venue = tmp_path / "venue.toml"
+    venue.write_text("# note\nvignette = 0.2\n")
+    save_setting(venue, "hours", "10:00-18:00")
+    assert load_settings(venue).hours == "10:00-18:00" and "# note" in venue.read_text()
+    save_setting(venue, "console_host", "0.0.0.0")  # alone it is fine: the console is off
+    before = venue.read_text()
+    with pytest.raises(ConfigError, match="password"):  # with a port and no password it is not
+        save_setting(venue, "console_port", 8080)
+    assert venue.read_text() == before, "nothing written"
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary file is left behind"
+
+
+# --- the web side ----------------------------------------------------------------------------------------------
+
+def shared_for(tmp_path=None, password_hash=None, local_server=True, mode="performance") -> Shared:
+    config = None
+    if tmp_path is not None:
+        config = tmp_path / "venue.toml"
+        config.write_text("# the venue\nvignette = 0.2\n")
+    settings = Settings(mode=mode, console_password_hash=password_hash)
+    bindings = Bindings(mode, class_list("animals"), parse_chord(settings.exit_chord))
+    return Shared(settings, config, bindings, local_server)
+
+
+def client_for(shared: Shared, where=HERE) -> TestClient:
+    return TestClient(build_app(shared), client=where)
+
+
+def token_of(client: TestClient) -> str:
+    return client.get("/api/session").json()["token"]
+
+
+def post(client: TestClient, path: str, body, token: str | None = None, **headers):
+    return client.post(path, json=body, headers={**OWN, "x-csrf-token": token or "", **headers})
+
+
+def test_the_page_and_its_assets_are_served():
+    client = client_for(shared_for())
+    page = client.get("/")
+    assert page.status_code == 200 and "console.js" in page.text
+    assert client.get("/static/console.js").status_code == 200
+    assert client.get("/static/console.css").status_code == 200
+    assert client.get("/static/nothing.js").status_code == 404
+
+
+def test_on_this_machine_no_password_is_asked():
+    client = client_for(shared_for())
+    session = client.get("/api/session").json()
+    assert session["logged_in"] and session["token"]
+    assert client.get("/api/state").status_code == 200
+
+
+def test_beyond_this_machine_the_password_is_required():
+    shared = shared_for(password_hash=PASSWORD_HASH)
+    client = client_for(shared, AWAY)
+    assert client.get("/api/session").json() == {"logged_in": False, "token": None, "password_set": True}
+    for path in ("/api/state", "/api/settings", "/api/picture.jpg", "/api/stream"):
+        assert client.get(path).status_code == 401, path
+    assert post(client, "/api/control", {"control": "blackout"}).status_code == 401
+    assert post(client, "/api/login", {"password": "wrong"}).status_code == 401
+    answer = post(client, "/api/login", {"password": PASSWORD})
+    assert answer.status_code == 200
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    assert client.get("/api/state").status_code == 200
+    token = token_of(client)
+    assert post(client, "/api/control", {"control": "blackout"}, token).status_code == 202
+    assert post(client, "/api/logout", {}, token).status_code == 200
+    assert client.get("/api/state").status_code == 401
+
+
+def test_login_attempts_are_throttled():
+    app = build_app(shared_for(password_hash=PASSWORD_HASH))
+    client = TestClient(app, client=AWAY)
+    codes = [post(client, "/api/login", {"password": f"guess {i}"}).status_code for i in range(6)]
+    assert codes == [401] * 5 + [429]
+    locked = post(client, "/api/login", {"password": PASSWORD})
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0, "even the right one waits"
+    # another address is not locked out by this one's guesses
+    assert post(TestClient(app, client=("192.0.2.8", 1)), "/api/login", {"password": PASSWORD}).status_code == 200
+
+
+@pytest.mark.parametrize("body, status", [
+    ("{not json", 400), ("[1, 2]", 400), ('{"control": "explode"}', 400), ('{"control": "intensity", "value": "loud"}', 400),
+    ('{"control": "class", "value": "unicorn"}', 400), ('{"control": "freeze", "value": [1]}', 400),
+    ('{"control": "freeze", "value": "yes"}', 400), ('{"control": "zoom"}', 400),
+])
+def test_bad_control_requests_are_4xx(body, status):
+    shared = shared_for()
+    client = client_for(shared)
+    answer = client.post("/api/control", content=body, headers={**OWN, "x-csrf-token": token_of(client),
+                                                                "content-type": "application/json"})
+    assert answer.status_code == status and answer.json()["error"]
+    assert shared.commands.empty(), "nothing reaches the show"
+
+
+def test_an_oversized_request_is_413():
+    client = client_for(shared_for())
+    answer = post(client, "/api/control", {"control": "layer", "value": "x" * 100_000}, token_of(client))
+    assert answer.status_code == 413
+
+
+def test_requests_from_another_origin_are_refused():
+    shared = shared_for()
+    client = client_for(shared)
+    token = token_of(client)
+    body = {"control": "blackout"}
+    assert client.post("/api/control", json=body, headers={"x-csrf-token": token}).status_code == 403  # no origin
+    assert post(client, "/api/control", body, token, origin="http://evil.example").status_code == 403
+    assert post(client, "/api/control", body, token, origin="http://testserver:81").status_code == 403
+    assert post(client, "/api/control", body, "not the token").status_code == 403
+    assert post(client, "/api/control", body, None).status_code == 403
+    assert shared.commands.empty()
+    assert post(client, "/api/control", body, token).status_code == 202
+    assert shared.commands.get_nowait() == ("control", "blackout")
+
+
+def test_controls_open_restart_and_test_sound_are_queued():
+    shared = shared_for()
+    client = client_for(shared)
+    token = token_of(client)
+    assert post(client, "/api/control", {"control": "class", "value": "cow"}, token).status_code == 202
+    assert post(client, "/api/control", {"control": "intensity", "value": 0.4}, token).status_code == 202
+    assert post(client, "/api/open", {"open": True}, token).status_code == 202
+    assert post(client, "/api/open", {"open": "yes"}, token).status_code == 400
+    assert post(client, "/api/server/restart", {}, token).status_code == 202
+    assert post(client, "/api/test-sound", {"sound": "cow"}, token).status_code == 202
+    assert post(client, "/api/test-sound", {"sound": "../../etc/passwd"}, token).status_code == 400
+    got = [shared.commands.get_nowait()[0] for _ in range(5)]
+    assert got == ["control", "control", "open_now", "restart_server", "test_sound"]
+
+
+def test_a_remote_server_cannot_be_restarted_from_here():
+    client = client_for(shared_for(local_server=False))
+    assert post(client, "/api/server/restart", {}, token_of(client)).status_code == 409
+
+
+def test_a_full_command_queue_is_503(monkeypatch):
+    shared = shared_for()
+    shared.commands = queue.Queue(1)
+    client = client_for(shared)
+    token = token_of(client)
+    assert post(client, "/api/control", {"control": "hud"}, token).status_code == 202
+    assert post(client, "/api/control", {"control": "hud"}, token).status_code == 503
+
+
+def test_settings_are_listed_with_what_they_take(tmp_path):
+    client = client_for(shared_for(tmp_path))
+    listed = {s["key"]: s for s in client.get("/api/settings").json()["settings"]}
+    assert "console_password_hash" not in listed
+    assert listed["vignette"]["takes"] == "a number within 0..1" and not listed["vignette"]["live"]
+    assert listed["hours"]["live"]
+
+
+def test_settings_are_validated_and_saved(tmp_path):
+    shared = shared_for(tmp_path)
+    client = client_for(shared)
+    token = token_of(client)
+    venue = shared.config_path
+    assert post(client, "/api/settings", {"key": "vignette", "value": 2}, token).status_code == 400
+    assert post(client, "/api/settings", {"key": "nonsense", "value": 1}, token).status_code == 400
+    assert post(client, "/api/settings", {"key": "console_password_hash", "value": PASSWORD_HASH}, token).status_code == 400
+    assert post(client, "/api/settings", {"key": "console_host", "value": "0.0.0.0"}, token).status_code == 200
+    refused = post(client, "/api/settings", {"key": "console_port", "value": 8080}, token)
+    assert refused.status_code == 400 and "password" in refused.json()["error"]
+    assert "console_port" not in venue.read_text()
+    answer = post(client, "/api/settings", {"key": "hours", "value": "10:00-18:00"}, token)
+    assert answer.status_code == 200 and answer.json()["live"]
+    assert shared.commands.get_nowait() == ("setting", "hours", "10:00-18:00")
+    assert post(client, "/api/settings", {"key": "vignette", "value": 0.5}, token).json() == {"saved": True,
+                                                                                              "live": False}
+    assert load_settings(venue).vignette == 0.5 and "# the venue" in venue.read_text()
+
+
+def test_settings_without_a_venue_file_cannot_be_saved():
+    client = client_for(shared_for())
+    assert post(client, "/api/settings", {"key": "vignette", "value": 0.5}, token_of(client)).status_code == 409
+
+
+def test_healthz_says_why_it_is_unhealthy():
+    shared = shared_for()
+    client = client_for(shared, AWAY)  # for the venue's IT: no login
+    answer = client.get("/healthz")
+    assert answer.status_code == 503 and "no frame drawn" in answer.text and "server" in answer.text
+    shared.drawing_at, shared.server_alive = time.monotonic(), True
+    assert client.get("/healthz").status_code == 200
+    shared.server_alive = False
+    assert client.get("/healthz").text.strip() == "the inference server does not answer"
+
+
+def test_metrics_in_prometheus_text():
+    shared = shared_for()
+    shared.metrics["fps"].set(29)
+    shared.metrics["events"].labels("cow").inc()
+    text = client_for(shared, AWAY).get("/metrics").text
+    assert "hear_and_see_fps 29.0" in text
+    assert 'hear_and_see_events_total{label="cow"} 1.0' in text
+    assert "hear_and_see_server_round_trip_seconds" in text and "hear_and_see_server_restarts" in text
+
+
+def test_the_picture_is_served_once_there_is_one():
+    shared = shared_for()
+    client = client_for(shared)
+    assert client.get("/api/picture.jpg").status_code == 404
+    shared.picture = (1, jpeg(np.zeros((72, 128, 3), np.uint8)))
+    answer = client.get("/api/picture.jpg")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
+    assert answer.content[:2] == b"\xff\xd8"
+
+
+def test_unknown_paths_and_methods_are_4xx():
+    client = client_for(shared_for())
+    assert client.get("/nothing").status_code == 404
+    assert client.put("/api/control", json={}).status_code == 405
+    assert client.get("/api/control").status_code == 405
+
+
+# --- the loop's side -------------------------------------------------------------------------------------------
+
+class FakeDisplay:
+    def __init__(self):
+        self.reads = 0
+
+    def read_pixels(self):
+        self.reads += 1
+        return np.full((72, 128, 3), 90, np.uint8)
+
+
+class FakeSource:
+    def __init__(self):
+        self.polls = self.stops = 0
+
+    def poll(self, now, ready):
+        self.polls += 1
+
+    def stop(self):
+        self.stops += 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def console_for(port: int = 0, hours: str = "", mode: str = "performance"):
+    from app.capture import RingBuffer
+
+    settings = Settings(mode=mode, console_port=port, hours=hours)
+    bindings = Bindings(mode, class_list("animals"), parse_chord(settings.exit_chord))
+    client = SimpleNamespace(alive=True, reconnects=0, round_trip_ms=3.0, address="tcp://127.0.0.1:1")
+    source = FakeSource()
+    return Console(settings, None, bindings, client, None, RingBuffer(), source, time.monotonic()), source
+
+
+def plan_for(label=None):
+    return Plan(Scene("showing", label, 0.9, "fallback", [], "showing"), None, 0.05)
+
+
+def test_console_off_starts_no_server_and_changes_nothing():
+    console, _ = console_for()
+    controls = Controls(zoom=0.05)
+    assert console.web is None and console.address is None
+    assert console.turn(time.monotonic(), controls, ShowState(), plan_for(), [], FakeDisplay()) == controls
+    console.stop()
+
+
+def test_closed_hours_darken_the_screen_and_close_the_source(monkeypatch):
+    console, source = console_for(hours="10:00-18:00")
+    monkeypatch.setattr("app.console.datetime", SimpleNamespace(now=lambda: at(0, 20)))
+    controls = console.turn(100.0, Controls(zoom=0.05), ShowState(), plan_for(), [], FakeDisplay())
+    assert not console.open and controls.blackout and source.stops == 1
+    console.source.poll(100.1, True)
+    assert source.polls == 0, "the microphone stays closed"
+    monkeypatch.setattr("app.console.datetime", SimpleNamespace(now=lambda: at(1, 10)))
+    controls = console.turn(102.0, controls, ShowState(), plan_for(), [], FakeDisplay())
+    assert console.open and not controls.blackout
+    console.source.poll(102.1, True)
+    assert source.polls == 1
+
+
+def test_console_commands_go_through_the_same_bindings_as_osc_and_the_picture_only_while_watched():
+    console, _ = console_for(port=free_port())
+    display = FakeDisplay()
+    try:
+        controls, now = Controls(zoom=0.05), time.monotonic()
+        result = SimpleNamespace(label="cow", confidence=0.8, tags=(("Moo", 0.7),))
+        for i in range(30):  # a second of frames with nobody watching
+            controls = console.turn(now + i / 30, controls, ShowState(), plan_for(), [result] if i == 3 else [],
+                                    display)
+        assert display.reads == 0, "nobody watches: the screen is not read back"
+        assert console.shared.snapshot["events"][0]["label"] == "cow"
+        console.shared.command("control", "blackout")
+        console.shared.command("control", "class", "pig")
+        console.shared.watch(+1)
+        for i in range(60):  # two seconds watched: at most one picture a second
+            controls = console.turn(now + 1 + i / 30, controls, ShowState(), plan_for(), [], display)
+        assert controls.blackout and controls.forced_label == "pig"
+        assert 1 <= display.reads <= 2
+        deadline = time.monotonic() + 5
+        while console.shared.picture is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert console.shared.picture[1][:2] == b"\xff\xd8"
+        # the stream, over a real socket: what a browser gets
+        with httpx.stream("GET", console.address + "api/stream?picture=1", timeout=5) as answer:
+            assert answer.headers["content-type"].startswith("text/event-stream")
+            line = next(line for line in answer.iter_lines() if line.startswith("data: "))
+            assert '"mode": "performance"' in line
+            assert console.shared.watchers == 2
+    finally:
+        console.stop()
+    assert not console.web.thread.is_alive()
