@@ -5,11 +5,14 @@
 VENV       := .venv
 PY         := $(VENV)/bin/python
 OUT        := out/run
+CONFIG     :=
 DEMO       := app/demo_audio
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Real parts the tests use: EGL offscreen GL, an Xvfb display, PortAudio fed by a PulseAudio null sink.
+# Real parts the tests use: EGL offscreen GL, an Xvfb display, PortAudio fed by a PulseAudio null sink, and a
+# browser (headless chromium, driven by Selenium) for the console.
 APT_PACKAGES := python3-venv xvfb libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libgbm1 \
-                libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
+                libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins \
+                chromium chromium-driver
 
 .PHONY: run test install system-packages benchmarks clean
 
@@ -30,9 +33,9 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 ifeq ($(strip $(DISPLAY)$(WAYLAND_DISPLAY)),)
-	$(PY) -m app.cli run --input $(DEMO) --headless --duration 75 --output $(OUT) --frame-log $(OUT)/frame_log.tsv
+	$(PY) -m app.cli run --input $(DEMO) --headless --duration 75 --output $(OUT) --frame-log $(OUT)/frame_log.tsv $(if $(CONFIG),--config $(CONFIG))
 else
-	$(PY) -m app.cli run --input $(DEMO)
+	$(PY) -m app.cli run --input $(DEMO) $(if $(CONFIG),--config $(CONFIG))
 endif
 
 test: install

@@ -344,7 +344,10 @@ def save_setting(path: str | Path, key: str, value) -> None:
         document = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
     except (OSError, UnicodeDecodeError, tomlkit.exceptions.ParseError) as exc:
         raise ConfigError(f"{path}: not a readable TOML file ({exc}); fix the line it names") from exc
-    document[key] = list(value) if isinstance(value, tuple) else value
+    if value is None:  # TOML has no null: a setting left out takes its default
+        document.pop(key, None)
+    else:
+        document[key] = list(value) if isinstance(value, tuple) else value
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as f:

@@ -438,3 +438,32 @@ def test_console_commands_go_through_the_same_bindings_as_osc_and_the_picture_on
     finally:
         console.stop()
     assert not console.web.thread.is_alive()
+
+
+def test_a_test_sound_plays_into_the_ring_in_place_of_the_source():
+    from app.capture import RingBuffer
+    from app.console import SteerableSource
+    from app.supervise import RecordingPlayer
+    from common.paths import DEMO_AUDIO
+
+    ring, inner = RingBuffer(), FakeSource()
+    source = SteerableSource(inner, ring)
+    source.play_test(DEMO_AUDIO / "cow.mp3")
+    assert inner.stops == 1
+    wait = time.monotonic() + 5
+    while ring.written == 0 and time.monotonic() < wait:
+        time.sleep(0.01)
+    assert ring.written > 0, "the test sound reaches the ring"
+    source.poll(0.0, True)
+    assert inner.polls == 0, "the microphone waits while the test sound plays"
+    source.test.stop()
+    source.poll(0.0, True)
+    assert inner.polls == 1 and source.test is None
+    # a recording set aside starts again from its beginning
+    player = RecordingPlayer(ring, DEMO_AUDIO / "dog.mp3", 0.0)
+    source = SteerableSource(player, ring)
+    source.play_test(DEMO_AUDIO / "cow.mp3")
+    source.test.stop()
+    source.poll(1.0, False)
+    assert isinstance(source.source, RecordingPlayer) and source.source is not player
+    source.stop()

@@ -185,7 +185,7 @@ def test_screenshots_of_each_page(app, browser, tmp_path):
                 wait_for(lambda: browser.execute_script(
                     "return document.getElementById('picture').naturalWidth") > 0, 10, "the picture")
             else:
-                wait_for(lambda: browser.find_element("id", page).is_displayed(), 10, f"the {page} page")
+                wait_for(lambda: browser.find_element("id", "page-" + page).is_displayed(), 10, f"the {page} page")
             if page == "settings":
                 wait_for(lambda: browser.find_elements("css selector", "#settings-table tbody tr"), 10, "settings")
             path = out / f"console_{page}_{name}.png"

@@ -110,10 +110,14 @@ async function loadSettings() {
   $("settings-file").textContent = s.file ? "Saved to " + s.file + ". Green: applied at once; the rest from the next start."
                                           : "The show runs without a venue file (--config): settings cannot be saved.";
   $("settings-table").tBodies[0].replaceChildren(...s.settings.map((x) => {
-    const tr = el("tr"), input = el("input"); input.value = JSON.stringify(x.value); input.id = "setting-" + x.key;
+    const tr = el("tr"), input = el("input"); input.id = "setting-" + x.key;
+    input.value = typeof x.value === "string" ? x.value : (x.value === null ? "" : JSON.stringify(x.value));
+    input.placeholder = x.value === null ? "(left out)" : "";
     const save = el("button", "Save"); save.disabled = !s.file;
     save.addEventListener("click", async () => {
-      let value; try { value = JSON.parse(input.value); } catch (e) { value = input.value; }
+      // Numbers, true/false and [lists] as JSON; an empty box leaves the setting out; anything else is text.
+      let value = input.value.trim() === "" ? null : input.value;
+      if (value !== null && /^[-\d\[]|^(true|false)$/.test(value.trim())) { try { value = JSON.parse(value); } catch (e) { /* text */ } }
       try { const a = await send("/api/settings", { key: x.key, value: value });
             say("settings-message", x.key + " saved" + (a.live ? " and applied" : "; used from the next start")); }
       catch (e) { say("settings-message", e.message, true); } });
@@ -132,7 +136,7 @@ $("login-form").addEventListener("submit", async (e) => {
 function currentPage() { return (location.hash || "#see").slice(1); }
 function showPage() {
   const page = currentPage();
-  document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== page; });
+  document.querySelectorAll(".page").forEach((p) => { p.hidden = p.id !== "page-" + page; });
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("current", a.dataset.page === page));
   if (token) connect();  // the picture is read back only while the See page is in view
 }
