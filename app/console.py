@@ -421,6 +421,17 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+def is_local(request) -> bool:
+    """From this machine, and asked for by address: a page of another site whose name was pointed at 127.0.0.1
+    (DNS rebinding) names its own host, and is treated as a stranger that must log in."""
+    name = (urlparse("//" + request.headers.get("host", "")).hostname or "").strip("[]")
+    try:
+        by_address = name == "localhost" or bool(ipaddress.ip_address(name))
+    except ValueError:
+        by_address = False
+    return by_address and _is_loopback(request.client.host if request.client else None)
+
+
 class Guard:
     """Sessions, tokens against cross-site requests, and login throttling."""
 
@@ -441,10 +452,10 @@ class Guard:
         return found
 
     def allowed(self, request) -> bool:
-        return _is_loopback(request.client.host if request.client else None) or self.session(request) is not None
+        return is_local(request) or self.session(request) is not None
 
     def token(self, request) -> str | None:
-        if _is_loopback(request.client.host if request.client else None):
+        if is_local(request):
             return self.local_token
         found = self.session(request)
         return found[1] if found else None

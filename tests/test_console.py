@@ -22,7 +22,7 @@ from app.passwords import check_password, hash_password, is_password_hash
 
 HERE = ("127.0.0.1", 50000)
 AWAY = ("192.0.2.7", 50000)      # TEST-NET-1: an address beyond this machine
-OWN = {"origin": "http://testserver"}
+OWN = {"origin": "http://127.0.0.1"}
 PASSWORD = "correct horse"
 PASSWORD_HASH = hash_password(PASSWORD)
 
@@ -151,7 +151,7 @@ def shared_for(tmp_path=None, password_hash=None, local_server=True, mode="perfo
 
 
 def client_for(shared: Shared, where=HERE) -> TestClient:
-    return TestClient(build_app(shared), client=where)
+    return TestClient(build_app(shared), base_url="http://127.0.0.1", client=where)
 
 
 def token_of(client: TestClient) -> str:
@@ -178,6 +178,16 @@ def test_on_this_machine_no_password_is_asked():
     assert client.get("/api/state").status_code == 200
 
 
+def test_a_page_of_another_name_on_this_machine_must_log_in():
+    """DNS rebinding: another site's name pointed at 127.0.0.1 reaches the console as that name."""
+    client = client_for(shared_for(password_hash=PASSWORD_HASH))
+    assert client.get("/api/session", headers={"host": "127.0.0.1:8080"}).json()["logged_in"]
+    assert client.get("/api/session", headers={"host": "localhost:8080"}).json()["logged_in"]
+    assert client.get("/api/session", headers={"host": "[::1]:8080"}).json()["logged_in"]
+    assert not client.get("/api/session", headers={"host": "evil.example:8080"}).json()["logged_in"]
+    assert client.get("/api/state", headers={"host": "evil.example:8080"}).status_code == 401
+
+
 def test_beyond_this_machine_the_password_is_required():
     shared = shared_for(password_hash=PASSWORD_HASH)
     client = client_for(shared, AWAY)
@@ -199,13 +209,13 @@ def test_beyond_this_machine_the_password_is_required():
 
 def test_login_attempts_are_throttled():
     app = build_app(shared_for(password_hash=PASSWORD_HASH))
-    client = TestClient(app, client=AWAY)
+    client = TestClient(app, base_url="http://127.0.0.1", client=AWAY)
     codes = [post(client, "/api/login", {"password": f"guess {i}"}).status_code for i in range(6)]
     assert codes == [401] * 5 + [429]
     locked = post(client, "/api/login", {"password": PASSWORD})
     assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0, "even the right one waits"
     # another address is not locked out by this one's guesses
-    assert post(TestClient(app, client=("192.0.2.8", 1)), "/api/login", {"password": PASSWORD}).status_code == 200
+    assert post(TestClient(app, base_url="http://127.0.0.1", client=("192.0.2.8", 1)), "/api/login", {"password": PASSWORD}).status_code == 200
 
 
 @pytest.mark.parametrize("body, status", [
@@ -235,7 +245,7 @@ def test_requests_from_another_origin_are_refused():
     body = {"control": "blackout"}
     assert client.post("/api/control", json=body, headers={"x-csrf-token": token}).status_code == 403  # no origin
     assert post(client, "/api/control", body, token, origin="http://evil.example").status_code == 403
-    assert post(client, "/api/control", body, token, origin="http://testserver:81").status_code == 403
+    assert post(client, "/api/control", body, token, origin="http://127.0.0.1:81").status_code == 403
     assert post(client, "/api/control", body, "not the token").status_code == 403
     assert post(client, "/api/control", body, None).status_code == 403
     assert shared.commands.empty()
@@ -434,7 +444,10 @@ def test_console_commands_go_through_the_same_bindings_as_osc_and_the_picture_on
             assert answer.headers["content-type"].startswith("text/event-stream")
             line = next(line for line in answer.iter_lines() if line.startswith("data: "))
             assert '"mode": "performance"' in line
-            assert console.shared.watchers == 2
+            deadline = time.monotonic() + 5
+            while console.shared.watchers != 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert console.shared.watchers == 2, "this stream shows the picture: one more watcher"
     finally:
         console.stop()
     assert not console.web.thread.is_alive()
