@@ -64,11 +64,14 @@ def wait_for_dreams(url: str, timeout: float = 400) -> float:
 
 
 def watch(url: str, stop: threading.Event) -> None:
-    """What an open console page does: the stream with the picture, and each new picture fetched."""
+    """What an open console page does: the stream with the picture, and each new picture fetched. It runs on the
+    show's machine here, so its own CPU counts against the show (a phone or the office would not); one client
+    for all of it, as a browser keeps its connection (httpx.get would build a client, and its TLS context, each
+    time)."""
     import httpx
 
     last = 0
-    with httpx.stream("GET", url + "api/stream?picture=1", timeout=10) as answer:
+    with httpx.Client(timeout=10) as client, client.stream("GET", url + "api/stream?picture=1") as answer:
         for line in answer.iter_lines():
             if stop.is_set():
                 return
@@ -76,7 +79,7 @@ def watch(url: str, stop: threading.Event) -> None:
                 picture = json.loads(line[6:]).get("picture", 0)
                 if picture != last:
                     last = picture
-                    httpx.get(url + "api/picture.jpg", timeout=5)
+                    client.get(url + "api/picture.jpg")
 
 
 def turn_cost(n: int = 600) -> tuple[float, float]:
