@@ -107,8 +107,9 @@ async function loadSettings() {
   const r = await fetch("/api/settings", { credentials: "same-origin" });
   if (!r.ok) return;
   const s = await r.json();
-  $("settings-file").textContent = s.file ? "Saved to " + s.file + ". Green: applied at once; the rest from the next start."
+  $("settings-file").textContent = s.file ? "Saved to the venue file " + s.file.split("/").pop() + ". Green: applied at once; the rest from the next start."
                                           : "The show runs without a venue file (--config): settings cannot be saved.";
+  $("settings-file").title = s.file || "";
   $("settings-table").tBodies[0].replaceChildren(...s.settings.map((x) => {
     const tr = el("tr"), input = el("input"); input.id = "setting-" + x.key;
     input.value = typeof x.value === "string" ? x.value : (x.value === null ? "" : JSON.stringify(x.value));
