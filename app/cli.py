@@ -52,6 +52,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 def _run(args) -> int:
     from app.capture import MicrophoneError
     from app.run import run
+    from common.sound import AudioFileError
 
     settings = load_settings(args.config, mode=args.mode, server=args.server or "auto", fullscreen=args.fullscreen)
     device = int(args.device) if args.device and args.device.isdigit() else args.device
@@ -62,7 +63,7 @@ def _run(args) -> int:
         report = run(settings, input_file=input_file, device=device, headless=True if args.headless else None,
                      duration=args.duration, output_dir=args.output, frame_log=args.frame_log,
                      config_path=args.config, server_key=_public_key(args.server_key))
-    except MicrophoneError as exc:
+    except (MicrophoneError, AudioFileError) as exc:
         print(f"hear-and-see run: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
