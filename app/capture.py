@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from common.errors import UserError
 from common.levels import frame_db
 from common.sound import AUDIO_EXTENSIONS, SAMPLE_RATE, WINDOW_SAMPLES, AudioFileError, load_audio
 
@@ -27,7 +28,7 @@ ONSET_FLOOR_DBFS = -55.0      # and louder than this: a quiet room's hiss never 
 log = logging.getLogger("hear_and_see.capture")
 
 
-class MicrophoneError(RuntimeError):
+class MicrophoneError(UserError, RuntimeError):
     """No usable input device; the message says which and how to list the others."""
 
 

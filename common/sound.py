@@ -12,13 +12,15 @@ import numpy as np
 import soundfile
 import soxr
 
+from common.errors import UserError
+
 SAMPLE_RATE = 16_000                              # every waveform in the project, from microphone to checkpoint
 WINDOW_SECONDS = 4.0                              # what one classification hears
 WINDOW_SAMPLES = int(WINDOW_SECONDS * SAMPLE_RATE)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 
 
-class AudioFileError(ValueError):
+class AudioFileError(UserError, ValueError):
     """A recording that cannot be used; the message names the file and says what is wrong with it."""
 
 
@@ -30,7 +32,7 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     try:
         samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, TypeError, ValueError, OSError) as exc:  # libsndfile's errors are RuntimeErrors
-        raise AudioFileError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})") from exc
+        raise AudioFileError(f"{path}: cannot read it as audio ({type(exc).__name__}: {exc})") from exc
     mono = samples.mean(axis=1)
     if mono.size == 0 or not np.all(np.isfinite(mono)):
         raise AudioFileError(f"{path}: empty or non-finite audio")

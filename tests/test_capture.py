@@ -69,7 +69,7 @@ def test_folder_source_plays_every_recording_with_pauses(tmp_path):
 def test_unreadable_recording_is_a_clear_error_before_anything_plays(tmp_path, content):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(content)
-    with pytest.raises(AudioFileError, match="broken.wav: cannot decode audio"):
+    with pytest.raises(AudioFileError, match="broken.wav: cannot read it as audio"):
         FileSource(RingBuffer(), bad)
 
 

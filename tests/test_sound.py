@@ -57,8 +57,8 @@ def test_the_demo_mp3s_decode_with_soundfile_alone():
 
 @pytest.mark.parametrize("make, problem", [
     (lambda p: None, "no such audio file"),
-    (lambda p: p.write_bytes(b""), "cannot decode audio"),
-    (lambda p: p.write_bytes(b"RIFF not really a wave" * 50), "cannot decode audio"),
+    (lambda p: p.write_bytes(b""), "cannot read it as audio"),
+    (lambda p: p.write_bytes(b"RIFF not really a wave" * 50), "cannot read it as audio"),
     (lambda p: p.mkdir(), "no such audio file"),
     (lambda p: sf.write(p, np.zeros((0, 1), np.float32), SAMPLE_RATE), "empty or non-finite audio"),
     (lambda p: sf.write(p, np.array([0.0, np.nan, 0.0], np.float32), SAMPLE_RATE, subtype="FLOAT"),
