@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from common.errors import UserError
 from common.levels import frame_db
 
 SAMPLE_RATE = 16_000          # the model's rate (models/audio.py); the app does not import torch
@@ -29,7 +30,7 @@ ONSET_FLOOR_DBFS = -55.0      # and louder than this: a quiet room's hiss never 
 log = logging.getLogger("hear_and_see.capture")
 
 
-class MicrophoneError(RuntimeError):
+class MicrophoneError(UserError, RuntimeError):
     """No usable input device; the message says which and how to list the others."""
 
 

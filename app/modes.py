@@ -71,10 +71,10 @@ class Plan:
     """What the loop draws this turn, and what it asks the server to dream."""
     scene: Scene
     picture: str | None    # LIVE, FALLBACK or KEEP
+    zoom: float            # the renderer's zoom rate, taken up with the next keyframe
     frame: Frame | None = None  # the live frame (image, id, label) when picture is LIVE
     blackout: bool = False
     hud: bool = True
-    zoom: float = 0.05     # the renderer's zoom rate, taken up with the next keyframe
     steering: Steering = Steering()
 
 
@@ -113,8 +113,8 @@ def step(state: ShowState, results: Iterable[Result], frame: Frame | None, contr
         picture = LIVE
     else:
         picture = FALLBACK if scene.source == FALLBACK else KEEP
-    return state, Plan(scene, picture, frame if picture == LIVE else None, controls.blackout,
-                       controls.hud, controls.zoom, Steering(forced, controls.intensity, controls.layer))
+    return state, Plan(scene, picture, controls.zoom, frame if picture == LIVE else None, controls.blackout,
+                       controls.hud, Steering(forced, controls.intensity, controls.layer))
 
 
 def _with_overrides(status: str, controls: Controls) -> str:

@@ -39,6 +39,14 @@ class RunReport:
     first_live_frame_s: float | None = None
     first_image_s: float | None = None
 
+    def summary(self) -> str:
+        live = "never" if self.first_live_frame_s is None else f"{self.first_live_frame_s:.1f} s"
+        text = (f"drew {self.frames_drawn} frames {self.frames_by_source}; first image after "
+                f"{self.first_image_s or 0:.1f} s, first live dream frame after {live}")
+        if self.output_dir:
+            text += f"\nsaved frames, contact_sheet.png and timeline.json in {self.output_dir}"
+        return text
+
 
 class Recorder:
     def __init__(self, output_dir: str | Path | None, frame_log: str | Path | None):

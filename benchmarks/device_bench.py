@@ -1,4 +1,4 @@
-"""The live parts on an accelerator against the same machine's CPU, in one run (issue 11: the ear runs on
+"""The live parts on an accelerator against the same machine's CPU, in one run (the ear runs on
 cuda/mps/cpu; a GPU host should just go faster).
 
 1. the ear: the shipped classifier hears the same windows of the demo recordings on the CPU and on the device:

@@ -1,4 +1,4 @@
-"""Sound onset to label on screen, in the running app (issue 11's latency goal: median 0.6 s or less).
+"""Sound onset to label on screen, in the running app (the goal: median 0.6 s or less).
 
 The bundled CC0 recordings are laid one after another into one file, each after 6 s of silence, and played to
 `hear-and-see run --headless` in real time as a microphone would hear them. An event's onset is the first 10 ms

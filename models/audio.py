@@ -12,6 +12,7 @@ import librosa
 import numpy as np
 import torch
 
+from common.errors import UserError
 from common.levels import frame_db
 
 SAMPLE_RATE = 16_000
@@ -32,7 +33,7 @@ MIN_HEARD_SECONDS = 2.0      # never less of a window than this
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 
 
-class AudioFileError(ValueError):
+class AudioFileError(UserError, ValueError):
     """An audio file that cannot be decoded; the message names the file."""
 
 

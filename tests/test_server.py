@@ -11,6 +11,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from app.client import InferenceClient
+from common.errors import UserError
 from common import protocol
 from inference_server.server import InferenceServer, Session, is_loopback
 from models.classes import ESC50_CLASSES
@@ -194,7 +195,7 @@ def _until_frame(client, timeout):
 def test_binding_beyond_loopback_needs_keys(networks, seeds):
     assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("tcp://localhost:1") and is_loopback("ipc:///tmp/x")
     assert not is_loopback("tcp://*:5555") and not is_loopback("tcp://0.0.0.0:5555")
-    with pytest.raises(ValueError, match="CurveZMQ"):
+    with pytest.raises(UserError, match="CurveZMQ"):
         InferenceServer(*networks, seeds, "tcp://0.0.0.0:0")
 
 
