@@ -268,8 +268,10 @@ def test_an_ensemble_of_unlike_checkpoints_is_a_clear_error(tmp_path, capsys):
     b = save_checkpoint(build_model("efficientnet_lite0", ["x", "y", "z"], pretrained=False), tmp_path / "b.pt")
     assert cli_main(["ensemble", "--out", str(tmp_path / "ab.pt"), str(a), str(b)]) == 2
     assert "share class names" in capsys.readouterr().err and not (tmp_path / "ab.pt").exists()
-    assert cli_main(["ensemble", "--out", str(tmp_path / "ab.pt"), str(a), str(tmp_path / "none.pt")]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        cli_main(["ensemble", "--out", str(tmp_path / "ab.pt"), str(a), str(tmp_path / "none.pt")])
+    assert exit.value.code == 2
+    assert "none.pt', takes an existing file" in capsys.readouterr().err
 
 
 class LoudnessModel:
