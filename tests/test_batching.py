@@ -98,3 +98,103 @@ def test_steps_of_another_size_layer_or_network_are_refused_together(lite0_rando
         with pytest.raises(ValueError, match="share the network"):
             step_together([start[0], other])
     assert len(step_together(start[:2])) == 2
+
+
+class Kiosk:
+    """A client as the app is to the server: says HELLO, steers to its class, keeps frame credit open, sends
+    windows; and checks that every FRAME and RESULT it gets is its own."""
+
+    def __init__(self, ctx, address, name, cls, layer=None):
+        self.name, self.cls = name, cls
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(address)
+        self.frames, self.results, self.sent_ids, self.images = [], [], set(), []
+        self.sock.send_multipart(protocol.encode(protocol.HELLO, client=name))
+        self.sock.send_multipart(protocol.encode(protocol.STEER, **{"class": cls, "intensity": 1.0, "layer": layer}))
+        self.credit()
+
+    def credit(self):
+        self.sock.send_multipart(protocol.encode(protocol.CREDIT, last_frame=len(self.frames), window=2))
+
+    def send_window(self, request_id):
+        t = np.arange(64000) / 16000
+        wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        self.sock.send_multipart(protocol.encode(protocol.AUDIO, wave, id=request_id, sample_rate=16000))
+        self.sent_ids.add(request_id)
+
+    def receive(self):
+        while self.sock.poll(0):
+            header, payload = protocol.decode(self.sock.recv_multipart())
+            if header["kind"] == protocol.FRAME:
+                self.frames.append((header["id"], header["label"]))
+                self.images.append(payload)
+                self.credit()
+            elif header["kind"] == protocol.RESULT:
+                self.results.append(header["id"])
+
+
+def _serve_until(kiosks, enough, timeout=90.0, also=lambda: None):
+    deadline, next_window = time.monotonic() + timeout, 0.0
+    while time.monotonic() < deadline and not enough():
+        if time.monotonic() >= next_window:
+            next_window = time.monotonic() + 0.5
+            for k, kiosk in enumerate(kiosks):
+                kiosk.send_window(1000 * k + len(kiosk.sent_ids))
+            also()
+        zmq.select([k.sock for k in kiosks], [], [], 0.05)
+        for kiosk in kiosks:
+            kiosk.receive()
+    assert enough(), [len(k.frames) for k in kiosks]
+
+
+@pytest.fixture
+def ctx():
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def test_several_clients_dream_in_batches_and_each_gets_only_its_own_frames(networks, seeds, address, ctx):
+    from tests.test_server import BAD
+
+    running = RunningServer(networks, seeds, address, batch=4)
+    try:
+        kiosks = [Kiosk(ctx, address, f"kiosk{i}", cls) for i, cls in enumerate(["dog", "cow", "rooster"])]
+        kiosks.append(Kiosk(ctx, address, "other-layer", "frog", layer="blocks.3"))  # dreams in a batch of its own
+        rogue = ctx.socket(zmq.DEALER)
+        rogue.setsockopt(zmq.LINGER, 0)
+        rogue.connect(address)
+        rogue.send_multipart(protocol.encode(protocol.HELLO, client="rogue"))
+        bad = iter([parts for parts, _ in BAD] * 20)
+        _serve_until(kiosks, lambda: all(len(k.frames) >= 5 for k in kiosks),
+                     also=lambda: [rogue.send_multipart(next(bad)) for _ in range(3)])
+        for k, kiosk in enumerate(kiosks):
+            ids = [i for i, _ in kiosk.frames]
+            assert ids == list(range(1, len(ids) + 1)), (kiosk.name, ids)  # its own count, none lost or foreign
+            assert {label for _, label in kiosk.frames} == {kiosk.cls}
+            assert kiosk.results and set(kiosk.results) <= kiosk.sent_ids
+        stats, sessions = running.server.stats, running.server.sessions
+        assert stats["dream_images"] > stats["dream_steps"], stats  # several clients' steps went through as one
+        assert stats["errors"] >= 3 and running.thread.is_alive()
+        engines = [s.engine for s in sessions.values() if s.engine is not None]
+        assert len(engines) == 4 and len({id(e.net) for e in engines}) == 1  # one network, four dreams
+        assert {s.engine.layer for s in sessions.values() if s.name == "other-layer"} == {"blocks.3"}
+    finally:
+        running.close()
+
+
+def test_a_failing_dream_in_a_batch_costs_only_its_own_client_frames(networks, seeds, address, ctx, caplog):
+    running = RunningServer(networks, seeds, address, batch=4)
+    try:
+        kiosks = [Kiosk(ctx, address, f"kiosk{i}", "dog") for i in range(3)]
+        _serve_until(kiosks, lambda: all(len(k.frames) >= 2 for k in kiosks))
+        broken = next(s for s in running.server.sessions.values() if s.name == "kiosk0")
+        broken.engine.guide = broken.engine.guide[:3]  # wrong channel count: its step raises inside the batch
+        before = [len(k.frames) for k in kiosks]
+        _serve_until(kiosks, lambda: all(len(k.frames) >= n + 4 for k, n in zip(kiosks[1:], before[1:])))
+        assert len(kiosks[0].frames) <= before[0] + 2  # at most what was already on its way
+        assert "stepping each alone" in caplog.text and "dream for kiosk0 (dog) failed" in caplog.text
+        assert running.thread.is_alive()
+    finally:
+        running.close()
