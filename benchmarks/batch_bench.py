@@ -5,9 +5,9 @@ client's step at a time (batch 1, the turn-taking), in the same run.
 The server is the real InferenceServer (the shipped classifier, the dream backbone with its ImageNet weights, the
 device's dream size) on a thread of this process; the kiosks are real ZeroMQ DEALER sockets on 127.0.0.1, driven
 from the main thread as the app drives its one: HELLO, a STEER to a class of their own (every kiosk dreams, at
-full intensity), frame credit kept at the app's window, and a 4 s window every --hop seconds (the app's 0.5; 0:
-none, the dream alone). Each setting runs for
---seconds after a warm-up; the settings alternate over --rounds so that the machine's other load falls on both.
+full intensity), frame credit kept at the app's window, a PING as often as the app's, and a 4 s window every --hop
+seconds (the app's 0.5; 0: none, the dream alone). Each setting runs for --seconds after a warm-up; the settings
+alternate over --rounds so that the machine's other load falls on both.
 Reported per setting: keyframes/s over all kiosks, frames per kiosk (min/max: fairness), the round trip p50/p95
 (the server's share of the app's 0.6 s from a sound's onset to its label) and the classifying in it (p50),
 the server's time per dream step
@@ -35,7 +35,7 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.client import CREDIT_WINDOW, free_tcp_address  # noqa: E402
+from app.client import CREDIT_WINDOW, PING_INTERVAL_S, free_tcp_address  # noqa: E402
 from common import protocol  # noqa: E402
 from inference_server.server import BATCH, DreamSettings, InferenceServer  # noqa: E402
 from models.backbones import DREAM_BACKBONE, create_backbone, default_device  # noqa: E402
@@ -100,8 +100,13 @@ def run(classifier, backbone, seeds_dir: Path, kiosks: int, batch: int, seconds:
         never = float("inf")
         next_window, request = [start + k * hop / kiosks if hop > 0 else never for k in range(kiosks)], 0
         steps_before = images_before = step_count = None
+        next_ping = start
         while time.monotonic() < end:
             now = time.monotonic()
+            if now >= next_ping:
+                next_ping += PING_INTERVAL_S
+                for sock in socks:
+                    sock.send_multipart(protocol.encode(protocol.PING, t=time.time()))
             measuring = now >= measure_from
             if measuring and steps_before is None:
                 steps_before, images_before = server.stats["dream_steps"], server.stats["dream_images"]

@@ -37,10 +37,11 @@ MAX_CREDIT = 4              # frames a client may have in flight: small, so fram
 RATE_LIMIT_PER_S = 100.0    # messages per second per client, a token bucket: floods are dropped
 RATE_BURST = 200.0          # (a healthy app sends ~10 a second, plus one credit per frame it receives)
 POLL_IDLE_MS = 50
-# Clients' dream steps done in one batch at most, by device, when the venue does not say (see BENCHMARKS.md, "Many
-# kiosks on one server"). The window waits for a whole batch's step before it is heard, so a batch only pays
-# where it costs less than its members' steps one after another.
-BATCH = {"cpu": 1, "cuda": 8, "mps": 4}
+# Clients' dream steps done in one batch at most, by device; elsewhere 1 (see BENCHMARKS.md, "Many kiosks on one
+# server"). A window waits for a whole batch's step before it is heard, so a batch only pays where it costs less than
+# its members' steps one after another: not on a CPU, whose cores a single step already fills. On CUDA a step at 720
+# px is a few ms and leaves the GPU idle; 8 is a first guess that benchmarks/device_bench.py is there to check.
+BATCH = {"cuda": 8}
 
 
 @dataclass
@@ -51,7 +52,7 @@ class DreamSettings:
     blend: float | None = None   # pull back toward the seed per keyframe; None: the engine's default (none)
     aspect: float = ASPECT       # width / height of the dream: the screen's, so nothing is cropped to fit
     batch: int = 0               # clients' dream steps in one batch at most; 1: one client's step at a time;
-                                 # 0: the device's default (BATCH)
+                                 # 0: the device's default (BATCH, else 1)
 
 
 class TokenBucket:
