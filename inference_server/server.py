@@ -287,13 +287,18 @@ class InferenceServer:
         keyframe, per turn: between them the loop answers every client, so a window waits for one step (tens of
         ms) before it is heard, and a keyframe slower than the clients' 1 s liveness timeout (a loaded CPU) never
         reads as a dead server. Furthest first: a keyframe begun is finished before another client's begins (the
-        clients take turns), and dreams that fell out of step meet again at the start of their next keyframes."""
+        clients take turns), and a dream that fell out of step with the others (it began alone, or its credit ran
+        out) finishes its keyframe while they wait at the start of theirs, then starts its next with them."""
         waiting = [i for i in list(self.sessions) if self._wants_frames(self.sessions[i]) and self._next_step(i)]
         if not waiting:
             return
         waiting.sort(key=lambda i: (tuple(-n for n in self.sessions[i].next_step.stage), self.sessions[i].stepped_at))
-        key = self.sessions[waiting[0]].next_step.key
-        group = [i for i in waiting if self.sessions[i].next_step.key == key][:self.batch]
+        lead = self.sessions[waiting[0]].next_step
+        # Only steps at the same point of their keyframes: a dream one step behind another would otherwise be
+        # batched with it one step behind for ever, each batch half of it alone (at another image size).
+        group = [i for i in waiting
+                 if (self.sessions[i].next_step.key, self.sessions[i].next_step.stage) == (lead.key, lead.stage)]
+        group = group[:self.batch]
         steps = [self.sessions[i].next_step for i in group]
         try:
             images = step_together(steps)
