@@ -190,20 +190,22 @@ def bench(device: torch.device, kiosk_counts: list[int], seconds: float, rounds:
 
 
 def ratios(runs: list[dict]) -> list[dict]:
-    """Per kiosk count and batch: against the turn-taking (batch 1), means over all rounds."""
+    """Per kiosk count and batch: against the turn-taking (batch 1), means over all rounds (None where nothing came)."""
     def mean(n, b, key):
         values = [r[key] for r in runs if r["kiosks"] == n and r["batch"] == b and r[key] is not None]
-        return float(np.mean(values)) if values else float("nan")
+        return float(np.mean(values)) if values else None
+
+    def ratio(a, b):
+        return round(a / b, 2) if a is not None and b else None
 
     out = []
     for n, b in sorted({(r["kiosks"], r["batch"]) for r in runs if r["batch"] > 1}):
-        out.append(dict(kiosks=n, batch=b, keyframes_per_s_turns=round(mean(n, 1, "keyframes_per_s"), 2),
-                        keyframes_per_s_batched=round(mean(n, b, "keyframes_per_s"), 2),
-                        keyframes_ratio=round(mean(n, b, "keyframes_per_s") / max(1e-9, mean(n, 1, "keyframes_per_s")), 2),
-                        round_trip_p50_ms_turns=round(mean(n, 1, "round_trip_p50_ms"), 1),
-                        round_trip_p50_ms_batched=round(mean(n, b, "round_trip_p50_ms"), 1),
-                        step_p50_ms_turns=round(mean(n, 1, "step_p50_ms"), 1),
-                        step_p50_ms_batched=round(mean(n, b, "step_p50_ms"), 1)))
+        row = dict(kiosks=n, batch=b)
+        for key in ("keyframes_per_s", "round_trip_p50_ms", "step_p50_ms"):
+            turns, batched = mean(n, 1, key), mean(n, b, key)
+            row.update({f"{key}_turns": turns and round(turns, 2), f"{key}_batched": batched and round(batched, 2),
+                        f"{key}_ratio": ratio(batched, turns)})
+        out.append(row)
     return out
 
 
