@@ -22,6 +22,7 @@ import torch
 import zmq
 
 from common import protocol
+from common.errors import UserError
 from models import audio
 from models.backbones import DREAM_BACKBONE, DREAM_LAYERS, create_backbone, default_device
 from models.classes import ESC50_CLASSES, class_set_probabilities, resolve_class_set
@@ -120,12 +121,12 @@ def is_loopback(address: str) -> bool:
 
 class InferenceServer:
     def __init__(self, classifier: SoundClassifier | Ensemble, backbone_for_dreams, seeds_dir: str | Path,
-                 bind: str = "tcp://127.0.0.1:5555", gate: GateSettings = GateSettings(),
+                 bind: str, gate: GateSettings = GateSettings(),
                  dream: DreamSettings = DreamSettings(), curve_secret_key: bytes | None = None,
                  context: zmq.Context | None = None):
         if not is_loopback(bind) and curve_secret_key is None:
-            raise ValueError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
-                             f"(run `hear-and-see keys`, then pass --server-key)")
+            raise UserError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
+                            f"(run `hear-and-see keys`, then pass --server-secret-key)")
         self.classifier = classifier
         self.tag_names = list(getattr(classifier, "tag_names", None) or ())  # AudioSet's, when the classifier has them
         self.dream_backbone = backbone_for_dreams
