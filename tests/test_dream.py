@@ -139,7 +139,7 @@ def test_folded_dream_network_matches_the_original(lite0_random):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-        net = dream._dream_copy(backbone, "cpu")
+        net = dream.dream_network(backbone, "cpu")
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()), backbone.name
         x = torch.rand(2, 3, 64, 64, generator=g)
         with torch.no_grad():
