@@ -73,6 +73,7 @@ class Settings:
     # pull back toward the seed image per keyframe (None: the engine's own).
     dream_intensity: float = 1.0
     dream_blend: float | None = None
+    dream_batch: int = 0                 # kiosks' dream steps in one batch at most; 0: the server's device decides
     exit_chord: str = "ctrl+shift+q"     # quits in every mode; in the gallery nothing else does
     osc_port: int = 0                    # UDP port for OSC control; 0: none
     osc_host: str = "127.0.0.1"          # loopback: only this machine may freeze or black out the show
@@ -259,6 +260,7 @@ RULES: dict[str, Rule] = {
     "zoom_rate": number(*ZOOM_RANGE),
     "dream_intensity": number(0.0, 1.0),
     "dream_blend": optional(number(0.0, 1.0, above_low=True), "no pull back to the seed"),
+    "dream_batch": Rule(integer(0, 64).parse, "0 (the device's default) or a whole number of kiosks within 1..64"),
     "exit_chord": Rule(_chord, "modifiers then one key, e.g. 'ctrl+shift+q'"),
     "osc_port": integer(0, 65535),
     "osc_host": Rule(_ip, "an IP address, e.g. 127.0.0.1"),
@@ -308,4 +310,4 @@ def dream_settings(settings: Settings):
     from inference_server.server import DreamSettings  # here: the app process never loads torch
 
     return DreamSettings(layer=settings.dream_layer, size=settings.dream_size, intensity=settings.dream_intensity,
-                         blend=settings.dream_blend, aspect=settings.width / settings.height)
+                         blend=settings.dream_blend, aspect=settings.width / settings.height, batch=settings.dream_batch)
