@@ -31,6 +31,25 @@ def address() -> str:
     return free_tcp_address()
 
 
+def wait_until(what: str, observe, until=bool, timeout: float = 20.0, interval: float = 0.05):
+    """Look with `observe()` every `interval` seconds until `until` holds for what it sees, and return that.
+    Past `timeout` the test fails, saying what it waited for and what it saw last: tests wait for a condition,
+    never a fixed time, so a loaded machine makes them slower, not wrong."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = observe()
+        if until(seen):
+            return seen
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:g} s for {what}; last saw {_short(seen)}")
+        time.sleep(interval)
+
+
+def _short(value, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class PulseServer:
     """A private PulseAudio daemon with a null sink whose monitor is the default source: what paplay
     plays to the sink is what a sounddevice InputStream on the 'pulse' device hears. `env` is what a
@@ -245,16 +264,17 @@ def seeds(tmp_path_factory):
 
 class RunningServer:
     """A real InferenceServer on its own thread and zmq context; every window gets a label (the random-init
-    head is never confident, and the tests that use this are about the wire)."""
+    head is never confident, and the tests that use this are about the wire). `batch`: the dream setting."""
 
-    def __init__(self, networks, seeds, address, **options):
+    def __init__(self, networks, seeds, address, batch=0, **options):
         from inference_server.server import DreamSettings, InferenceServer
         from models.gate import GateSettings
 
         classifier, backbone = networks
         self.server = InferenceServer(classifier, backbone, seeds, address,
                                       gate=GateSettings(silence_dbfs=-200, min_confidence=0.0, enter_windows=1),
-                                      dream=DreamSettings(size=DREAM_SIZE), context=zmq.Context(), **options)
+                                      dream=DreamSettings(size=DREAM_SIZE, batch=batch), context=zmq.Context(),
+                                      **options)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.server.serve_forever, args=(self.stop.is_set,), daemon=True)
         self.thread.start()
