@@ -595,7 +595,7 @@ def build_app(shared: Shared):
             if watching:
                 shared.watch(+1)
             try:
-                while not await request.is_disconnected():
+                while True:  # until the page goes: Starlette then stops this generator, and `finally` runs
                     yield f"data: {json.dumps(state())}\n\n"
                     await asyncio.sleep(PUBLISH_EVERY_S)
             finally:

@@ -375,6 +375,13 @@ class FakeSource:
         self.stops += 1
 
 
+def wait_until(condition, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -439,15 +446,15 @@ def test_console_commands_go_through_the_same_bindings_as_osc_and_the_picture_on
         while console.shared.picture is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert console.shared.picture[1][:2] == b"\xff\xd8"
-        # the stream, over a real socket: what a browser gets
-        with httpx.stream("GET", console.address + "api/stream?picture=1", timeout=5) as answer:
+        # the stream, over a real socket: what a browser gets; a page showing the picture is one more watcher
+        wait_until(lambda: console.web.server.started, "the console's server")
+        before = console.shared.watchers
+        with httpx.stream("GET", console.address + "api/stream?picture=1", timeout=10) as answer:
             assert answer.headers["content-type"].startswith("text/event-stream")
             line = next(line for line in answer.iter_lines() if line.startswith("data: "))
             assert '"mode": "performance"' in line
-            deadline = time.monotonic() + 5
-            while console.shared.watchers != 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert console.shared.watchers == 2, "this stream shows the picture: one more watcher"
+            wait_until(lambda: console.shared.watchers == before + 1, "the stream counted as a watcher")
+        wait_until(lambda: console.shared.watchers == before, "the closed stream no longer counted")
     finally:
         console.stop()
     assert not console.web.thread.is_alive()
