@@ -244,7 +244,7 @@ def _console_password_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _venue_file(value) -> str:
-    if not isinstance(value, str) or not Path(value).expanduser().parent.is_dir() or Path(value).is_dir():
+    if not isinstance(value, str) or not Path(value).expanduser().parent.is_dir():  # a folder: the OS says so
         raise ValueError
     return str(Path(value).expanduser())
 
