@@ -51,6 +51,7 @@ class Settings:
     silence_dbfs: float = GateSettings.silence_dbfs
     min_confidence: float = GateSettings.min_confidence
     enter_windows: int = GateSettings.enter_windows
+    sure_confidence: float = GateSettings.sure_confidence
     hold_seconds: float = GateSettings.hold_seconds
     speech: str = GateSettings.speech
     floor_margin_db: float = GateSettings.floor_margin_db
@@ -239,6 +240,7 @@ RULES: dict[str, Rule] = {
     "silence_dbfs": number(-120.0, 0.0),
     "min_confidence": number(0.0, 1.0),
     "enter_windows": integer(1, 20),
+    "sure_confidence": number(0.0, 1.0),
     "hold_seconds": number(0.0, 600.0),
     "speech": choice(*SPEECH_POLICIES),
     "floor_margin_db": Rule(number(0.0, 40.0).parse, "a number within 0..40 dB (0: off)"),
