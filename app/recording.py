@@ -1,7 +1,7 @@
 """What a run leaves behind: counts for the caller, and with --output / --frame-log the frames themselves.
 
 A headless run keeps what the window would have shown (`frames/*.png`, twice a second), a contact sheet of
-them, and `timeline.json` (labels over time, frames by source, time to first picture and first live frame);
+them, every live dream keyframe as it came (`live/SECONDS.png`, at the dream's size), and `timeline.json` (labels over time, frames by source, time to first picture and first live frame);
 `--frame-log` writes one line per drawn frame (its source, class, mean luminance and the number of the live dream
 keyframe on screen), which is how the tests and the robustness benchmark see a black or frozen screen, and how live
 keyframes per second are counted in the running app.
@@ -53,6 +53,7 @@ class Recorder:
         self.output = Path(output_dir) if output_dir else None
         if self.output:
             (self.output / "frames").mkdir(parents=True, exist_ok=True)
+            (self.output / "live").mkdir(exist_ok=True)
         self.report = RunReport(self.output)
         self.saved: list[Path] = []
         self.unsaved = 0  # frames due but not saved: the writer was behind, or the disk refused them
@@ -96,6 +97,12 @@ class Recorder:
             self._next_save += 1.0 / SAVED_FRAMES_PER_SECOND
             self._save(display, pixels)
 
+    def live_keyframe(self, seconds: float, image: np.ndarray) -> None:
+        """A live keyframe as the server sent it: how a take-over is seen to continue the picture (tests,
+        benchmarks/failover_bench.py)."""
+        if self._writer is not None:
+            self._writer.submit(_save_image, image.copy(), self.output / "live" / f"{seconds:010.3f}.png")
+
     def _save(self, display, pixels: np.ndarray) -> None:
         while self._writing and self._writing[0][1].done():
             self._written(*self._writing.popleft())
@@ -137,3 +144,10 @@ class Recorder:
                 {"labels": r.labels, "frames_drawn": r.frames_drawn, "frames_by_source": r.frames_by_source,
                  "first_image_s": r.first_image_s, "first_live_frame_s": r.first_live_frame_s}, indent=1))
         return self.report
+
+
+def _save_image(image: np.ndarray, path: Path) -> None:
+    try:
+        Image.fromarray(image).save(path)
+    except OSError as exc:  # a full disk loses pictures, never the show
+        log.error("could not save %s: %s", path, exc)
