@@ -270,10 +270,11 @@ def _keys(args) -> int:
         if (directory / "kiosks" / f"{name}.key").exists():
             continue
         # The public half goes in the folder servers admit, the secret half apart: that folder is copied to servers.
+        for folder in ("kiosks", "kiosk_secrets"):
+            (directory / folder).mkdir(exist_ok=True)
         public, secret = zmq.auth.create_certificates(directory / "kiosks", name)
-        (directory / "kiosk_secrets").mkdir(exist_ok=True)
-        secret.rename(directory / "kiosk_secrets" / secret.name)
-        print(f"kiosk keys: {public} (on every server) and {directory / 'kiosk_secrets' / secret.name} (on that kiosk)")
+        secret = Path(secret).rename(directory / "kiosk_secrets" / Path(secret).name)
+        print(f"kiosk keys: {public} (on every server) and {secret} (on that kiosk)")
     return 0
 
 
