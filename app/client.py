@@ -82,6 +82,7 @@ class InferenceClient:
                  kiosk_key: tuple[bytes, bytes] | None = None):
         addresses = [addresses] if isinstance(addresses, str) else list(addresses)
         self.name, self.classes = name, classes
+        self.kiosk = uuid.uuid4().hex  # this kiosk, whichever socket and server it is on
         self.server_key, self.kiosk_key = server_key, kiosk_key
         self.ctx = context or zmq.Context.instance()
         self.links = [Link(a) for a in addresses]
@@ -93,6 +94,7 @@ class InferenceClient:
         self._last_frame = 0            # id of the newest frame received: the server's credit is counted from it
         self._steering: dict | None = None  # what the app asked to be dreamt, re-sent to every server we reach
         self._on_screen: tuple[str, np.ndarray] | None = None  # the live picture shown last: what a new server gets
+        self._confidence: dict[str, float] = {}  # the last confidence heard per class: the new server dreams as strongly
         self._first_answer: float | None = None
         self._used_one = False           # a server has heard this kiosk before: a choice now is a take-over
         self._poller = zmq.Poller()
@@ -134,11 +136,12 @@ class InferenceClient:
         self._hello()
         if self._on_screen is not None:
             label, image = self._on_screen
-            self._send(protocol.encode(protocol.IMAGE, image, label=label))
+            self._send(protocol.encode(protocol.IMAGE, image, label=label, confidence=self._confidence.get(label, 0.0)))
         self._grant_credit()
 
     def _hello(self) -> None:
-        self._send(protocol.encode(protocol.HELLO, client=self.name, classes=self.classes, t=time.time()))
+        self._send(protocol.encode(protocol.HELLO, client=self.name, kiosk=self.kiosk, classes=self.classes,
+                                   t=time.time()))
         if self._steering is not None:
             self._send(protocol.encode(protocol.STEER, **self._steering))
 
@@ -207,6 +210,8 @@ class InferenceClient:
         if link is not self.active:
             return None  # a server that does not hear this kiosk only tells its load; anything else is stale
         if kind == protocol.RESULT:
+            if isinstance(header.get("label"), str) and isinstance(header.get("confidence"), (int, float)):
+                self._confidence = {header["label"]: float(header["confidence"])}
             return Result(header.get("id"), header.get("label"), float(header.get("confidence", 0.0)),
                           header.get("top", []), float(header.get("dbfs", -100.0)),
                           bool(header.get("trained", False)), float(header.get("ms", 0.0)))

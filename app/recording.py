@@ -2,14 +2,15 @@
 
 A headless run keeps what the window would have shown (`frames/*.png`, twice a second), a contact sheet of
 them, every live dream keyframe as it came (`live/SECONDS.png`, at the dream's size), and `timeline.json` (labels over time, frames by source, time to first picture and first live frame);
-`--frame-log` writes one line per drawn frame (its source, class, mean luminance and the number of the live dream
-keyframe on screen), which is how the tests and the robustness benchmark see a black or frozen screen, and how live
+`--frame-log` writes one line per drawn frame (its source, class, mean luminance, the number of the live dream
+keyframe on screen, and the wall-clock time), which is how the tests and the robustness benchmark see a black or frozen screen, and how live
 keyframes per second are counted in the running app.
 """
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class Recorder:
         self._writing: deque = deque()
         self._log = open(frame_log, "w", encoding="utf-8") if frame_log else None
         if self._log:
-            self._log.write("seconds\tsource\tclass\tmean_luminance\tkeyframe\n")
+            self._log.write("seconds\tsource\tclass\tmean_luminance\tkeyframe\tunix_time\n")
 
     def label(self, seconds: float, label: str | None, confidence: float) -> None:
         self.report.labels.append((round(seconds, 2), label, round(confidence, 3)))
@@ -92,7 +93,8 @@ class Recorder:
         pixels = display.read_pixels()
         if self._log:
             number = "-" if keyframe is None else keyframe
-            self._log.write(f"{seconds:.3f}\t{source}\t{label or '-'}\t{pixels.mean():.1f}\t{number}\n")
+            # unix_time: several kiosks' logs, and a server killed meanwhile, on one clock
+            self._log.write(f"{seconds:.3f}\t{source}\t{label or '-'}\t{pixels.mean():.1f}\t{number}\t{time.time():.3f}\n")
         if save_now:
             self._next_save += 1.0 / SAVED_FRAMES_PER_SECOND
             self._save(display, pixels)

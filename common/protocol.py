@@ -17,12 +17,12 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # enforced on both ends with ZMQ_MAXMSGSIZE
 MAX_HEADER_BYTES = 16 * 1024
 
 # client -> server
-HELLO = "hello"        # {client: name, classes: [..] or None}: start (or restart) a session
+HELLO = "hello"        # {client: name, kiosk: id, classes: [..] or None}: start (or restart) a session
 AUDIO = "audio"        # {id, sample_rate} + float32 mono samples: classify this window
 CREDIT = "credit"      # {last_frame, window}: frames may be sent while fewer than `window` follow last_frame
 STEER = "steer"        # {class, intensity, layer}: dream this class whatever is heard (None: what is heard)
 PING = "ping"          # {t}: heartbeat; the server answers PONG (also to a kiosk it does not serve: a load probe)
-IMAGE = "image"        # {label} + uint8 RGB image: the picture on screen, to dream on from (a hand-off)
+IMAGE = "image"        # {label, confidence} + uint8 RGB image: the picture on screen, to dream on from (a hand-off)
 # server -> client
 RESULT = "result"      # {id, label, confidence, top, dbfs, trained, ms}: what the window sounded like
 FRAME = "frame"        # {id, label, source} + uint8 RGB image: a dream keyframe
@@ -109,15 +109,18 @@ def check_frame(shape) -> None:
         raise ProtocolError("bad_shape", f"frame must be HxWx3, got {shape}")
 
 
-def check_image(header: dict, image: np.ndarray, allowed_labels) -> str:
-    """What the server needs of an IMAGE (hand-off) message beyond its framing; returns its label."""
+def check_image(header: dict, image: np.ndarray, allowed_labels) -> tuple[str, float]:
+    """What the server needs of an IMAGE (hand-off) message beyond its framing; returns its label and confidence."""
     check_frame(image.shape)
     if not (16 <= min(image.shape[:2]) and max(image.shape[:2]) <= 4096):
         raise ProtocolError("bad_shape", f"image sides must be within 16..4096 pixels, got {list(image.shape[:2])}")
     label = header.get("label")
     if not isinstance(label, str) or label not in allowed_labels:
         raise ProtocolError("bad_field", f"label {label!r} is not in this client's class set")
-    return label
+    confidence = header.get("confidence", 0.0)
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.0 <= confidence <= 1.0:
+        raise ProtocolError("bad_field", f"confidence must be a number within 0..1, got {confidence!r}")
+    return label, float(confidence)
 
 
 def is_loopback(address: str) -> bool:

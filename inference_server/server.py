@@ -20,7 +20,7 @@ import zmq
 from common import protocol
 from common.errors import UserError
 from models import audio
-from models.backbones import DREAM_BACKBONE, DREAM_LAYERS, create_backbone, default_device
+from models.backbones import DEFAULT_DREAM_LAYER, DREAM_BACKBONE, DREAM_LAYERS, create_backbone, default_device
 from models.classes import ESC50_CLASSES, class_set_probabilities, resolve_class_set
 from models.dream import ASPECT, DreamEngine, profile_size, to_uint8
 from models.gate import GateSettings, OpenSetGate
@@ -34,6 +34,7 @@ MAX_CREDIT = 4              # frames a client may have in flight: small, so fram
 RATE_LIMIT_PER_S = 100.0    # messages per second per client, a token bucket: floods are dropped
 RATE_BURST = 200.0          # (a healthy app sends ~10 a second, plus one credit per frame it receives)
 POLL_IDLE_MS = 50
+SPARE_ENGINES = 3           # dream engines made in idle time for kiosks yet to come (see _make_spare)
 LOAD_WINDOW_S = 10.0        # keyframes/s is counted over this long, and the load is logged this often
 
 
@@ -67,6 +68,7 @@ class Session:
     name: str
     gate: OpenSetGate
     classes: list[str] | None = None
+    kiosk: str | None = None     # the kiosk's own id, the same on every socket it opens (HELLO's `kiosk`)
     last_seen: float = field(default_factory=time.monotonic)
     credits: int = 0
     label: str | None = None
@@ -135,6 +137,7 @@ class InferenceServer:
         self.socket.bind(bind)
         self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.stats = {"windows": 0, "frames": 0, "errors": 0, "dropped": 0}
+        self._spares: list[DreamEngine] = []
         self._frame_times: list[float] = []  # when the keyframes of the last LOAD_WINDOW_S went out
         self._load_logged_at = time.monotonic()
         log.info("serving on %s with %s classifier (%s%s), %d classes", self.address,
@@ -151,6 +154,8 @@ class InferenceServer:
                 busy = self._dream_candidate() is not None
                 if poller.poll(0 if busy else POLL_IDLE_MS):
                     self._drain()
+                elif not busy:
+                    self._make_spare()
                 self._forget_silent_clients()
                 self._dream_once()
                 self._log_load()
@@ -229,10 +234,16 @@ class InferenceServer:
             classes = resolve_class_set(header.get("classes"), self.classifier.class_names, self.tag_names)
         except ValueError as exc:
             raise protocol.ProtocolError("bad_classes", str(exc)) from exc
+        kiosk = header.get("kiosk") if isinstance(header.get("kiosk"), str) else None
+        # A kiosk back on a fresh socket (its heartbeat missed one busy second) takes its engine back with it: a
+        # new one per reconnection would cost every kiosk here another stall.
+        previous = next((i for i, s in self.sessions.items() if kiosk is not None and s.kiosk == kiosk), None)
+        engine = self.sessions.pop(previous).engine if previous is not None else None
         self.sessions[identity] = Session(
-            name=name, classes=classes,
+            name=name, classes=classes, kiosk=kiosk,
             gate=OpenSetGate(self.gate_settings, class_names=classes or self.classifier.class_names,
-                             tag_names=self.tag_names))
+                             tag_names=self.tag_names),
+            engine=engine or (self._spares.pop() if self._spares else None))
         log.info("client %s connected (%d clients)", name, len(self.sessions))
         self._send(identity, self._pong(header))
 
@@ -243,6 +254,21 @@ class InferenceServer:
         self._frame_times = [t for t in self._frame_times if now - t <= LOAD_WINDOW_S]
         return {"kiosks": len(self.sessions), "keyframes_per_s": round(len(self._frame_times) / LOAD_WINDOW_S, 2),
                 "load": float(len(self.sessions))}
+
+    def _new_engine(self, layer: str | None) -> DreamEngine:
+        d = self.dream_settings
+        device = next(self.dream_backbone.parameters()).device
+        options = {} if d.blend is None else {"blend": d.blend}
+        return DreamEngine(self.dream_backbone, layer=layer, size=d.size or profile_size(device), aspect=d.aspect,
+                           **options)
+
+    def _make_spare(self) -> None:
+        """An engine copies the dream network, half a second on a loaded CPU: made when a kiosk arrives (several
+        at once when a server is lost), it would stall the loop past every kiosk's 1 s heartbeat, and they would
+        leave again. So engines for the server's own layer are made ahead, one per idle turn, and a forgotten
+        kiosk's engine is kept for the next."""
+        if len(self._spares) < SPARE_ENGINES:
+            self._spares.append(self._new_engine(self.dream_settings.layer))
 
     def _pong(self, header: dict) -> list[bytes]:
         return protocol.encode(protocol.PONG, t=header.get("t"), **self.load())
@@ -257,16 +283,16 @@ class InferenceServer:
     def _take_over(self, session: Session, header: dict, image: np.ndarray) -> None:
         """A kiosk whose server was lost hands over the picture on its screen: its dream goes on from there
         instead of starting again at the seed."""
-        label = protocol.check_image(header, image, session.classes or self.classifier.class_names)
-        d = self.dream_settings
-        layer = session.layer or d.layer
-        device = next(self.dream_backbone.parameters()).device
-        options = {} if d.blend is None else {"blend": d.blend}
-        session.engine = DreamEngine(self.dream_backbone, layer=layer, size=d.size or profile_size(device),
-                                     aspect=d.aspect, **options)
+        label, confidence = protocol.check_image(header, image, session.classes or self.classifier.class_names)
+        layer = session.layer or self.dream_settings.layer
+        if session.engine is None or (layer is not None and session.engine.layer != layer):
+            session.engine = self._new_engine(layer)
+        session.engine.reset()
         session.engine.set_seed(label, self._seed(label), imagenet_classes(label))
         session.engine.set_image(np.ascontiguousarray(image))
         session.dreaming = None
+        session.gate.carry_on(label, time.monotonic())
+        session.label, session.confidence = label, confidence  # dreamt at once, as the old server did
         log.info("client %s handed over its %s picture (%dx%d)", session.name, label, image.shape[1], image.shape[0])
 
     def _steer(self, session: Session, header: dict) -> None:
@@ -376,7 +402,11 @@ class InferenceServer:
         now = time.monotonic()
         for identity in [i for i, s in self.sessions.items() if now - s.last_seen > CLIENT_TIMEOUT_S]:
             log.info("client %s silent for %.0f s: forgotten", self.sessions[identity].name, CLIENT_TIMEOUT_S)
-            del self.sessions[identity]
+            engine = self.sessions.pop(identity).engine
+            spare_layer = self.dream_settings.layer or DEFAULT_DREAM_LAYER[self.dream_backbone.name]
+            if engine is not None and engine.layer == spare_layer and len(self._spares) < SPARE_ENGINES:
+                engine.reset()
+                self._spares.append(engine)
 
     def _send(self, identity: bytes, parts: list[bytes]) -> None:
         try:

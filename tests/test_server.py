@@ -90,6 +90,8 @@ BAD = [
     (protocol.encode(protocol.IMAGE, np.zeros((8, 64, 3), np.uint8), label="dog"), "bad_shape"),
     (protocol.encode(protocol.IMAGE, np.zeros((64, 64, 3), np.uint8), label="dragon"), "bad_field"),
     (protocol.encode(protocol.IMAGE, np.zeros((64, 64, 3), np.uint8)), "bad_field"),
+    (protocol.encode(protocol.IMAGE, np.zeros((64, 64, 3), np.uint8), label="dog", confidence=float("nan")), "bad_field"),
+    (protocol.encode(protocol.IMAGE, np.zeros((64, 64, 3), np.uint8), label="dog", confidence=True), "bad_field"),
     ([msgpack.packb({"v": 1, "kind": "image", "dtype": "<f4", "shape": [4, 4, 3], "label": "dog"}), b"\0" * 192],
      "bad_dtype"),
     ([msgpack.packb({"v": 1, "kind": "image", "dtype": "|u1", "shape": [64, 64, 3], "label": "dog"}), b"\0" * 10],
@@ -119,10 +121,12 @@ def test_a_handed_over_picture_is_where_the_dream_goes_on(running, dealer):
     ask(sock, protocol.encode(protocol.HELLO, client="kiosk", classes=["dog", "rooster"]))
     picture = np.zeros((DREAM_SIZE, DREAM_SIZE * 16 // 9, 3), np.uint8)
     picture[:, : picture.shape[1] // 2] = 255  # nothing like a seed: half white, half black
-    sock.send_multipart(protocol.encode(protocol.IMAGE, picture, label="dog"))
+    sock.send_multipart(protocol.encode(protocol.IMAGE, picture, label="dog", confidence=0.8))
     header, _ = ask(sock, protocol.encode(protocol.PING, t=1))  # answered in order: the image was taken first
     assert header["kind"] == protocol.PONG
-    engine = next(iter(running.server.sessions.values())).engine
+    session = next(iter(running.server.sessions.values()))
+    assert session.what_to_dream() == ("dog", 0.8)  # dreamt at once, as strongly as the old server did
+    engine = session.engine
     assert engine.current_seed == "dog"
     dreamt_from = engine.image.squeeze(0).mean(0)  # (H, W) in [0, 1]
     half = dreamt_from.shape[1] // 2
