@@ -234,7 +234,7 @@ class InferenceServer:
             classes = resolve_class_set(header.get("classes"), self.classifier.class_names, self.tag_names)
         except ValueError as exc:
             raise protocol.ProtocolError("bad_classes", str(exc)) from exc
-        kiosk = header.get("kiosk") if isinstance(header.get("kiosk"), str) else None
+        kiosk = header.get("kiosk")[:64] if isinstance(header.get("kiosk"), str) else None
         # A kiosk back on a fresh socket (its heartbeat missed one busy second) takes its engine back with it: a
         # new one per reconnection would cost every kiosk here another stall.
         previous = next((i for i, s in self.sessions.items() if kiosk is not None and s.kiosk == kiosk), None)

@@ -19,7 +19,8 @@ header_values = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 
                           st.text(max_size=12), st.binary(max_size=12),
                           st.lists(st.integers(-2**63, 2**64 - 1), max_size=4))
 headers = st.dictionaries(st.sampled_from(["v", "kind", "dtype", "shape", "id", "sample_rate", "classes",
-                                           "last_frame", "window", "client", "t"]), header_values, max_size=8)
+                                           "last_frame", "window", "client", "t", "label", "confidence", "kiosk"]),
+                          header_values, max_size=8)
 kinds = st.sampled_from(sorted(protocol.KINDS) + ["", "shutdown"])
 
 
