@@ -229,20 +229,21 @@ def test_a_lost_server_kiosks_go_on_with_the_other(venue):
 
 @pytest.mark.heavy
 def test_six_kiosks_two_servers_one_lost(venue):
-    failover(venue, kiosks=6)
+    failover(venue, kiosks=int(os.environ.get("HEAR_AND_SEE_VENUE_KIOSKS", "6")))
 
 
 @pytest.mark.heavy
 def test_soak_a_server_killed_every_minute_loses_no_kiosk(venue):
     minutes = float(os.environ.get("HEAR_AND_SEE_SOAK_MINUTES", "10"))
+    kiosks = int(os.environ.get("HEAR_AND_SEE_VENUE_KIOSKS", "4"))
     for address in venue.addresses:
         venue.start_server(address)
     venue.wait_serving(*venue.addresses)
-    for n in range(4):
+    for n in range(kiosks):
         venue.start_kiosk(n)
     for kiosk in venue.kiosks:
         wait_until(f"{kiosk.name}'s first live frames", lambda: kiosk.live_since(0), timeout=120)
-    ends, kills, worst = time.monotonic() + minutes * 60, 0, 0.0
+    ends, kills, take_overs = time.monotonic() + minutes * 60, 0, []
     while time.monotonic() < ends:
         time.sleep(max(0.0, min(60.0, ends - time.monotonic()) - 20))
         lost = max(venue.addresses, key=lambda a: len(venue.serving_kiosks(a)))
@@ -251,10 +252,12 @@ def test_soak_a_server_killed_every_minute_loses_no_kiosk(venue):
         kills += 1
         for kiosk in moved:
             first = wait_until(f"{kiosk.name} live again", lambda: kiosk.live_since(killed), timeout=20)
-            worst = max(worst, first[0][0] - killed)
+            take_overs.append(first[0][0] - killed)
         venue.start_server(lost)
         venue.wait_serving(lost)
-    print(f"\nsoak: {minutes:g} min, {kills} kills, {len(venue.kiosks)} kiosks; slowest take-over {worst:.2f} s")
+    worst = max(take_overs)
+    print(f"\nsoak: {minutes:g} min, {kills} kills, {len(venue.kiosks)} kiosks, {len(take_overs)} take-overs: "
+          f"median {np.median(take_overs):.2f} s, slowest {worst:.2f} s")
     for kiosk in venue.kiosks:
         assert kiosk.process.poll() is None, kiosk.log_path.read_text()[-2000:]
         assert kiosk.live_since(time.time() - 30), kiosk.name  # still dreaming at the end
