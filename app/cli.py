@@ -344,7 +344,11 @@ def _seeds_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _seeds(args) -> int:
+    from common.paths import CHECKOUT
     from offline.seed_collection import collect, generate_missing
+
+    if not CHECKOUT:
+        raise UserError("seed images are curated in a checkout of the project, not an installed package")
 
     paths = collect() if args.seeds_command == "collect" else generate_missing(args.classes, args.size)
     for path in paths:

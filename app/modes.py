@@ -54,7 +54,7 @@ class Scene:
     confidence: float
     source: str            # "live" (dream frames from the server) or "fallback" (pre-rendered, then seed)
     top: list
-    status: str            # a line for the heads-up display
+    status: str            # a line for the heads-up display: what is wrong or overridden ("" when all is well)
 
 
 @dataclass(frozen=True)
@@ -102,9 +102,11 @@ def step(state: ShowState, results: Iterable[Result], frame: Frame | None, contr
         kind = SHOWING if label is not None else LISTENING
     else:
         kind = SERVER_LOST if state.server_seen else STARTING
-    status = {SERVER_LOST: "server lost: reconnecting", STARTING: "starting: waiting for the server"}.get(kind, kind)
+    # The picture and the name already say that the show is listening or showing; the line is for the rest, so a
+    # child's screen carries no stray word (the toy draws the name alone, large).
+    status = {SERVER_LOST: "server lost: reconnecting", STARTING: "starting: waiting for the server"}.get(kind, "")
     if server_alive and not state.trained:
-        status = f"UNTRAINED MODEL: {status}"
+        status = "UNTRAINED MODEL" + (f": {status}" if status else "")
     scene = Scene(kind, label, 1.0 if forced else state.confidence, LIVE if fresh else FALLBACK,
                   list(state.top), _with_overrides(status, controls))
     if controls.frozen:  # frames keep arriving (the server keeps its pace), unused
@@ -119,7 +121,7 @@ def step(state: ShowState, results: Iterable[Result], frame: Frame | None, contr
 
 def _with_overrides(status: str, controls: Controls) -> str:
     """The status line says what the performer has overridden."""
-    notes = [status]
+    notes = [status] if status else []
     if controls.frozen:
         notes.append("frozen")
     if controls.forced_label is not None:

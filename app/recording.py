@@ -61,7 +61,8 @@ class Recorder:
         self._next_save = 0.0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer") if self.output else None
         self._writing: deque = deque()
-        self._log = open(frame_log, "w", encoding="utf-8") if frame_log else None
+        # Line by line: it is read while the show runs (the tests, the robustness benchmark), not only after it.
+        self._log = open(frame_log, "w", encoding="utf-8", buffering=1) if frame_log else None
         if self._log:
             self._log.write("seconds\tsource\tclass\tmean_luminance\tkeyframe\tunix_time\n")
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from app.cli import main
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_until
 
 DEMO_WAV = "demo.wav"   # a good recording, written by the fixture
 NOT_AUDIO = "not_audio.wav"
@@ -121,26 +121,17 @@ def test_a_killed_app_takes_its_server_with_it(tmp_path):
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            env={**_env(), "HEAR_AND_SEE_MARK": mark})
     try:
-        server = wait_until(lambda: [p for p in _marked(mark) if "serve" in p.cmdline()], timeout=60,
-                            what="the app's local server to start")
+        server = wait_until("the app's local server to start",
+                            lambda: [p for p in _marked(mark) if "serve" in p.cmdline()], timeout=60)
         app.kill()
         app.wait(timeout=30)
-        wait_until(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in server), timeout=30,
-                   what="the server to end with its app")
+        wait_until("the server to end with its app",
+                   lambda: [p for p in server if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
+                   lambda running: not running, timeout=30)
     finally:
         app.kill()
         for p in _marked(mark):
             p.kill()
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"waited {timeout:g} s for {what}")
 
 
 def _env() -> dict:

@@ -97,7 +97,7 @@ def test_a_forced_class_is_shown_and_takes_its_own_live_frames():
     plan = show.turn(0.1, frame=frame("dog"), controls=cow)
     assert plan.picture == FALLBACK  # frames of what is heard no longer show
     assert (plan.scene.label, plan.scene.confidence, plan.scene.top) == ("cow", 1.0, [["dog", 0.8]])
-    assert plan.scene.status == "showing · forced cow"
+    assert plan.scene.status == "forced cow"
     assert show.turn(0.2, frame=frame("cow"), controls=cow).picture == LIVE
     plan = show.turn(0.3, result("cat"), controls=cow)  # what is heard changes underneath
     assert plan.scene.source == "live" and plan.picture == KEEP
@@ -142,6 +142,6 @@ def test_the_plan_carries_the_controls_the_renderer_needs():
 def test_the_status_line_says_what_is_overridden():
     show = Show()
     show.turn(0.0, result("dog"))
-    assert show.turn(0.1).scene.status == "showing"
+    assert show.turn(0.1).scene.status == ""  # all is well: nothing to say over the picture
     status = show.turn(0.2, controls=Controls(zoom=ZOOM, frozen=True, intensity=0.5, layer="blocks.4")).scene.status
-    assert status == "showing · frozen · intensity 0.50 · layer blocks.4"
+    assert status == "frozen · intensity 0.50 · layer blocks.4"

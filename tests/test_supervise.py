@@ -12,6 +12,7 @@ from app.capture import MicrophoneError, RingBuffer
 from app.cli import main
 from app.config import dream_settings, gate_settings, load_settings
 from app.supervise import MicrophoneSupervisor, RecordingPlayer, ServerSupervisor, server_command
+from common.sound import AudioFileError
 
 
 def test_the_server_child_gets_the_app_settings_by_name(tmp_path, monkeypatch):
@@ -112,5 +113,5 @@ def test_a_recording_waits_for_the_server(tmp_path):
 
 def test_an_unreadable_recording_is_an_error_before_anything_starts(tmp_path):
     (tmp_path / "broken.wav").write_bytes(b"not audio")
-    with pytest.raises(MicrophoneError, match="broken.wav"):
+    with pytest.raises(AudioFileError, match="broken.wav"):
         RecordingPlayer(RingBuffer(), tmp_path / "broken.wav", since=0.0)
