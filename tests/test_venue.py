@@ -22,7 +22,7 @@ from PIL import Image
 
 from app.client import free_tcp_address
 from common import protocol
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, wait_until
 
 TAKE_OVER_S = 2.0   # from the kill to the kiosk's first live frame dreamt by another server
 # The servers dream whatever they hear, however faintly (the gate's own tests are elsewhere): a kiosk always has a
@@ -31,16 +31,6 @@ SERVER_VENUE = "min_confidence = 0.0\nsilence_dbfs = -90.0\nfloor_margin_db = 0.
 # Different class sets and recordings per kiosk: a session mixed with another would show a class not in its set.
 KIOSKS = [("dog.mp3", ["dog", "cat"]), ("rooster.mp3", ["rooster", "hen"]), ("pig.mp3", ["pig", "cow"]),
           ("frog.mp3", ["frog", "crickets"]), ("cow.mp3", ["cow", "sheep"]), ("cat.mp3", ["cat", "crow"])]
-
-
-def wait_until(what: str, condition, timeout: float, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def serving(address: str) -> bool:
@@ -102,7 +92,7 @@ class Venue:
 
     def wait_serving(self, *addresses: str, timeout: float = 120) -> None:
         for address in addresses:
-            wait_until(f"a server at {address}", lambda: serving(address), timeout, every=0.5)
+            wait_until(f"a server at {address}", lambda: serving(address), timeout=timeout, interval=0.5)
 
     def start_kiosk(self, n: int) -> Kiosk:
         recording, classes = KIOSKS[n % len(KIOSKS)]
@@ -184,13 +174,13 @@ def failover(venue: Venue, kiosks: int, report: list | None = None) -> None:
     for n in range(kiosks):
         venue.start_kiosk(n)
     for kiosk in venue.kiosks:
-        wait_until(f"{kiosk.name}'s first live frames", lambda: len(kiosk.live_since(0)) >= 3, timeout=120)
+        wait_until(f"{kiosk.name}'s first live frames", lambda: len(kiosk.live_since(0)) >= 3, timeout=120, interval=0.2)
     # Kill the server that hears the most kiosks
     lost = max(venue.addresses, key=lambda a: len(venue.serving_kiosks(a)))
     moved = venue.serving_kiosks(lost)
     killed = venue.kill(lost)
     for kiosk in moved:
-        wait_until(f"{kiosk.name} live again", lambda: kiosk.live_since(killed), timeout=20)
+        wait_until(f"{kiosk.name} live again", lambda: kiosk.live_since(killed), timeout=20, interval=0.2)
     time.sleep(1.0)  # the PNG writer's last pictures
     figures = [take_over(kiosk, killed) for kiosk in moved]
     print(f"\n{kiosks} kiosks, {len(moved)} on the killed server:")
@@ -204,7 +194,7 @@ def failover(venue: Venue, kiosks: int, report: list | None = None) -> None:
     venue.wait_serving(lost)
     placed = {k.name: k.servers_used()[-1] for k in venue.kiosks}
     newcomer = venue.start_kiosk(kiosks)
-    wait_until("the new kiosk to choose a server", newcomer.servers_used, timeout=60)
+    wait_until("the new kiosk to choose a server", newcomer.servers_used, timeout=60, interval=0.2)
     assert newcomer.servers_used() == [lost]  # the least loaded: the one that came back
     assert {k.name: k.servers_used()[-1] for k in venue.kiosks if k is not newcomer} == placed  # nobody moved
     for kiosk in venue.kiosks[:kiosks]:
@@ -242,7 +232,7 @@ def test_soak_a_server_killed_every_minute_loses_no_kiosk(venue):
     for n in range(kiosks):
         venue.start_kiosk(n)
     for kiosk in venue.kiosks:
-        wait_until(f"{kiosk.name}'s first live frames", lambda: kiosk.live_since(0), timeout=120)
+        wait_until(f"{kiosk.name}'s first live frames", lambda: kiosk.live_since(0), timeout=120, interval=0.2)
     ends, kills, take_overs = time.monotonic() + minutes * 60, 0, []
     while time.monotonic() < ends:
         time.sleep(max(0.0, min(60.0, ends - time.monotonic()) - 20))
@@ -251,7 +241,7 @@ def test_soak_a_server_killed_every_minute_loses_no_kiosk(venue):
         killed = venue.kill(lost)
         kills += 1
         for kiosk in moved:
-            first = wait_until(f"{kiosk.name} live again", lambda: kiosk.live_since(killed), timeout=20)
+            first = wait_until(f"{kiosk.name} live again", lambda: kiosk.live_since(killed), timeout=20, interval=0.2)
             take_overs.append(first[0][0] - killed)
         venue.start_server(lost)
         venue.wait_serving(lost)
