@@ -150,10 +150,12 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def seed_picture(label: str) -> np.ndarray:
+def seed_picture(label: str, shape: tuple[int, int]) -> np.ndarray:
+    """The seed image as a dream starts from it at this size (fitted whole, the bands filled)."""
+    from models.dream import _to_tensor, to_uint8
     from models.seeds import load_seed_image, seed_image_path
 
-    return load_seed_image(seed_image_path(label))
+    return to_uint8(_to_tensor(load_seed_image(seed_image_path(label)), shape, "cpu"))
 
 
 def take_over(kiosk: Kiosk, killed: float) -> dict:
@@ -164,7 +166,7 @@ def take_over(kiosk: Kiosk, killed: float) -> dict:
     first = [k for k in keyframes if k[0] > killed][0]
     picture = np.asarray(Image.open(first[1]).convert("RGB"))
     return {"seconds": first[0] - killed, "to_last": similarity(picture, np.asarray(Image.open(last[1]).convert("RGB"))),
-            "to_seed": similarity(picture, seed_picture(first[2]))}
+            "to_seed": similarity(picture, seed_picture(first[2], picture.shape[:2]))}
 
 
 def failover(venue: Venue, kiosks: int, report: list | None = None) -> None:
