@@ -586,10 +586,13 @@ COMMANDS = [  # in the order a user meets them
   hear-and-see run                                   # the microphone, a window, a server on this machine
   hear-and-see run --config venue.toml --mode gallery
   hear-and-see run --input app/demo_audio --headless --duration 60 --output out/run
-  hear-and-see run --server tcp://192.168.1.20:5555 --server-key keys/server.key"""),
+  hear-and-see run --server tcp://192.168.1.20:5555 --server-key keys/server.key
+  hear-and-see run --server tcp://10.0.0.11:5555 tcp://10.0.0.12:5555 --server-key keys/server.key \
+      --kiosk-key keys/kiosk_secrets/kiosk-1.key_secret     # a venue's kiosk: docs/venue.md"""),
     Command("serve", "run the inference server", _serve_flags, _serve, APP_LOG, """
   hear-and-see serve                                 # loopback, tcp://127.0.0.1:5555
-  hear-and-see serve --bind tcp://0.0.0.0:5555 --server-secret-key keys/server.key_secret --device cuda"""),
+  hear-and-see serve --bind tcp://0.0.0.0:5555 --server-secret-key keys/server.key_secret --device cuda
+  hear-and-see serve --bind tcp://0.0.0.0:5555 --server-secret-key keys/server.key_secret --kiosk-keys keys/kiosks/"""),
     Command("devices", "list audio input devices", _no_flags, _devices, APP_LOG, """
   hear-and-see devices"""),
     Command("keys", "generate CurveZMQ keys for servers reachable beyond loopback, and their kiosks'", _keys_flags,

@@ -242,9 +242,13 @@ def test_soak_a_server_killed_every_minute_loses_no_kiosk(venue):
         moved = venue.serving_kiosks(lost)
         killed = venue.kill(lost)
         kills += 1
-        for kiosk in moved:
-            first = wait_until(f"{kiosk.name} live again", lambda: kiosk.live_since(killed), timeout=20, interval=0.2)
-            take_overs.append(first[0][0] - killed)
+        for kiosk in moved:  # every take-over is counted, a slow one too, so the soak reports them all
+            deadline = time.monotonic() + 20
+            while not kiosk.live_since(killed) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            first = kiosk.live_since(killed)
+            take_overs.append(first[0][0] - killed if first else float("inf"))
+            print(f"kill {kills}: {kiosk.name} live again after {take_overs[-1]:.2f} s", flush=True)
         venue.start_server(lost)
         venue.wait_serving(lost)
     worst = max(take_overs)
