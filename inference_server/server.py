@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -138,6 +139,7 @@ class InferenceServer:
         self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.stats = {"windows": 0, "frames": 0, "errors": 0, "dropped": 0}
         self._spares: list[DreamEngine] = []
+        self._spare_maker: threading.Thread | None = None
         self._frame_times: list[float] = []  # when the keyframes of the last LOAD_WINDOW_S went out
         self._load_logged_at = time.monotonic()
         log.info("serving on %s with %s classifier (%s%s), %d classes", self.address,
@@ -154,8 +156,7 @@ class InferenceServer:
                 busy = self._dream_candidate() is not None
                 if poller.poll(0 if busy else POLL_IDLE_MS):
                     self._drain()
-                elif not busy:
-                    self._make_spare()
+                self._make_spare()
                 self._forget_silent_clients()
                 self._dream_once()
                 self._log_load()
@@ -263,12 +264,16 @@ class InferenceServer:
                            **options)
 
     def _make_spare(self) -> None:
-        """An engine copies the dream network, half a second on a loaded CPU: made when a kiosk arrives (several
-        at once when a server is lost), it would stall the loop past every kiosk's 1 s heartbeat, and they would
-        leave again. So engines for the server's own layer are made ahead, one per idle turn, and a forgotten
-        kiosk's engine is kept for the next."""
-        if len(self._spares) < SPARE_ENGINES:
-            self._spares.append(self._new_engine(self.dream_settings.layer))
+        """An engine copies the dream network, half a second or more on a loaded CPU: made when a kiosk arrives
+        (several at once when a server is lost), it would stall the loop past every kiosk's 1 s heartbeat, and they
+        would leave again. So engines for the server's own layer are made ahead on a thread of their own (the loop
+        goes on answering meanwhile), and a forgotten kiosk's engine is kept for the next."""
+        if len(self._spares) >= SPARE_ENGINES or (self._spare_maker is not None and self._spare_maker.is_alive()):
+            return
+        self._spare_maker = threading.Thread(
+            target=lambda: self._spares.append(self._new_engine(self.dream_settings.layer)), name="spare-engine",
+            daemon=True)
+        self._spare_maker.start()
 
     def _pong(self, header: dict) -> list[bytes]:
         return protocol.encode(protocol.PONG, t=header.get("t"), **self.load())
