@@ -35,7 +35,7 @@ MAX_CREDIT = 4              # frames a client may have in flight: small, so fram
 RATE_LIMIT_PER_S = 100.0    # messages per second per client, a token bucket: floods are dropped
 RATE_BURST = 200.0          # (a healthy app sends ~10 a second, plus one credit per frame it receives)
 POLL_IDLE_MS = 50
-SPARE_ENGINES = 3           # dream engines made in idle time for kiosks yet to come (see _make_spare)
+SPARE_ENGINES = 3           # dream engines made ahead for kiosks yet to come (see _make_spare)
 LOAD_WINDOW_S = 10.0        # keyframes/s is counted over this long, and the load is logged this often
 
 
