@@ -178,7 +178,8 @@ def take_over(kiosk: Kiosk, killed: float) -> dict:
     first = kiosk.live_from_another(killed)[0]
     picture = np.asarray(Image.open(first[1]).convert("RGB"))
     switched = next(t for t, _ in kiosk.choices() if t > killed)
-    return {"seconds": first[0] - killed, "switched": switched - killed, "to_last": similarity(picture, np.asarray(Image.open(last[1]).convert("RGB"))),
+    return {"seconds": first[0] - killed, "switched": switched - killed,
+            "to_last": similarity(picture, np.asarray(Image.open(last[1]).convert("RGB"))),
             "to_seed": similarity(picture, seed_picture(first[2], picture.shape[:2]))}
 
 
@@ -211,7 +212,7 @@ def failover(venue: Venue, kiosks: int, live_in_time: bool) -> None:
     placed = {k.name: k.servers_used()[-1] for k in venue.kiosks}
     newcomer = venue.start_kiosk(kiosks)
     wait_until("the new kiosk to choose a server", newcomer.servers_used, timeout=60, interval=0.2)
-    assert newcomer.servers_used() == [lost]  # the least loaded: the one that came back
+    assert newcomer.servers_used()[0] == lost  # the least loaded: the one that came back
     assert {k.name: k.servers_used()[-1] for k in venue.kiosks if k is not newcomer} == placed  # nobody moved
     for kiosk in venue.kiosks[:kiosks]:
         assert kiosk.process.poll() is None, kiosk.log_path.read_text()[-2000:]
