@@ -97,6 +97,7 @@ class InferenceClient:
         self._confidence: dict[str, float] = {}  # the last confidence heard per class: the new server dreams as strongly
         self._first_answer: float | None = None
         self._used_one = False           # a server has heard this kiosk before: a choice now is a take-over
+        self.wants_window = False        # a server just took this kiosk: it should hear the room now, not next hop
         self._poller = zmq.Poller()
         for link in self.links:
             self._connect(link)
@@ -133,6 +134,7 @@ class InferenceClient:
         self._used_one = True
         log.info("heard and dreamt by %s (load %g, %d kiosks)", link.address, link.load, link.kiosks)
         self.active, self._last_frame = link, 0
+        self.wants_window = True
         self._hello()
         if self._on_screen is not None:
             label, image = self._on_screen
@@ -169,6 +171,7 @@ class InferenceClient:
         """Ask for one window to be classified; returns its request id, or None if it could not be sent."""
         if not self.alive:
             return None
+        self.wants_window = False
         self._next_id += 1
         sent = self._send(protocol.encode(protocol.AUDIO, np.asarray(samples, dtype=np.float32),
                                           id=self._next_id, sample_rate=sample_rate))

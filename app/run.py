@@ -198,7 +198,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 heard = ring.written
                 if sound_began(ring.latest()):
                     window_clock.sound_began(now)
-            if window_clock.due(now) and ring.written:
+            if (window_clock.due(now) or client.wants_window) and ring.written:
                 client.send_window(ring.latest(), SAMPLE_RATE)
             results, frame = client.poll(0)
             for r in results:
