@@ -37,9 +37,9 @@ RATE_LIMIT_PER_S = 100.0    # messages per second per client, a token bucket: fl
 RATE_BURST = 200.0          # (a healthy app sends ~10 a second, plus one credit per frame it receives)
 POLL_IDLE_MS = 50
 LOAD_WINDOW_S = 10.0        # keyframes/s is counted over this long, and the load is logged this often
-# Clients' dream steps done in one batch at most, by device; elsewhere 1 (see BENCHMARKS.md, "Many kiosks on one
-# server"). A window waits for a whole batch's step before it is heard. On a 2-core CPU a pair of steps costs 1.4-1.6
-# times one step: up to a third more keyframes while only dreaming, none measurable while hearing windows, and the
+# Clients' dream steps done in one batch at most, by device; elsewhere 1 (see
+# BENCHMARKS.md, "Many kiosks on one server"). A window waits for a whole batch's step before it is heard. On a 2-core
+# CPU a pair of steps costs 1.4-1.6 times one step: up to a third more keyframes while only dreaming, none measurable while hearing windows, and the
 # window's round trip p95 doubled (0.33 -> 0.74 s with 2 kiosks), so a CPU takes turns. On CUDA (not measured yet) one
 # image's step should leave much of the GPU idle; 8 is a first guess that benchmarks/device_bench.py is there to check.
 BATCH = {"cuda": 8}
