@@ -130,6 +130,12 @@ class OpenSetGate:
         label, conf = self._top(probs)
         return (label if conf >= self.settings.min_confidence else None), conf
 
+    def carry_on(self, label, now: float) -> None:
+        """A class another server's gate showed (a kiosk handed over): shown as if it had just won, so the new
+        server dreams on through a quiet moment instead of starting from "listening"."""
+        self.candidate, self.streak = label, self.settings.enter_windows
+        self.shown, self.shown_until = label, now + self.settings.hold_seconds
+
     def update(self, probs, dbfs: float, now: float, tags: Sequence[float] | None = None) -> tuple[object | None, float]:
         """One window: `probs` (a {label: p} mapping, or a sequence in `class_names` order), its loudness in
         dBFS, the time in seconds, and (when the classifier gives them) its AudioSet tag probabilities in
