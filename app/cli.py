@@ -114,9 +114,13 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", type=flag(FILE_OR_FOLDER),
                    help="play this recording (or a folder of them) in real time instead of a microphone")
     p.add_argument("--device", help="input device index or name (see `hear-and-see devices`)")
-    p.add_argument("--server", type=flag(RULES["server"]),
-                   help="tcp://HOST:PORT of a running server (default: start one on this machine)")
-    p.add_argument("--server-key", type=flag(FILE), help="the server's CurveZMQ public key file (`hear-and-see keys`)")
+    p.add_argument("--server", type=flag(ADDRESS), nargs="+", metavar="tcp://HOST:PORT",
+                   help="running servers, one or several: the least loaded that answers hears this kiosk, another "
+                        "takes over if it is lost (default: the venue's, else start one on this machine)")
+    p.add_argument("--server-key", type=flag(FILE), help="the servers' CurveZMQ public key file (`hear-and-see keys`)")
+    p.add_argument("--kiosk-key", type=flag(FILE),
+                   help="this kiosk's CurveZMQ secret key file (`hear-and-see keys --kiosks N`), for servers that "
+                        "admit only the venue's kiosks")
     p.add_argument("--config", type=flag(FILE), help="venue TOML file (app/config.py lists its settings)")
     p.add_argument("--mode", choices=MODES, help="what the show is for; each sets its own defaults")
     p.add_argument("--headless", action="store_true", help="render offscreen (EGL) instead of a window")
@@ -129,7 +133,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 def _run(args) -> int:
     from app.run import run
 
-    settings = load_settings(args.config, mode=args.mode, server=args.server, fullscreen=args.fullscreen)
+    settings = load_settings(args.config, mode=args.mode, servers=args.server, fullscreen=args.fullscreen,
+                             server_key=args.server_key, kiosk_key=args.kiosk_key)
     device = int(args.device) if args.device and args.device.isdigit() else args.device
     input_file = args.input
     if input_file is None and device is None and args.headless:
@@ -137,11 +142,18 @@ def _run(args) -> int:
     try:
         report = run(settings, input_file=input_file, device=device, headless=True if args.headless else None,
                      duration=args.duration, output_dir=args.output, frame_log=args.frame_log,
-                     config_path=args.config, server_key=_public_key(args.server_key))
+                     config_path=args.config, server_key=_public_key(settings.server_key),
+                     kiosk_key=_kiosk_key(settings.kiosk_key))
     except KeyboardInterrupt:
         return 0
     print(report.summary())
     return 0
+
+
+def _kiosk_key(path: str | None) -> tuple[bytes, bytes] | None:
+    if path is None:
+        return None
+    return _public_key(path), _secret_key(path)
 
 
 def _public_key(path: str | None) -> bytes | None:
@@ -171,6 +183,8 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=flag(integer(1, 256)), help="torch CPU threads (default: all cores but one)")
     p.add_argument("--server-secret-key", type=flag(FILE),
                    help="CurveZMQ secret key file (`hear-and-see keys`), needed to bind beyond loopback")
+    p.add_argument("--kiosk-keys", type=flag(FOLDER),
+                   help="admit only kiosks whose public key is in this folder (`hear-and-see keys --kiosks N`)")
 
 
 def _torch_device(value) -> str:
@@ -185,11 +199,13 @@ def _serve(args) -> int:
     from inference_server.server import serve
 
     settings = load_settings(args.config, mode=args.mode, bind=args.bind, checkpoint=args.checkpoint,
-                             backbone=args.backbone, seeds_dir=args.seeds, dream_size=args.dream_size)
+                             backbone=args.backbone, seeds_dir=args.seeds, dream_size=args.dream_size,
+                             kiosk_keys=args.kiosk_keys)
     try:
         serve(settings.checkpoint, settings.seeds_dir, settings.bind, device=args.device, backbone=settings.backbone,
               gate=gate_settings(settings), dream=dream_settings(settings),
-              curve_secret_key=_secret_key(args.server_secret_key), threads=args.threads)
+              curve_secret_key=_secret_key(args.server_secret_key), threads=args.threads,
+              kiosk_keys=settings.kiosk_keys)
     except KeyboardInterrupt:
         pass
     return 0
@@ -224,6 +240,9 @@ def _devices(args) -> int:
 
 def _keys_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("directory", nargs="?", default="keys", help="where to write server.key and server.key_secret")
+    p.add_argument("--kiosks", type=flag(integer(1, 999)),
+                   help="also make this many kiosk keys: kiosks/kiosk-N.key (public: the folder every server's "
+                        "--kiosk-keys admits) and kiosk_secrets/kiosk-N.key_secret (one per kiosk's --kiosk-key)")
 
 
 def _keys(args) -> int:
@@ -233,8 +252,19 @@ def _keys(args) -> int:
     if directory.exists() and not directory.is_dir():
         raise UserError(f"{directory}: not a folder")
     directory.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(directory, "server")
-    print(f"server keys: {public} (give to clients) and {secret} (keep on the server)")
+    if not (directory / "server.key_secret").exists():  # more kiosks later must not change the servers' key
+        public, secret = zmq.auth.create_certificates(directory, "server")
+        print(f"server keys: {public} (give to kiosks) and {secret} (keep on the servers)")
+    for n in range(1, (args.kiosks or 0) + 1):
+        name = f"kiosk-{n}"
+        if (directory / "kiosks" / f"{name}.key").exists():
+            continue
+        # The public half goes in the folder servers admit, the secret half apart: that folder is copied to servers.
+        for folder in ("kiosks", "kiosk_secrets"):
+            (directory / folder).mkdir(exist_ok=True)
+        public, secret = zmq.auth.create_certificates(directory / "kiosks", name)
+        secret = Path(secret).rename(directory / "kiosk_secrets" / Path(secret).name)
+        print(f"kiosk keys: {public} (on every server) and {secret} (on that kiosk)")
     return 0
 
 
@@ -576,14 +606,19 @@ COMMANDS = [  # in the order a user meets them
   hear-and-see run                                   # the microphone, a window, a server on this machine
   hear-and-see run --config venue.toml --mode gallery
   hear-and-see run --input app/demo_audio --headless --duration 60 --output out/run
-  hear-and-see run --server tcp://192.168.1.20:5555 --server-key keys/server.key"""),
+  hear-and-see run --server tcp://192.168.1.20:5555 --server-key keys/server.key
+  hear-and-see run --server tcp://10.0.0.11:5555 tcp://10.0.0.12:5555 --server-key keys/server.key \
+      --kiosk-key keys/kiosk_secrets/kiosk-1.key_secret     # a venue's kiosk: docs/venue.md"""),
     Command("serve", "run the inference server", _serve_flags, _serve, APP_LOG, """
   hear-and-see serve                                 # loopback, tcp://127.0.0.1:5555
-  hear-and-see serve --bind tcp://0.0.0.0:5555 --server-secret-key keys/server.key_secret --device cuda"""),
+  hear-and-see serve --bind tcp://0.0.0.0:5555 --server-secret-key keys/server.key_secret --device cuda
+  hear-and-see serve --bind tcp://0.0.0.0:5555 --server-secret-key keys/server.key_secret --kiosk-keys keys/kiosks/"""),
     Command("devices", "list audio input devices", _no_flags, _devices, APP_LOG, """
   hear-and-see devices"""),
-    Command("keys", "generate CurveZMQ keys for a server reachable beyond loopback", _keys_flags, _keys, APP_LOG, """
-  hear-and-see keys keys/"""),
+    Command("keys", "generate CurveZMQ keys for servers reachable beyond loopback, and their kiosks'", _keys_flags,
+            _keys, APP_LOG, """
+  hear-and-see keys keys/
+  hear-and-see keys keys/ --kiosks 12    # and a key per kiosk: servers admit those alone (docs/venue.md)"""),
     Command("console-password", "set the web console's password (needed beyond this machine)",
             _console_password_flags, _console_password, ANSWER_LOG, """
   hear-and-see console-password --config venue.toml"""),

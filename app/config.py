@@ -5,6 +5,7 @@ Example venue.toml (every key is a field of Settings below; RULES says what each
     mode = "gallery"            # "default", "gallery", "toy" or "performance"
     classes = "animals"         # "all", a set name (animals, natural, human, domestic, urban, farm) or a list
     server = "tcp://192.168.1.20:5555"   # "auto" (the default): start a server on this machine
+    # servers = ["tcp://192.168.1.20:5555", "tcp://192.168.1.21:5555"]  # several: docs/venue.md
     hop_seconds = 0.5
     min_confidence = 0.4
     speech = "ignore"           # talking shows nothing; "show": it is shown as the class "speech"
@@ -47,12 +48,17 @@ class Settings:
     mode: str = "default"
     classes: str | list[str] = "all"
     server: str = "auto"                 # where `run` is heard and dreamt; "auto": a server it starts itself
+    servers: tuple[str, ...] = ()        # several servers (instead of `server`): the least loaded that answers
+    server_key: str | None = None        # the servers' CurveZMQ public key: a kiosk connects to no other server
+    kiosk_key: str | None = None         # this kiosk's CurveZMQ secret key file (`hear-and-see keys --kiosks N`)
     bind: str = "tcp://127.0.0.1:5555"   # where `serve` listens
+    kiosk_keys: str | None = None        # `serve`: the folder of kiosk public keys it admits; no other kiosk gets in
     hop_seconds: float = 0.5
     # The gate (models/gate.py says what each does); defaults defined once, there.
     silence_dbfs: float = GateSettings.silence_dbfs
     min_confidence: float = GateSettings.min_confidence
     enter_windows: int = GateSettings.enter_windows
+    sure_confidence: float = GateSettings.sure_confidence
     hold_seconds: float = GateSettings.hold_seconds
     speech: str = GateSettings.speech
     floor_margin_db: float = GateSettings.floor_margin_db
@@ -178,6 +184,12 @@ def _server(value) -> str:
     return value if value == "auto" else _address(value)
 
 
+def _servers(value) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > 64 or len(set(value)) != len(value):
+        raise ValueError
+    return tuple(_address(v) for v in value)
+
+
 def _class_set(value):
     known = set(ESC50_CLASSES) | set(AUDIOSET_CLASSES)
     if isinstance(value, str):
@@ -264,11 +276,16 @@ RULES: dict[str, Rule] = {
     "classes": Rule(_class_set, f"'all', one of {', '.join(sorted(CLASS_SETS))}, or a list of class names "
                                 f"(ESC-50's, or {', '.join(AUDIOSET_CLASSES)})"),
     "server": Rule(_server, "'auto' or a ZeroMQ address: tcp://HOST:PORT or ipc:///path"),
+    "servers": Rule(_servers, "a list of up to 64 different ZeroMQ addresses, e.g. [\"tcp://a:5555\", \"tcp://b:5555\"]"),
+    "server_key": optional(path("file", "an existing CurveZMQ public key file"), "no encryption"),
+    "kiosk_key": optional(path("file", "an existing CurveZMQ secret key file"), "a fresh key per connection"),
     "bind": ADDRESS,
+    "kiosk_keys": optional(path("folder", "an existing folder of kiosk public keys"), "any kiosk with the server key"),
     "hop_seconds": number(0.05, MAX_HOP_SECONDS),
     "silence_dbfs": number(-120.0, 0.0),
     "min_confidence": number(0.0, 1.0),
     "enter_windows": integer(1, 20),
+    "sure_confidence": number(0.0, 1.0),
     "hold_seconds": number(0.0, 600.0),
     "speech": choice(*SPEECH_POLICIES),
     "floor_margin_db": Rule(number(0.0, 40.0).parse, "a number within 0..40 dB (0: off)"),
@@ -369,7 +386,17 @@ def _read_toml(path: Path) -> dict:
     unknown = [key for key in values if key not in RULES]
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; known settings: {', '.join(RULES)}")
+    if "server" in values and "servers" in values:
+        raise ConfigError(f"{path}: both server and servers are set; keep one (servers takes a list)")
     return values
+
+
+def server_addresses(settings: Settings) -> tuple[str, ...]:
+    """Where the kiosk is heard and dreamt: `servers` when set (a flag sets it too), else `server`; none: "auto",
+    a server the app starts on this machine."""
+    if settings.servers:
+        return settings.servers
+    return () if settings.server == "auto" else (settings.server,)
 
 
 def gate_settings(settings: Settings) -> GateSettings:

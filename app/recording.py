@@ -1,15 +1,16 @@
 """What a run leaves behind: counts for the caller, and with --output / --frame-log the frames themselves.
 
 A headless run keeps what the window would have shown (`frames/*.png`, twice a second), a contact sheet of
-them, and `timeline.json` (labels over time, frames by source, time to first picture and first live frame);
-`--frame-log` writes one line per drawn frame (its source, class, mean luminance and the number of the live dream
-keyframe on screen), which is how the tests and the robustness benchmark see a black or frozen screen, and how live
+them, every live dream keyframe as it came (`live/SECONDS.png`, at the dream's size), and `timeline.json` (labels over time, frames by source, time to first picture and first live frame);
+`--frame-log` writes one line per drawn frame (its source, class, mean luminance, the number of the live dream
+keyframe on screen, and the wall-clock time), which is how the tests and the robustness benchmark see a black or frozen screen, and how live
 keyframes per second are counted in the running app.
 """
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class Recorder:
         self.output = Path(output_dir) if output_dir else None
         if self.output:
             (self.output / "frames").mkdir(parents=True, exist_ok=True)
+            (self.output / "live").mkdir(exist_ok=True)
         self.report = RunReport(self.output)
         self.saved: list[Path] = []
         self.unsaved = 0  # frames due but not saved: the writer was behind, or the disk refused them
@@ -62,7 +64,7 @@ class Recorder:
         # Line by line: it is read while the show runs (the tests, the robustness benchmark), not only after it.
         self._log = open(frame_log, "w", encoding="utf-8", buffering=1) if frame_log else None
         if self._log:
-            self._log.write("seconds\tsource\tclass\tmean_luminance\tkeyframe\n")
+            self._log.write("seconds\tsource\tclass\tmean_luminance\tkeyframe\tunix_time\n")
 
     def label(self, seconds: float, label: str | None, confidence: float) -> None:
         self.report.labels.append((round(seconds, 2), label, round(confidence, 3)))
@@ -92,10 +94,17 @@ class Recorder:
         pixels = display.read_pixels()
         if self._log:
             number = "-" if keyframe is None else keyframe
-            self._log.write(f"{seconds:.3f}\t{source}\t{label or '-'}\t{pixels.mean():.1f}\t{number}\n")
+            # unix_time: several kiosks' logs, and a server killed meanwhile, on one clock
+            self._log.write(f"{seconds:.3f}\t{source}\t{label or '-'}\t{pixels.mean():.1f}\t{number}\t{time.time():.3f}\n")
         if save_now:
             self._next_save += 1.0 / SAVED_FRAMES_PER_SECOND
             self._save(display, pixels)
+
+    def live_keyframe(self, seconds: float, image: np.ndarray) -> None:
+        """A live keyframe as the server sent it: how a take-over is seen to continue the picture (tests,
+        benchmarks/failover_bench.py)."""
+        if self._writer is not None:
+            self._writer.submit(_save_image, image.copy(), self.output / "live" / f"{seconds:010.3f}.png")
 
     def _save(self, display, pixels: np.ndarray) -> None:
         while self._writing and self._writing[0][1].done():
@@ -138,3 +147,10 @@ class Recorder:
                 {"labels": r.labels, "frames_drawn": r.frames_drawn, "frames_by_source": r.frames_by_source,
                  "first_image_s": r.first_image_s, "first_live_frame_s": r.first_live_frame_s}, indent=1))
         return self.report
+
+
+def _save_image(image: np.ndarray, path: Path) -> None:
+    try:
+        Image.fromarray(image).save(path)
+    except OSError as exc:  # a full disk loses pictures, never the show
+        log.error("could not save %s: %s", path, exc)

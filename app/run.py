@@ -22,12 +22,14 @@ import pygame  # noqa: E402
 
 from app.capture import SAMPLE_RATE, RingBuffer, sound_began
 from app.client import InferenceClient, free_tcp_address
-from app.config import Settings
+from app.config import Settings, server_addresses
 from app.console import Console
 from app.controls import Bindings, ControlError, Controls, FreezableClock, OscListener, changed, class_list, parse_chord
 from app.modes import FALLBACK, LIVE, Plan, ShowState, Steering, step
 from app.recording import Recorder, RunReport
 from app.supervise import MicrophoneSupervisor, RecordingPlayer, ServerSupervisor, server_command
+from common.errors import UserError
+from common.protocol import is_loopback
 from visualizer.fallback import FallbackPlayer
 from visualizer.renderer import Renderer
 from visualizer.window import open_display
@@ -129,19 +131,24 @@ class SystemdNotifier:
 def run(settings: Settings, input_file: str | None = None, device=None, headless: bool | None = None,
         duration: float | None = None, output_dir: str | Path | None = None,
         frame_log: str | Path | None = None, config_path: str | Path | None = None,
-        server_key: bytes | None = None) -> RunReport:
+        server_key: bytes | None = None, kiosk_key: tuple[bytes, bytes] | None = None) -> RunReport:
     """The show, until `duration` or a quit. Everything it starts is stopped on every way out, in reverse order:
     a recording that cannot be read, a display that cannot open or a crash leave no server behind."""
+    addresses = server_addresses(settings)
+    beyond = [a for a in addresses if not is_loopback(a)]
+    if beyond and server_key is None:  # a kiosk connects to no server whose key it does not know
+        raise UserError(f"{beyond[0]} is beyond this machine: give the servers' public key (--server-key or the "
+                        f"venue's server_key; `hear-and-see keys` makes it)")
     started = time.monotonic()
     with ExitStack() as stack:
         ring = RingBuffer()
         # The sound source first: a bad recording is the user's error, said before anything starts.
         source = RecordingPlayer(ring, input_file, started) if input_file is not None else MicrophoneSupervisor(ring, device)
         stack.callback(source.stop)
-        address, server = settings.server, None
-        if address == "auto":
-            address = free_tcp_address()
-            server = ServerSupervisor(server_command(settings, address, config_path)).start()
+        server = None
+        if not addresses:
+            addresses = (free_tcp_address(),)
+            server = ServerSupervisor(server_command(settings, addresses[0], config_path)).start()
             stack.callback(server.stop)
         # SIGTERM (systemctl stop) ends the show in every mode. Python handles it, not SDL: SDL only takes over
         # a signal nobody handles, and would turn it into the same QUIT event as the window's close button,
@@ -159,7 +166,8 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
         renderer = Renderer(display.ctx, *display.size, palette=settings.palette, vignette=settings.vignette,
                             label_style=settings.label_style, zoom_rate=settings.zoom_rate)
         fallback = FallbackPlayer(settings.prerendered_dir, settings.seeds_dir)
-        client = InferenceClient(address, name=settings.mode, classes=settings.classes, server_key=server_key)
+        client = InferenceClient(addresses, name=settings.mode, classes=settings.classes, server_key=server_key,
+                                 kiosk_key=kiosk_key)
         stack.callback(client.close)
         osc = None
         if settings.osc_port:
@@ -195,7 +203,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 heard = ring.written
                 if sound_began(ring.latest()):
                     window_clock.sound_began(now)
-            if window_clock.due(now) and ring.written and console.open:
+            if (window_clock.due(now) or client.wants_window) and ring.written and console.open:
                 client.send_window(ring.latest(), SAMPLE_RATE)
             results, frame = client.poll(0)
             for r in results:
@@ -220,6 +228,8 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                 shown, shown_keyframe = keyframe, (plan.frame.id if keyframe == "live" else None)
             if keyframe == "live":
                 recorder.first_live_frame(now - started)
+                recorder.live_keyframe(now - started, plan.frame.image)
+                client.shown(plan.frame)  # the kiosk owns its picture: a server taking over dreams on from it
             recorder.frame(now - started, "blackout" if plan.blackout else shown, plan.scene.label, display,
                            None if plan.blackout else shown_keyframe)
             controls = console.turn(now, controls, show, plan, results, display)  # before the swap: it reads back

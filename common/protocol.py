@@ -6,6 +6,9 @@ names. Nothing from the wire is ever unpickled or evaluated. This module imports
 """
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlparse
+
 import msgpack
 import numpy as np
 
@@ -14,19 +17,20 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # enforced on both ends with ZMQ_MAXMSGSIZE
 MAX_HEADER_BYTES = 16 * 1024
 
 # client -> server
-HELLO = "hello"        # {client: name, classes: [..] or None}: start (or restart) a session
+HELLO = "hello"        # {client: name, kiosk: id, classes: [..] or None}: start (or restart) a session
 AUDIO = "audio"        # {id, sample_rate} + float32 mono samples: classify this window
 CREDIT = "credit"      # {last_frame, window}: frames may be sent while fewer than `window` follow last_frame
 STEER = "steer"        # {class, intensity, layer}: dream this class whatever is heard (None: what is heard)
-PING = "ping"          # {t}: heartbeat; the server answers PONG
+PING = "ping"          # {t}: heartbeat; the server answers PONG (also to a kiosk it does not serve: a load probe)
+IMAGE = "image"        # {label, confidence} + uint8 RGB image: the picture on screen, to dream on from (a hand-off)
 # server -> client
 RESULT = "result"      # {id, label, confidence, top, dbfs, trained, ms}: what the window sounded like
 FRAME = "frame"        # {id, label, source} + uint8 RGB image: a dream keyframe
-PONG = "pong"          # {t}: heartbeat answer
+PONG = "pong"          # {t, kiosks, keyframes_per_s, load}: heartbeat answer, with the server's load
 ERROR = "error"        # {code, message, id?}: the request was refused; the connection stays up
 
-KINDS = {HELLO, AUDIO, CREDIT, STEER, PING, RESULT, FRAME, PONG, ERROR}
-ARRAY_KINDS = {AUDIO: "<f4", FRAME: "|u1"}  # the only payloads there are, each with exactly one dtype
+KINDS = {HELLO, AUDIO, CREDIT, STEER, PING, IMAGE, RESULT, FRAME, PONG, ERROR}
+ARRAY_KINDS = {AUDIO: "<f4", FRAME: "|u1", IMAGE: "|u1"}  # the only payloads there are, each with exactly one dtype
 
 
 class ProtocolError(ValueError):
@@ -103,3 +107,30 @@ def check_audio(header: dict, samples: np.ndarray, expected_rate: int, max_sampl
 def check_frame(shape) -> None:
     if len(shape) != 3 or shape[2] != 3:
         raise ProtocolError("bad_shape", f"frame must be HxWx3, got {shape}")
+
+
+def check_image(header: dict, image: np.ndarray, allowed_labels) -> tuple[str, float]:
+    """What the server needs of an IMAGE (hand-off) message beyond its framing; returns its label and confidence."""
+    check_frame(image.shape)
+    if not (16 <= min(image.shape[:2]) and max(image.shape[:2]) <= 4096):
+        raise ProtocolError("bad_shape", f"image sides must be within 16..4096 pixels, got {list(image.shape[:2])}")
+    label = header.get("label")
+    if not isinstance(label, str) or label not in allowed_labels:
+        raise ProtocolError("bad_field", f"label {label!r} is not in this client's class set")
+    confidence = header.get("confidence", 0.0)
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.0 <= confidence <= 1.0:
+        raise ProtocolError("bad_field", f"confidence must be a number within 0..1, got {confidence!r}")
+    return label, float(confidence)
+
+
+def is_loopback(address: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on a loopback host; "*" and every interface name are not."""
+    url = urlparse(address)
+    if url.scheme in ("ipc", "inproc"):
+        return True
+    if url.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(url.hostname or "").is_loopback
+    except ValueError:
+        return False

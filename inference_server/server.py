@@ -8,14 +8,12 @@ that client its frame, nobody else theirs.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -38,9 +36,10 @@ MAX_CREDIT = 4              # frames a client may have in flight: small, so fram
 RATE_LIMIT_PER_S = 100.0    # messages per second per client, a token bucket: floods are dropped
 RATE_BURST = 200.0          # (a healthy app sends ~10 a second, plus one credit per frame it receives)
 POLL_IDLE_MS = 50
-# Clients' dream steps done in one batch at most, by device; elsewhere 1 (see BENCHMARKS.md, "Many kiosks on one
-# server"). A window waits for a whole batch's step before it is heard. On a 2-core CPU a pair of steps costs 1.4-1.6
-# times one step: up to a third more keyframes while only dreaming, none measurable while hearing windows, and the
+LOAD_WINDOW_S = 10.0        # keyframes/s is counted over this long, and the load is logged this often
+# Clients' dream steps done in one batch at most, by device; elsewhere 1 (see
+# BENCHMARKS.md, "Many kiosks on one server"). A window waits for a whole batch's step before it is heard. On a 2-core
+# CPU a pair of steps costs 1.4-1.6 times one step: up to a third more keyframes while only dreaming, none measurable while hearing windows, and the
 # window's round trip p95 doubled (0.33 -> 0.74 s with 2 kiosks), so a CPU takes turns. On CUDA (not measured yet) one
 # image's step should leave much of the GPU idle; 8 is a first guess that benchmarks/device_bench.py is there to check.
 BATCH = {"cuda": 8}
@@ -78,6 +77,7 @@ class Session:
     name: str
     gate: OpenSetGate
     classes: list[str] | None = None
+    kiosk: str | None = None     # the kiosk's own id, the same on every socket it opens (HELLO's `kiosk`)
     last_seen: float = field(default_factory=time.monotonic)
     credits: int = 0
     label: str | None = None
@@ -106,25 +106,12 @@ class Session:
         return self.label, self.confidence
 
 
-def is_loopback(address: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// on a loopback host; "*" and every interface name are not."""
-    url = urlparse(address)
-    if url.scheme in ("ipc", "inproc"):
-        return True
-    if url.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(url.hostname or "").is_loopback
-    except ValueError:
-        return False
-
-
 class InferenceServer:
     def __init__(self, classifier: SoundClassifier | Ensemble, backbone_for_dreams, seeds_dir: str | Path,
                  bind: str, gate: GateSettings = GateSettings(),
                  dream: DreamSettings = DreamSettings(), curve_secret_key: bytes | None = None,
-                 context: zmq.Context | None = None):
-        if not is_loopback(bind) and curve_secret_key is None:
+                 context: zmq.Context | None = None, kiosk_keys: str | Path | None = None):
+        if not protocol.is_loopback(bind) and curve_secret_key is None:
             raise UserError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
                             f"(run `hear-and-see keys`, then pass --server-secret-key)")
         self.classifier = classifier
@@ -144,6 +131,16 @@ class InferenceServer:
         self.socket.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_MESSAGE_BYTES + 4096)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting app takes its identity back
+        self.authenticator = None
+        if kiosk_keys is not None:
+            if curve_secret_key is None:
+                raise UserError("kiosk keys need the server's own CurveZMQ keys too (--server-secret-key)")
+            # ZAP: the handshake of a kiosk whose public key is not in the folder fails; it never reaches the loop.
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self.authenticator = ThreadAuthenticator(self.ctx)
+            self.authenticator.start()
+            self.authenticator.configure_curve(domain="*", location=str(kiosk_keys))
         if curve_secret_key is not None:
             self.socket.curve_secretkey = curve_secret_key
             self.socket.curve_publickey = zmq.curve_public(curve_secret_key)
@@ -154,6 +151,8 @@ class InferenceServer:
         self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         # dream_steps: forward and backward passes; dream_images: images they stepped (their ratio: the mean batch)
         self.stats = {"windows": 0, "frames": 0, "errors": 0, "dropped": 0, "dream_steps": 0, "dream_images": 0}
+        self._frame_times: list[float] = []  # when the keyframes of the last LOAD_WINDOW_S went out
+        self._load_logged_at = time.monotonic()
         log.info("serving on %s with %s classifier (%s%s), %d classes; dreams in batches of up to %d", self.address,
                  classifier.backbone.name, "trained" if classifier.trained else "UNTRAINED head",
                  f", ensemble of {len(classifier.members)}" if isinstance(classifier, Ensemble) else "",
@@ -170,8 +169,11 @@ class InferenceServer:
                     self._drain()
                 self._forget_silent_clients()
                 self._dream_step()
+                self._log_load()
         finally:
             self.socket.close(linger=0)
+            if self.authenticator is not None:
+                self.authenticator.stop()
 
     def _drain(self, limit: int = 64) -> None:
         for _ in range(limit):
@@ -202,10 +204,15 @@ class InferenceServer:
             if kind == protocol.HELLO:
                 self._hello(identity, header, now)
                 return
+            if kind == protocol.PING and session is None:  # a kiosk served elsewhere asks how loaded we are
+                self._send(identity, self._pong(header))
+                return
             if session is None:
                 raise protocol.ProtocolError("unknown_client", "send HELLO first")
             if kind == protocol.PING:
-                self._send(identity, protocol.encode(protocol.PONG, t=header.get("t")))
+                self._send(identity, self._pong(header))
+            elif kind == protocol.IMAGE:
+                self._take_over(session, header, payload)
             elif kind == protocol.CREDIT:
                 last, window = header.get("last_frame"), header.get("window")
                 if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in (last, window)):
@@ -238,12 +245,58 @@ class InferenceServer:
             classes = resolve_class_set(header.get("classes"), self.classifier.class_names, self.tag_names)
         except ValueError as exc:
             raise protocol.ProtocolError("bad_classes", str(exc)) from exc
+        kiosk = header.get("kiosk")[:64] if isinstance(header.get("kiosk"), str) else None
+        # A kiosk back on a fresh socket (its heartbeat missed one busy second) takes its dream back with it.
+        previous = next((i for i, s in self.sessions.items() if kiosk is not None and s.kiosk == kiosk), None)
         self.sessions[identity] = Session(
-            name=name, classes=classes,
+            name=name, classes=classes, kiosk=kiosk,
             gate=OpenSetGate(self.gate_settings, class_names=classes or self.classifier.class_names,
-                             tag_names=self.tag_names))
+                             tag_names=self.tag_names),
+            engine=self.sessions.pop(previous).engine if previous is not None else None)
         log.info("client %s connected (%d clients)", name, len(self.sessions))
-        self._send(identity, protocol.encode(protocol.PONG, t=header.get("t")))
+        self._send(identity, self._pong(header))
+
+    def load(self) -> dict:
+        """What a heartbeat answer says of this server: kiosks served, keyframes/s over the last LOAD_WINDOW_S,
+        and the load score kiosks compare (kiosks served; fewer is better)."""
+        now = time.monotonic()
+        self._frame_times = [t for t in self._frame_times if now - t <= LOAD_WINDOW_S]
+        return {"kiosks": len(self.sessions), "keyframes_per_s": round(len(self._frame_times) / LOAD_WINDOW_S, 2),
+                "load": float(len(self.sessions))}
+
+    def _pong(self, header: dict) -> list[bytes]:
+        return protocol.encode(protocol.PONG, t=header.get("t"), **self.load())
+
+    def _log_load(self) -> None:
+        now = time.monotonic()
+        if now - self._load_logged_at >= LOAD_WINDOW_S:
+            self._load_logged_at = now
+            load = self.load()
+            log.info("serving %d kiosks at %.2f keyframes/s", load["kiosks"], load["keyframes_per_s"])
+
+    def _take_over(self, session: Session, header: dict, image: np.ndarray) -> None:
+        """A kiosk whose server was lost hands over the picture on its screen: its dream goes on from there
+        instead of starting again at the seed."""
+        label, confidence = protocol.check_image(header, image, session.classes or self.classifier.class_names)
+        layer = session.layer or self.dream_settings.layer
+        if session.engine is None or (layer is not None and session.engine.layer != layer):
+            session.engine = self._new_engine(layer)
+        session.engine.reset()
+        session.engine.set_seed(label, self._seed(label), imagenet_classes(label))
+        session.engine.set_image(np.ascontiguousarray(image))
+        session.dreaming = session.next_step = None
+        session.gate.carry_on(label, time.monotonic())
+        session.label, session.confidence = label, confidence  # dreamt at once, as the old server did
+        log.info("client %s handed over its %s picture (%dx%d)", session.name, label, image.shape[1], image.shape[0])
+
+    def _new_engine(self, layer: str | None) -> DreamEngine:
+        d = self.dream_settings
+        device = next(self.dream_backbone.parameters()).device
+        if self._dream_net is None:
+            self._dream_net = dream_network(self.dream_backbone, device)
+        options = {} if d.blend is None else {"blend": d.blend}
+        return DreamEngine(self.dream_backbone, layer=layer, size=d.size or profile_size(device), aspect=d.aspect,
+                           net=self._dream_net, **options)
 
     def _steer(self, session: Session, header: dict) -> None:
         asked, intensity, layer = header.get("class"), header.get("intensity", 1.0), header.get("layer")
@@ -336,12 +389,7 @@ class InferenceServer:
             if session.dreaming is None:
                 if session.engine is None or (layer is not None and session.engine.layer != layer):
                     previous = session.engine
-                    options = {} if d.blend is None else {"blend": d.blend}
-                    device = next(self.dream_backbone.parameters()).device
-                    if self._dream_net is None:
-                        self._dream_net = dream_network(self.dream_backbone, device)
-                    session.engine = DreamEngine(self.dream_backbone, layer=layer, size=d.size or profile_size(device),
-                                                 aspect=d.aspect, net=self._dream_net, **options)
+                    session.engine = self._new_engine(layer)
                     if previous is not None and previous.image is not None:
                         # a performer's layer change morphs the picture on screen, it does not restart at the seed
                         session.engine.set_seed(label, self._seed(label), imagenet_classes(label))
@@ -391,6 +439,7 @@ class InferenceServer:
         session.credits -= 1
         session.frames_sent += 1
         self.stats["frames"] += 1
+        self._frame_times.append(time.monotonic())
         self._send(identity, protocol.encode(protocol.FRAME, frame, id=session.frames_sent,
                                              label=session.dreaming_for[0], source="live",
                                              zoom=session.engine.last_zoom_step))
@@ -423,7 +472,7 @@ class InferenceServer:
 def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, device: str | None = None,
           gate: GateSettings = GateSettings(), dream: DreamSettings = DreamSettings(),
           backbone: str | None = None, curve_secret_key: bytes | None = None, threads: int | None = None,
-          should_stop=lambda: False):
+          kiosk_keys: str | Path | None = None, should_stop=lambda: False):
     """Load the classifier and the dream backbone, then serve until `should_stop()`."""
     device = torch.device(device) if device else default_device()
     # One core stays free for the app's renderer when both run on one machine (as `make run` does);
@@ -439,6 +488,7 @@ def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, devic
     # fresh ImageNet copy of it), else the one that ships with ImageNet weights.
     imagenet_name = classifier.backbone.name if classifier.backbone.name in DREAM_LAYERS else DREAM_BACKBONE
     dream_backbone = create_backbone(imagenet_name).to(device).eval()
-    server = InferenceServer(classifier, dream_backbone, seeds_dir, bind, gate, dream, curve_secret_key)
+    server = InferenceServer(classifier, dream_backbone, seeds_dir, bind, gate, dream, curve_secret_key,
+                             kiosk_keys=kiosk_keys)
     server.serve_forever(should_stop)
     return server

@@ -1,6 +1,6 @@
 import pytest
 
-from app.config import ConfigError, Settings, load_settings
+from app.config import ConfigError, Settings, load_settings, server_addresses
 
 
 def test_defaults_work_with_no_file():
@@ -20,6 +20,15 @@ def test_file_then_flags_override(tmp_path):
 def test_mode_defaults():
     assert load_settings(mode="gallery").fullscreen is True
     assert load_settings(mode="performance").hop_seconds == 0.25
+
+
+def test_a_venue_lists_several_servers_and_a_flag_names_others(tmp_path):
+    venue = tmp_path / "venue.toml"
+    venue.write_text('servers = ["tcp://10.0.0.2:5555", "tcp://10.0.0.3:5555"]\n')
+    assert server_addresses(load_settings(venue)) == ("tcp://10.0.0.2:5555", "tcp://10.0.0.3:5555")
+    assert server_addresses(load_settings(venue, servers=["tcp://127.0.0.1:7"])) == ("tcp://127.0.0.1:7",)
+    assert server_addresses(load_settings(server="tcp://10.0.0.9:1")) == ("tcp://10.0.0.9:1",)
+    assert server_addresses(load_settings()) == ()  # none: the app starts its own
 
 
 def test_the_venue_gate_reaches_the_server_by_name(tmp_path):

@@ -20,7 +20,8 @@ TAGS_TALK = [0.05, 0.0, 0.0, 0.1, 0.7, 0.1]
 
 def gate(**kw):
     return OpenSetGate(GateSettings(**{**dict(silence_dbfs=-50, min_confidence=0.5, enter_windows=2,
-                                              hold_seconds=2.0), **kw}), class_names=NAMES, tag_names=TAG_NAMES)
+                                              sure_confidence=1.0, hold_seconds=2.0), **kw}),
+                       class_names=NAMES, tag_names=TAG_NAMES)
 
 
 def test_silence_is_listening_whatever_the_model_says():
@@ -35,6 +36,17 @@ def test_a_class_must_win_enter_windows_in_a_row():
     assert g.update(DOG, -20, 0.5)[0] is None
     label, conf = g.update(DOG, -20, 1.0)
     assert label == "dog" and conf == 0.9
+
+
+def test_a_sure_class_enters_at_once_an_unsure_one_after_two_windows():
+    """The default rule: a sound's first look hears little of it, so an unsure class waits for a second window."""
+    g = OpenSetGate(GateSettings(), class_names=NAMES)
+    assert (GateSettings().enter_windows, GateSettings().sure_confidence) == (2, 0.6)
+    unsure = [0.55, 0.25, 0.2]  # dog, but not sure of it
+    assert g.update(unsure, -20, 0.0)[0] is None
+    assert g.update(unsure, -20, 0.1)[0] == "dog"
+    g = OpenSetGate(GateSettings(), class_names=NAMES)
+    assert g.update(CAT, -20, 0.0) == ("cat", 0.8)  # sure: at once
 
 
 def test_an_interruption_restarts_the_count():

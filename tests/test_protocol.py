@@ -84,3 +84,27 @@ def test_decode_of_arbitrary_headers_is_accepted_or_a_protocol_error(fields, pay
             decode(parts)
         except ProtocolError:
             pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-4, 5000), min_size=0, max_size=4), st.sampled_from(["|u1", "<f4", "<u2", "|i1"]),
+       st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True), st.text(max_size=8),
+                 st.sampled_from(["dog", "cat"])),
+       st.one_of(st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=4)),
+       st.integers(0, 3))
+@example([64, 114, 3], "|u1", "dog", 0.5, 0)  # a good hand-off, accepted
+def test_a_hand_off_picture_is_accepted_only_whole_and_for_the_clients_classes(shape, dtype, label, confidence, short):
+    """An IMAGE message: whatever its shape, dtype, bytes, label and confidence, decode + check_image accept it or
+    raise ProtocolError (which the server answers with an ERROR), never anything else."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape and all(n > 0 for n in shape) else 8
+    if size > 2_000_000:
+        return
+    header = {"v": protocol.PROTOCOL_VERSION, "kind": protocol.IMAGE, "dtype": dtype, "shape": shape,
+              "label": label, "confidence": confidence}
+    try:
+        _, image = decode([msgpack.packb(header), b"\0" * max(0, size - short)])
+        got = protocol.check_image(header, image, ["dog", "cat"])
+    except ProtocolError:
+        return
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and 16 <= min(image.shape[:2])
+    assert got == (label, float(0.0 if confidence is None else confidence)) and 0.0 <= got[1] <= 1.0

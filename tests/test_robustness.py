@@ -19,7 +19,8 @@ header_values = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 
                           st.text(max_size=12), st.binary(max_size=12),
                           st.lists(st.integers(-2**63, 2**64 - 1), max_size=4))
 headers = st.dictionaries(st.sampled_from(["v", "kind", "dtype", "shape", "id", "sample_rate", "classes",
-                                           "last_frame", "window", "client", "t"]), header_values, max_size=8)
+                                           "last_frame", "window", "client", "t", "label", "confidence", "kiosk"]),
+                          header_values, max_size=8)
 kinds = st.sampled_from(sorted(protocol.KINDS) + ["", "shutdown"])
 
 
@@ -135,6 +136,34 @@ def test_curve_encryption_admits_only_clients_with_the_server_key(networks, seed
             c.poll(200)
         assert keyed.alive and not stranger.alive and not plain.alive
         for c in (keyed, stranger, plain):
+            c.close()
+    finally:
+        server.close()
+
+
+def test_a_server_with_kiosk_keys_admits_the_venues_kiosks_alone(networks, seeds, address, tmp_path):
+    """`hear-and-see keys --kiosks 2` makes the venue's keys; a server given the kiosks' folder serves a kiosk with
+    one of them, and not a kiosk that knows the server's key but brings a key of its own."""
+    import zmq.auth
+
+    from app.cli import main
+
+    assert main(["keys", str(tmp_path), "--kiosks", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "kiosks").iterdir()) == ["kiosk-1.key", "kiosk-2.key"]  # no secrets
+    server_public, server_secret = zmq.auth.load_certificate(tmp_path / "server.key_secret")
+    server = RunningServer(networks, seeds, address, curve_secret_key=server_secret, kiosk_keys=tmp_path / "kiosks")
+    try:
+        venue_kiosk = InferenceClient(address, "kiosk", server_key=server_public,
+                                      kiosk_key=zmq.auth.load_certificate(tmp_path / "kiosk_secrets/kiosk-2.key_secret"))
+        outsider = InferenceClient(address, "outsider", server_key=server_public, kiosk_key=zmq.curve_keypair())
+        deadline = time.monotonic() + 10
+        while not venue_kiosk.alive and time.monotonic() < deadline:
+            for c in (venue_kiosk, outsider):
+                c.poll(50)
+        outsider.poll(300)
+        assert venue_kiosk.alive and not outsider.alive
+        assert [s.name for s in server.server.sessions.values()] == ["kiosk"]
+        for c in (venue_kiosk, outsider):
             c.close()
     finally:
         server.close()
