@@ -11,3 +11,9 @@ DEMO_AUDIO = REPO_ROOT / "app" / "demo_audio"  # the bundled recordings `make ru
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # what counts as a picture in those folders
 # Data that is never committed (ESC-50, source images): $HEAR_AND_SEE_SHARED, else ../shared next to the repo.
 SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED", REPO_ROOT.parent / "shared"))
+
+
+def default_taught_dir() -> Path:
+    """Where a venue's taught sounds live unless its file says `taught_dir`: the user's data folder."""
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "hear-and-see" / "taught"
