@@ -384,7 +384,7 @@ def import_zip(path: str | Path, taught_dir: str | Path | None = None) -> list[T
 TEMPERATURE = 40.0
 CENTER = 0.75
 NEAR_COSINE = 0.85   # a taught sound made with a voice passes the speech rule only this near one of its examples
-EXAMPLE_LOOKS_S = (0.5, 1.0, 2.0)  # an example is heard as the app sends a sound: windows ending this long after
+EXAMPLE_LOOKS_S = (0.5, 1.0)  # an example is heard as the app sends a sound: windows ending this long after
 # its onset (silence before), and one ending half a second after the sound
 RECHECK_S = 1.0      # how often the ear looks at the folder (a stat per sound): a new sound is heard within 2 s
 
