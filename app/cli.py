@@ -128,7 +128,7 @@ def _serve(args) -> int:
     gate, dream = server_settings(settings)
     try:
         serve(settings.checkpoint, settings.seeds_dir, args.bind, device=args.device, backbone=settings.backbone,
-              gate=gate, dream=dream, curve_secret_key=secret, threads=args.threads)
+              gate=gate, dream=dream, curve_secret_key=secret, threads=args.threads, taught_dir=settings.taught_dir)
     except (CheckpointError, BackboneError, SeedImageError, ValueError) as exc:
         print(f"hear-and-see serve: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ Example venue.toml (every key is a field of Settings below):
     fullscreen = true
     exit_chord = "ctrl+shift+q" # the only key that ends the gallery mode
     osc_port = 9000             # OSC control (performance mode); 0 turns it off
+    taught_dir = "/srv/venue/taught"  # the venue's taught sounds (default: ~/.local/share/hear-and-see/taught)
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from app.controls import parse_chord
-from common.paths import PRERENDERED, SEED_IMAGES
+from common.paths import PRERENDERED, SEED_IMAGES, default_taught_dir
 from models.gate import GateSettings
 
 if sys.version_info >= (3, 11):
@@ -50,6 +51,7 @@ class Settings:
     dream_layer: str | None = None
     dream_size: int = 0                  # the dream's short side in pixels; 0: the server machine's profile
     seeds_dir: str = str(SEED_IMAGES)
+    taught_dir: str = str(default_taught_dir())  # the venue's taught sounds (`hear-and-see teach`)
     prerendered_dir: str = str(PRERENDERED)
     width: int = 1280
     height: int = 720

@@ -20,6 +20,7 @@ import torch
 import zmq
 
 from common import protocol
+from common.paths import default_taught_dir
 from models import audio
 from models.backbones import DREAM_BACKBONE, DREAM_LAYERS, create_backbone, default_device
 from models.classes import ESC50_CLASSES, class_set_probabilities, resolve_class_set
@@ -369,8 +370,9 @@ class InferenceServer:
 def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, device: str | None = None,
           gate: GateSettings = GateSettings(), dream: DreamSettings = DreamSettings(),
           backbone: str | None = None, curve_secret_key: bytes | None = None, threads: int | None = None,
-          should_stop=lambda: False):
-    """Load the classifier and the dream backbone, then serve until `should_stop()`."""
+          should_stop=lambda: False, taught_dir: str | Path | None = None):
+    """Load the classifier and the dream backbone, then serve until `should_stop()`. The venue's taught sounds are
+    heard from `taught_dir` (default: common.paths.default_taught_dir())."""
     device = torch.device(device) if device else default_device()
     # One core stays free for the app's renderer when both run on one machine (as `make run` does);
     # oversubscribed torch threads spin-wait and make every window late.
@@ -385,6 +387,7 @@ def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, devic
     # fresh ImageNet copy of it), else the one that ships with ImageNet weights.
     imagenet_name = classifier.backbone.name if classifier.backbone.name in DREAM_LAYERS else DREAM_BACKBONE
     dream_backbone = create_backbone(imagenet_name).to(device).eval()
-    server = InferenceServer(classifier, dream_backbone, seeds_dir, bind, gate, dream, curve_secret_key)
+    server = InferenceServer(classifier, dream_backbone, seeds_dir, bind, gate, dream, curve_secret_key,
+                             taught_dir=taught_dir or default_taught_dir())
     server.serve_forever(should_stop)
     return server
