@@ -177,20 +177,110 @@ def _classify_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per file with every class's probability")
     p.add_argument("--hop", type=float, default=0.5, help="seconds between 4 s windows (default 0.5)")
     p.add_argument("--top", type=int, default=3)
-    p.add_argument("--classes", help="a class set (animals, farm, ...): probabilities over it alone")
+    p.add_argument("--classes", help="a class set (animals, farm, taught, ...): probabilities over it alone")
+    p.add_argument("--config", help="venue TOML file: its taught sounds are heard too (taught_dir)")
 
 
 def _classify(args) -> int:
     from models.model import CheckpointError
     from offline.evaluate import classify
 
+    taught_dir = load_settings(args.config).taught_dir
     try:
         failed = classify(args.files, checkpoint=args.checkpoint, json_out=args.json, hop=args.hop, top=args.top,
-                          classes=args.classes)
+                          classes=args.classes, taught_dir=taught_dir)
     except (CheckpointError, ValueError) as exc:
         print(f"hear-and-see classify: {exc}", file=sys.stderr)
         return 2
     return 1 if failed else 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# teach: the venue's own sounds, each with its own picture
+
+def _teach_flags(p: argparse.ArgumentParser) -> None:
+    p.description = ("Teach the installation a sound of the venue's own: 3 to 10 examples (files, or takes from the "
+                     "microphone) and a picture. A running server hears it within 2 s.")
+    p.epilog = """examples:
+  hear-and-see teach flute a.wav b.wav c.wav --picture flute.jpg
+  hear-and-see teach moo --record 5 --as cow          # a child's moo shows the toy's cow
+  hear-and-see teach bell x.wav y.wav z.wav --picture seed:church_bells
+  hear-and-see teach --list | --forget NAME | --export venue.zip | --import venue.zip"""
+    p.add_argument("name", nargs="?", help="the sound's name: lower-case letters, digits, '_' or '-'")
+    p.add_argument("files", nargs="*", help="example recordings (wav/flac/mp3/ogg), 3 to 10")
+    p.add_argument("--picture", help="JPEG, PNG or WebP file, or seed:CLASS for a bundled picture")
+    p.add_argument("--as", dest="as_", metavar="BUILTIN", help="show this built-in class (and its picture) for it")
+    p.add_argument("--record", type=int, metavar="N", help="take N examples from the microphone")
+    p.add_argument("--device", help="input device for --record (see `hear-and-see devices`)")
+    p.add_argument("--list", action="store_true", help="the taught sounds")
+    p.add_argument("--forget", metavar="NAME", help="forget a taught sound")
+    p.add_argument("--export", metavar="FILE.zip", help="write the taught sounds to a zip")
+    p.add_argument("--import", dest="import_", metavar="FILE.zip", help="teach the sounds of a zip")
+    p.add_argument("--config", help="venue TOML file (its taught_dir)")
+    p.add_argument("--taught-dir", help="the folder of taught sounds (default: the venue file's taught_dir)")
+
+
+def _teach(args) -> int:
+    from models import taught
+
+    asked = [bool(args.name), args.list, bool(args.forget), bool(args.export), bool(args.import_)]
+    if sum(asked) != 1:
+        raise UsageError("say one thing: NAME FILE..., NAME --record N, --list, --forget NAME, --export FILE.zip "
+                         "or --import FILE.zip")
+    if args.name and bool(args.files) == (args.record is not None):
+        raise UsageError(f"teach {args.name} from example files or from --record N, not both or neither")
+    root = Path(args.taught_dir or load_settings(args.config).taught_dir)
+    try:
+        if args.list:
+            for s in taught.taught_sounds(root):
+                shows = f"shows {s.as_}" if s.as_ else f"picture {s.picture}"
+                print(f"{s.name:<20} {len(s.examples)} examples  {shows}  (taught {s.created})")
+            print(f"({len(taught.taught_sounds(root))} taught in {root})")
+        elif args.forget:
+            taught.forget(args.forget, root)
+            print(f"forgot {args.forget}")
+        elif args.export:
+            print(f"exported {', '.join(taught.export_zip(args.export, root))} to {args.export}")
+        elif args.import_:
+            print(f"imported {', '.join(s.name for s in taught.import_zip(args.import_, root))} into {root}")
+        elif args.record is not None:
+            return _teach_from_microphone(args, root)
+        else:
+            s = taught.teach(args.name, args.files, args.picture, args.as_, root)
+            print(f"taught {s.name} ({len(s.examples)} examples{f', shows {s.as_}' if s.as_ else ''}) in {root}")
+    except taught.TaughtError as exc:
+        print(f"hear-and-see teach: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _teach_from_microphone(args, root: Path) -> int:
+    """Takes from the microphone in this process, which stays free of torch like the app's; a child process checks
+    and stores them with the library, so a take is judged by the same rules as a file."""
+    import subprocess
+    import tempfile
+
+    from app.capture import MicrophoneError
+    from app.takes import TakeError, record_takes
+    from models import taught
+
+    taught.check_name(args.name, taught.builtin_classes())
+    if not taught.MIN_EXAMPLES <= args.record <= taught.MAX_EXAMPLES:
+        raise UsageError(f"--record {args.record}: take {taught.MIN_EXAMPLES} to {taught.MAX_EXAMPLES} examples")
+    if args.picture and not args.picture.startswith(taught.SEED_PREFIX):
+        taught.read_picture(args.picture)  # a bad picture is said before anyone makes a sound
+    device = int(args.device) if args.device and args.device.isdigit() else args.device
+    with tempfile.TemporaryDirectory(prefix="hear-and-see-takes-") as tmp:
+        try:
+            takes = record_takes(args.record, Path(tmp), device, say=print,
+                                 show=lambda line: print(f"\r{line}", end="", file=sys.stderr, flush=True))
+        except (MicrophoneError, TakeError) as exc:
+            print(f"\nhear-and-see teach: {exc}", file=sys.stderr)
+            return 2
+        command = [sys.executable, "-m", "app.cli", "teach", args.name, *map(str, takes), "--taught-dir", str(root)]
+        command += ["--picture", args.picture] if args.picture else []
+        command += ["--as", args.as_] if args.as_ else []
+        return subprocess.run(command).returncode
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -629,6 +719,7 @@ COMMANDS = [  # in the order a user meets them
     Command("devices", "list audio input devices", _no_flags, _devices, APP_LOG),
     Command("keys", "generate CurveZMQ keys for a server reachable beyond loopback", _keys_flags, _keys, APP_LOG),
     Command("classify", "name the sound in audio files", _classify_flags, _classify, ANSWER_LOG),
+    Command("teach", "teach it a sound of the venue's own, with a picture", _teach_flags, _teach, ANSWER_LOG),
     Command("prerender", "render zoom-dream sequences per class for the fallback", _prerender_flags, _prerender,
             APP_LOG),
     Command("seeds", "seed images: rebuild them from their sources, or generate missing ones", _seeds_flags, _seeds,

@@ -8,7 +8,8 @@ per sound:
     <taught_dir>/<name>/picture.png       what the dream starts from (none for a sound taught `as` a built-in)
     <taught_dir>/<name>/embeddings.npz    what the ear made of the examples, kept while the ear's weights are the same
 
-Nothing is stored half-way: a sound is written to a hidden folder beside the others and renamed into place, and
+This module loads torch only to hear (TaughtEar) and to decode (models.audio): the app's side checks a name or a
+picture with it before the microphone records. Nothing is stored half-way: a sound is written to a hidden folder beside the others and renamed into place, and
 forgotten by renaming it out of the way before it is deleted. Every way in (files, the microphone's takes, a zip)
 goes through `teach`, so every example and picture is checked by one set of rules.
 """
@@ -29,7 +30,6 @@ import numpy as np
 
 from common.levels import frame_db
 from common.paths import default_taught_dir
-from models import audio
 
 MIN_EXAMPLES, MAX_EXAMPLES = 3, 10
 NAME_RULE = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # a folder name on every system, and a word on the screen
@@ -63,6 +63,13 @@ class TaughtSound:
     created: str
 
 
+def builtin_classes() -> set[str]:
+    """The names a taught sound may show with `as_` and may not take for its own."""
+    from models.classes import AUDIOSET_CLASSES, ESC50_CLASSES
+
+    return set(ESC50_CLASSES) | set(AUDIOSET_CLASSES)
+
+
 def check_name(name: str, builtins=()) -> str:
     """The one rule for a taught sound's name: lower-case letters, digits, '_' and '-', a letter first, at most
     32 characters, and not a built-in class's name (reuse one on purpose with `as_`)."""
@@ -81,6 +88,8 @@ def check_name(name: str, builtins=()) -> str:
 def cut_to_sound(wave: np.ndarray, where: str = "example") -> np.ndarray:
     """Check one example (16 kHz mono) and cut it to its sound, as the ear's onset rule reads it: from the first to
     the last 10 ms within CUT_BELOW_PEAK_DB of its loudest, with a margin, at most one 4 s window."""
+    from models import audio
+
     sr, frame = audio.SAMPLE_RATE, audio.SAMPLE_RATE // 100
     if len(wave) > MAX_EXAMPLE_SECONDS * sr:
         raise TaughtError(f"{where}: {len(wave) / sr:.0f} s long; an example is one sound, cut it to under "
@@ -107,6 +116,8 @@ def cut_to_sound(wave: np.ndarray, where: str = "example") -> np.ndarray:
 
 
 def read_example(path: str | Path) -> np.ndarray:
+    from models import audio
+
     try:
         wave = audio.load_audio(path)
     except audio.AudioFileError as exc:
@@ -119,6 +130,7 @@ def read_example(path: str | Path) -> np.ndarray:
 
 def seed_picture(spec: str) -> Path:
     """'seed:cow' -> the bundled seed picture of class cow (models.seeds' rule)."""
+
     from models.seeds import SeedImageError, seed_image_path
 
     try:
@@ -174,9 +186,7 @@ def teach(name: str, examples: list, picture: str | Path | None = None, as_: str
     and cut to its sound; `picture`: a JPEG/PNG/WebP file or 'seed:CLASS'; `as_`: a built-in class the sound shows
     (its picture is then that class's, and `picture` must be left out). `builtins`: the classes a taught sound's
     name may not take (default: ESC-50's)."""
-    from models.classes import AUDIOSET_CLASSES, ESC50_CLASSES
-
-    builtins = set(ESC50_CLASSES) | set(AUDIOSET_CLASSES) if builtins is None else set(builtins)
+    builtins = builtin_classes() if builtins is None else set(builtins)
     check_name(name, builtins)
     if as_ is not None and as_ not in builtins:
         raise TaughtError(f"--as {as_}: not a built-in class; use one of {', '.join(sorted(builtins))}")
@@ -186,6 +196,8 @@ def teach(name: str, examples: list, picture: str | Path | None = None, as_: str
         raise TaughtError(f"{name}: needs a picture (a JPEG/PNG/WebP file, or seed:CLASS for a bundled one)")
     if not MIN_EXAMPLES <= len(examples) <= MAX_EXAMPLES:
         raise TaughtError(f"{name}: {len(examples)} examples; teach a sound with {MIN_EXAMPLES} to {MAX_EXAMPLES}")
+    from models import audio
+
     root = taught_folder(taught_dir)
     if (root / name).exists():
         raise TaughtError(f"{name}: already taught in {root}; forget it first (`teach --forget {name}`)")
@@ -392,6 +404,8 @@ RECHECK_S = 1.0      # how often the ear looks at the folder (a stat per sound):
 def example_windows(sound: np.ndarray) -> np.ndarray:
     """A cut example (its sound from the start) -> the 4 s windows the app would send of it: silence before, the
     sound up to EXAMPLE_LOOKS_S after its onset, and the whole of it with half a second after."""
+    from models import audio
+
     sr, n = audio.SAMPLE_RATE, audio.N_SAMPLES
     tail = np.zeros(int(0.5 * sr), np.float32)
     heard = {min(len(sound), int((look + CUT_MARGIN_SECONDS) * sr)) for look in EXAMPLE_LOOKS_S}
