@@ -11,7 +11,7 @@ SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := python3-venv xvfb libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libgbm1 \
                 libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
 
-.PHONY: run test install system-packages benchmarks clean
+.PHONY: run test install system-packages constraints benchmarks clean
 
 install: system-packages $(VENV)/.installed
 
@@ -22,11 +22,17 @@ system-packages:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# Within constraints.txt: the versions the tests last passed with, the same on every machine and on every day.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+# After upgrading a package on purpose and seeing `make test` pass: pin what is installed now.
+constraints: install
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 run: install
 ifeq ($(strip $(DISPLAY)$(WAYLAND_DISPLAY)),)

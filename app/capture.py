@@ -13,14 +13,13 @@ from pathlib import Path
 import numpy as np
 import soxr
 
+from common.errors import UserError
 from common.levels import frame_db
+from common.sound import AUDIO_EXTENSIONS, SAMPLE_RATE, WINDOW_SAMPLES, AudioFileError, load_audio
 
-SAMPLE_RATE = 16_000          # the model's rate (models/audio.py); the app does not import torch
-WINDOW_SAMPLES = 4 * SAMPLE_RATE
 FILE_BLOCK_SECONDS = 0.05     # a file source delivers blocks this long, like a sound card would
 STALL_SECONDS = 1.0           # a microphone whose callback has been silent this long is taken for unplugged
 PAUSE_SECONDS = 2.0           # between the recordings of a folder, so each is heard on its own
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 ONSET_CONTEXT_SECONDS = 1.0   # a sound begins against the second before it...
 ONSET_NEWEST_SECONDS = 0.05   # ...when its newest 50 ms (one block of a file source) peaks
 ONSET_RISE_DB = 20.0          # this much above that second's typical 10 ms,
@@ -29,7 +28,7 @@ ONSET_FLOOR_DBFS = -55.0      # and louder than this: a quiet room's hiss never 
 log = logging.getLogger("hear_and_see.capture")
 
 
-class MicrophoneError(RuntimeError):
+class MicrophoneError(UserError, RuntimeError):
     """No usable input device; the message says which and how to list the others."""
 
 
@@ -116,18 +115,19 @@ class MicrophoneSource:
 
 class FileSource:
     """A recording (or a folder of them, in name order with a pause between) played into the ring at
-    real-time pace, as if a microphone heard it; loops by default."""
+    real-time pace, as if a microphone heard it; loops by default. A recording that cannot be played is an
+    AudioFileError, raised here, before anything starts."""
 
     def __init__(self, ring: RingBuffer, path: str | Path, loop: bool = True):
         self.ring, self.path, self.loop = ring, Path(path), loop
         if self.path.is_dir():
             files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
             if not files:
-                raise MicrophoneError(f"{self.path}: no recordings ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
+                raise AudioFileError(f"{self.path}: no recordings ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
             pause = np.zeros(int(PAUSE_SECONDS * SAMPLE_RATE), dtype=np.float32)
-            self.samples = np.concatenate([part for f in files for part in (_read(f), pause)])
+            self.samples = np.concatenate([part for f in files for part in (load_audio(f), pause)])
         else:
-            self.samples = _read(self.path)
+            self.samples = load_audio(self.path)
         self.finished = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="file-source", daemon=True)
@@ -162,21 +162,6 @@ class FileSource:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=1.0)
-
-
-def _read(path: Path) -> np.ndarray:
-    # soundfile + soxr give librosa.load's samples bit for bit here, without the 1.5 s (warm) that importing
-    # librosa's decoders costs the app before its first picture.
-    import soundfile
-
-    try:
-        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-        samples = soxr.resample(samples.mean(axis=1), rate, SAMPLE_RATE)
-    except Exception as exc:
-        raise MicrophoneError(f"{path}: cannot read this recording ({type(exc).__name__}: {exc})") from exc
-    if samples.size == 0:
-        raise MicrophoneError(f"{path}: the recording is empty")
-    return samples.astype(np.float32)
 
 
 def _portaudio():

@@ -1,27 +1,36 @@
 """Venue settings: one TOML file, every key optional, command-line flags on top. Defaults work with no file.
 
-Example venue.toml (every key is a field of Settings below):
+Example venue.toml (every key is a field of Settings below; RULES says what each takes):
 
     mode = "gallery"            # "default", "gallery", "toy" or "performance"
-    classes = "animals"         # "all", a set name (animals, natural, human, domestic, urban) or a list
-    server = "tcp://127.0.0.1:5555"
+    classes = "animals"         # "all", a set name (animals, natural, human, domestic, urban, farm) or a list
+    server = "tcp://192.168.1.20:5555"   # "auto" (the default): start a server on this machine
     hop_seconds = 0.5
     min_confidence = 0.4
     speech = "ignore"           # talking shows nothing; "show": it is shown as the class "speech"
     fullscreen = true
     exit_chord = "ctrl+shift+q" # the only key that ends the gallery mode
     osc_port = 9000             # OSC control (performance mode); 0 turns it off
-    taught_dir = "/srv/venue/taught"  # the venue's taught sounds (default: ~/.local/share/hear-and-see/taught)
+    taught_dir = "/srv/venue/taught"  # the venue's taught sounds (`hear-and-see teach`); default: the user's data folder
+
+Every value is checked where it enters, by its rule: a wrong one is one line naming the file, the key, what
+it got and what it takes (ConfigError), before anything starts. The command line's flags use the same rules.
 """
 from __future__ import annotations
 
+import ipaddress
 import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
 
-from app.controls import parse_chord
+from app.controls import ZOOM_RANGE, parse_chord
+from common.errors import UserError
 from common.paths import PRERENDERED, SEED_IMAGES, default_taught_dir
-from models.gate import GateSettings
+from models.classes import AUDIOSET_CLASSES, CLASS_SETS, ESC50_CLASSES, TAUGHT_SET  # plain lists: no torch with them
+from models.taught import NAME_RULE  # the taught sounds' name rule: no torch comes with it either
+from models.gate import SPEECH_POLICIES, GateSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,15 +38,16 @@ else:
     import tomli as tomllib
 
 
-class ConfigError(ValueError):
-    """An unreadable or wrong venue file; the message names the file, the key and the fix."""
+class ConfigError(UserError, ValueError):
+    """An unreadable or wrong venue file or flag; the message names the file or flag, the key and the fix."""
 
 
 @dataclass(frozen=True)
 class Settings:
     mode: str = "default"
     classes: str | list[str] = "all"
-    server: str = "tcp://127.0.0.1:5555"
+    server: str = "auto"                 # where `run` is heard and dreamt; "auto": a server it starts itself
+    bind: str = "tcp://127.0.0.1:5555"   # where `serve` listens
     hop_seconds: float = 0.5
     # The gate (models/gate.py says what each does); defaults defined once, there.
     silence_dbfs: float = GateSettings.silence_dbfs
@@ -51,7 +61,7 @@ class Settings:
     dream_layer: str | None = None
     dream_size: int = 0                  # the dream's short side in pixels; 0: the server machine's profile
     seeds_dir: str = str(SEED_IMAGES)
-    taught_dir: str = str(default_taught_dir())  # the venue's taught sounds (`hear-and-see teach`)
+    taught_dir: str = str(default_taught_dir())  # the venue's taught sounds (models/taught.py)
     prerendered_dir: str = str(PRERENDERED)
     width: int = 1280
     height: int = 720
@@ -59,7 +69,7 @@ class Settings:
     hide_cursor: bool = False
     show_hud: bool = True
     label_style: str = "bars"            # "bars": class and confidences; "big": the name, large (children)
-    palette: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    palette: str | tuple[float, float, float] = "neutral"   # a name of visualizer.renderer.PALETTES, or RGB
     vignette: float = 0.35
     zoom_rate: float = 0.05              # the renderer's log-zoom per second between keyframes
     # How hard the server dreams: a scale on its intensity (which is the classifier's confidence) and the
@@ -83,46 +93,209 @@ MODES = tuple(MODE_DEFAULTS)
 MAX_HOP_SECONDS = 4.0  # the model's window: a longer hop would leave sound between windows unheard
 
 
-def load_settings(path: str | Path | None = None, **overrides) -> Settings:
-    """Settings from defaults, then the mode's defaults, then the file, then `overrides` (None means unset)."""
-    values: dict = {}
-    if path is not None:
-        values = _read_toml(Path(path))
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    mode = overrides.get("mode", values.get("mode", "default"))
-    if mode not in MODES:
-        raise ConfigError(f"{path or 'command line'}: mode {mode!r} is not one of {', '.join(MODES)}")
-    merged = {**MODE_DEFAULTS[mode], **values, **overrides}
-    if "palette" in merged:
-        merged["palette"] = tuple(merged["palette"])
-    settings = replace(Settings(), **merged)
-    where = path or "command line"
-    if not 0.05 <= settings.hop_seconds <= MAX_HOP_SECONDS:
-        raise ConfigError(f"{where}: hop_seconds must be within 0.05..{MAX_HOP_SECONDS}, got {settings.hop_seconds}")
+# --- rules: what each value takes ---------------------------------------------------------------------------
+# A rule is a function that returns the value as the program uses it, or raises ValueError; `takes` is what
+# a message says it takes.
+
+class Takes(ValueError):
+    """Raised by a rule's parse that says for itself what it takes."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    parse: Callable[[object], object]
+    takes: str
+
+    def __call__(self, value):
+        try:
+            return self.parse(value)
+        except Takes:
+            raise
+        except (ValueError, TypeError, KeyError):
+            raise ValueError(self.takes) from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def number(low: float, high: float, *, above_low: bool = False) -> Rule:
+    """A number within low..high (`above_low`: low itself excluded)."""
+    def parse(value):
+        if not _is_number(value) or value != value or not (low < value if above_low else low <= value) \
+                or not value <= high:
+            raise ValueError
+        return float(value)
+    return Rule(parse, f"a number above {low:g} up to {high:g}" if above_low else f"a number within {low:g}..{high:g}")
+
+
+def integer(low: int, high: int) -> Rule:
+    def parse(value):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError
+        return value
+    return Rule(parse, f"a whole number within {low}..{high}")
+
+
+def choice(*allowed: str) -> Rule:
+    def parse(value):
+        if value not in allowed:
+            raise ValueError
+        return value
+    return Rule(parse, f"one of {', '.join(map(str, allowed))}")
+
+
+def boolean() -> Rule:
+    def parse(value):
+        if not isinstance(value, bool):
+            raise ValueError
+        return value
+    return Rule(parse, "true or false")
+
+
+def optional(rule: Rule, absent: str) -> Rule:
+    return Rule(lambda value: None if value is None else rule(value), f"{rule.takes} (or leave it out: {absent})")
+
+
+def _address(value) -> str:
+    url = urlparse(value)
+    if url.scheme == "tcp":
+        if not url.hostname or url.port is None or url.path not in ("", "/"):
+            raise ValueError
+    elif url.scheme != "ipc" or not url.path:
+        raise ValueError
+    return value
+
+
+ADDRESS = Rule(_address, "a ZeroMQ address: tcp://HOST:PORT or ipc:///path")
+
+
+def _server(value) -> str:
+    return value if value == "auto" else _address(value)
+
+
+def _class_set(value):
+    known = set(ESC50_CLASSES) | set(AUDIOSET_CLASSES)
+    if isinstance(value, str):
+        if value not in ("all", TAUGHT_SET) and value not in CLASS_SETS:
+            raise ValueError
+        return value
+    # a taught sound's name is known when the server hears it; here it can only follow the rule of names
+    if not isinstance(value, list) or not value or not all(isinstance(c, str) and (c in known or NAME_RULE.fullmatch(c))
+                                                           for c in value):
+        raise ValueError
+    return value
+
+
+def _palette(value) -> str | tuple[float, float, float]:
+    from visualizer.renderer import PALETTES  # here, not at the top: `--help` and `devices` need no GL
+
+    if isinstance(value, str) and value in PALETTES:
+        return value
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_number(c) and 0 <= c <= 2 for c in value):
+        raise Takes(f"one of {', '.join(PALETTES)}, or three numbers within 0..2 (an RGB multiplier), "
+                    f"e.g. [1.0, 0.9, 0.8]")
+    return tuple(float(c) for c in value)
+
+
+def _folder(value) -> str:
+    if not isinstance(value, str) or not Path(value).expanduser().is_dir():
+        raise ValueError
+    return str(Path(value).expanduser())
+
+
+def _path(value) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError
+    return str(Path(value).expanduser())
+
+
+def _file(value) -> str:
+    if not isinstance(value, str) or not Path(value).expanduser().is_file():
+        raise ValueError
+    return str(Path(value).expanduser())
+
+
+def _text(value) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError
+    return value
+
+
+def _chord(value) -> str:
+    parse_chord(value)
+    return value
+
+
+def _label_style(value) -> str:
     from visualizer.hud import STYLES  # here, not at the top: `--help` and `devices` need no pygame
 
-    if settings.label_style not in STYLES:
-        raise ConfigError(f"{where}: label_style must be one of {', '.join(STYLES)}, "
-                          f"got {settings.label_style!r}")
-    if not 0.0 <= settings.floor_margin_db <= 40.0:
-        raise ConfigError(f"{where}: floor_margin_db must be within 0..40 dB (0: off), got {settings.floor_margin_db}")
+    if value not in STYLES:
+        raise Takes(f"one of {', '.join(STYLES)}")
+    return value
+
+
+def _ip(value) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+RULES: dict[str, Rule] = {
+    "mode": choice(*MODES),
+    "classes": Rule(_class_set, f"'all', 'taught' (the taught sounds alone), one of {', '.join(sorted(CLASS_SETS))}, "
+                                f"or a list of class names (ESC-50's, {', '.join(AUDIOSET_CLASSES)}, or taught sounds')"),
+    "server": Rule(_server, "'auto' or a ZeroMQ address: tcp://HOST:PORT or ipc:///path"),
+    "bind": ADDRESS,
+    "hop_seconds": number(0.05, MAX_HOP_SECONDS),
+    "silence_dbfs": number(-120.0, 0.0),
+    "min_confidence": number(0.0, 1.0),
+    "enter_windows": integer(1, 20),
+    "hold_seconds": number(0.0, 600.0),
+    "speech": choice(*SPEECH_POLICIES),
+    "floor_margin_db": Rule(number(0.0, 40.0).parse, "a number within 0..40 dB (0: off)"),
+    "checkpoint": optional(Rule(_file, "an existing checkpoint file"), "the shipped model"),
+    "backbone": optional(Rule(_text, "a backbone name"), "the checkpoint's own"),
+    "dream_layer": optional(Rule(_text, "a layer name of the dream network"), "the engine's own"),
+    "dream_size": Rule(lambda v: 0 if v == 0 else integer(64, 2160)(v), "0 (the machine's profile) or a whole "
+                                                                         "number of pixels within 64..2160"),
+    "seeds_dir": Rule(_folder, "an existing folder of seed images, a folder per class"),
+    "prerendered_dir": Rule(_path, "a folder path"),
+    "taught_dir": Rule(_path, "a folder path (made when the first sound is taught)"),
+    "width": integer(64, 7680),
+    "height": integer(64, 4320),
+    "fullscreen": boolean(),
+    "hide_cursor": boolean(),
+    "show_hud": boolean(),
+    "label_style": Rule(_label_style, "a label style of the HUD"),
+    "palette": Rule(_palette, "a palette's name, or three numbers within 0..2"),
+    "vignette": number(0.0, 1.0),
+    "zoom_rate": number(*ZOOM_RANGE),
+    "dream_intensity": number(0.0, 1.0),
+    "dream_blend": optional(number(0.0, 1.0, above_low=True), "no pull back to the seed"),
+    "exit_chord": Rule(_chord, "modifiers then one key, e.g. 'ctrl+shift+q'"),
+    "osc_port": integer(0, 65535),
+    "osc_host": Rule(_ip, "an IP address, e.g. 127.0.0.1"),
+}
+assert set(RULES) == {f.name for f in fields(Settings)}, "every setting has a rule"
+
+
+def check(key: str, value, where: str):
+    """`value` as `key` takes it, or ConfigError: 'WHERE: KEY = VALUE: takes ...'."""
     try:
-        gate_settings(settings)
+        return RULES[key](value)
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    if not 0.0 <= settings.dream_intensity <= 1.0:
-        raise ConfigError(f"{where}: dream_intensity must be within 0..1, got {settings.dream_intensity}")
-    blend = settings.dream_blend
-    if blend is not None and not (isinstance(blend, (int, float)) and not isinstance(blend, bool) and 0 < blend <= 1):
-        raise ConfigError(f"{where}: dream_blend must be a number within 0..1 (or left out), "
-                          f"got {blend!r}")
-    if not 0 <= settings.osc_port <= 65535:
-        raise ConfigError(f"{where}: osc_port must be 0 (off) or a UDP port, got {settings.osc_port}")
-    try:
-        parse_chord(settings.exit_chord)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    return settings
+        raise ConfigError(f"{where}: {key} = {value!r}: takes {exc}") from None
+
+
+def load_settings(path: str | Path | None = None, **overrides) -> Settings:
+    """Settings from defaults, then the mode's defaults, then the file, then `overrides` (None means unset),
+    each value checked by its rule."""
+    values = _read_toml(Path(path)) if path is not None else {}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    where = str(path) if path is not None else "command line"
+    mode = check("mode", overrides.get("mode", values.get("mode", "default")), where)
+    merged = {**MODE_DEFAULTS[mode], **values, **overrides}
+    return replace(Settings(), **{key: check(key, value, where) for key, value in merged.items()})
 
 
 def _read_toml(path: Path) -> dict:
@@ -132,22 +305,20 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError(f"{path}: venue file not found; leave out --config to use the defaults") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable TOML file ({exc}); fix the line it names") from exc
-    known = {f.name: f for f in fields(Settings)}
-    for key, value in values.items():
-        if key not in known:
-            raise ConfigError(f"{path}: unknown setting {key!r}; known settings: {', '.join(known)}")
-        default = getattr(Settings(), key)
-        if isinstance(default, (bool, int, float)) and not _same_kind(value, default):
-            raise ConfigError(f"{path}: {key} must be a {type(default).__name__}, got {value!r}")
+    unknown = [key for key in values if key not in RULES]
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; known settings: {', '.join(RULES)}")
     return values
-
-
-def _same_kind(value, default) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return type(value) is type(default)
-    return isinstance(value, (int, float)) if isinstance(default, float) else type(value) is type(default)
 
 
 def gate_settings(settings: Settings) -> GateSettings:
     """The venue's gate, field by field by name."""
     return GateSettings(**{f.name: getattr(settings, f.name) for f in fields(GateSettings) if hasattr(settings, f.name)})
+
+
+def dream_settings(settings: Settings):
+    """The venue's dream, as the server takes it."""
+    from inference_server.server import DreamSettings  # here: the app process never loads torch
+
+    return DreamSettings(layer=settings.dream_layer, size=settings.dream_size, intensity=settings.dream_intensity,
+                         blend=settings.dream_blend, aspect=settings.width / settings.height)

@@ -41,11 +41,11 @@ class ControlError(ValueError):
 
 @dataclass(frozen=True)
 class Controls:
+    zoom: float                     # the renderer's zoom_rate (the venue's zoom_rate to begin with)
     frozen: bool = False            # no new frames are taken and the picture holds still
     forced_label: str | None = None  # shown instead of what is heard
     blackout: bool = False          # a deliberate black screen: the one black the show allows
     intensity: float = 1.0          # the dream's strength, 0..1
-    zoom: float = 0.05              # the renderer's zoom_rate
     layer: str | None = None        # the dream layer (None: the server's)
     hud: bool = True
     quit: bool = False

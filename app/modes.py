@@ -54,7 +54,7 @@ class Scene:
     confidence: float
     source: str            # "live" (dream frames from the server) or "fallback" (pre-rendered, then seed)
     top: list
-    status: str            # a line for the heads-up display
+    status: str            # a line for the heads-up display: what is wrong or overridden ("" when all is well)
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,10 @@ class Plan:
     """What the loop draws this turn, and what it asks the server to dream."""
     scene: Scene
     picture: str | None    # LIVE, FALLBACK or KEEP
+    zoom: float            # the renderer's zoom rate, taken up with the next keyframe
     frame: Frame | None = None  # the live frame (image, id, label) when picture is LIVE
     blackout: bool = False
     hud: bool = True
-    zoom: float = 0.05     # the renderer's zoom rate, taken up with the next keyframe
     steering: Steering = Steering()
 
 
@@ -102,9 +102,11 @@ def step(state: ShowState, results: Iterable[Result], frame: Frame | None, contr
         kind = SHOWING if label is not None else LISTENING
     else:
         kind = SERVER_LOST if state.server_seen else STARTING
-    status = {SERVER_LOST: "server lost: reconnecting", STARTING: "starting: waiting for the server"}.get(kind, kind)
+    # The picture and the name already say that the show is listening or showing; the line is for the rest, so a
+    # child's screen carries no stray word (the toy draws the name alone, large).
+    status = {SERVER_LOST: "server lost: reconnecting", STARTING: "starting: waiting for the server"}.get(kind, "")
     if server_alive and not state.trained:
-        status = f"UNTRAINED MODEL: {status}"
+        status = "UNTRAINED MODEL" + (f": {status}" if status else "")
     scene = Scene(kind, label, 1.0 if forced else state.confidence, LIVE if fresh else FALLBACK,
                   list(state.top), _with_overrides(status, controls))
     if controls.frozen:  # frames keep arriving (the server keeps its pace), unused
@@ -113,13 +115,13 @@ def step(state: ShowState, results: Iterable[Result], frame: Frame | None, contr
         picture = LIVE
     else:
         picture = FALLBACK if scene.source == FALLBACK else KEEP
-    return state, Plan(scene, picture, frame if picture == LIVE else None, controls.blackout,
-                       controls.hud, controls.zoom, Steering(forced, controls.intensity, controls.layer))
+    return state, Plan(scene, picture, controls.zoom, frame if picture == LIVE else None, controls.blackout,
+                       controls.hud, Steering(forced, controls.intensity, controls.layer))
 
 
 def _with_overrides(status: str, controls: Controls) -> str:
     """The status line says what the performer has overridden."""
-    notes = [status]
+    notes = [status] if status else []
     if controls.frozen:
         notes.append("frozen")
     if controls.forced_label is not None:

@@ -39,6 +39,14 @@ class RunReport:
     first_live_frame_s: float | None = None
     first_image_s: float | None = None
 
+    def summary(self) -> str:
+        live = "never" if self.first_live_frame_s is None else f"{self.first_live_frame_s:.1f} s"
+        text = (f"drew {self.frames_drawn} frames {self.frames_by_source}; first image after "
+                f"{self.first_image_s or 0:.1f} s, first live dream frame after {live}")
+        if self.output_dir:
+            text += f"\nsaved frames, contact_sheet.png and timeline.json in {self.output_dir}"
+        return text
+
 
 class Recorder:
     def __init__(self, output_dir: str | Path | None, frame_log: str | Path | None):
@@ -51,7 +59,8 @@ class Recorder:
         self._next_save = 0.0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer") if self.output else None
         self._writing: deque = deque()
-        self._log = open(frame_log, "w", encoding="utf-8") if frame_log else None
+        # Line by line: it is read while the show runs (the tests, the robustness benchmark), not only after it.
+        self._log = open(frame_log, "w", encoding="utf-8", buffering=1) if frame_log else None
         if self._log:
             self._log.write("seconds\tsource\tclass\tmean_luminance\tkeyframe\n")
 

@@ -12,10 +12,13 @@ import os
 import signal
 import socket
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-import pygame
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # before the first pygame import
+
+import pygame  # noqa: E402
 
 from app.capture import SAMPLE_RATE, RingBuffer, sound_began
 from app.client import InferenceClient, free_tcp_address
@@ -126,48 +129,57 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
         duration: float | None = None, output_dir: str | Path | None = None,
         frame_log: str | Path | None = None, config_path: str | Path | None = None,
         server_key: bytes | None = None) -> RunReport:
+    """The show, until `duration` or a quit. Everything it starts is stopped on every way out, in reverse order:
+    a recording that cannot be read, a display that cannot open or a crash leave no server behind."""
     started = time.monotonic()
-    server = None
-    address = settings.server
-    if address == "auto":
-        address = free_tcp_address()
-        server = ServerSupervisor(server_command(settings, address, config_path)).start()
-
-    ring = RingBuffer()
-    source = RecordingPlayer(ring, input_file, started) if input_file is not None else MicrophoneSupervisor(ring, device)
-
-    # SIGTERM (systemctl stop) ends the show in every mode. Python handles it, not SDL: SDL only takes over
-    # a signal nobody handles, and would turn it into the same QUIT event as the window's close button,
-    # which the gallery ignores.
-    terminated = []
-    previous_sigterm = signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
-    # A notification taking the focus must not minimise a fullscreen show to the desktop.
-    os.environ.setdefault("SDL_VIDEO_MINIMIZE_ON_FOCUS_LOSS", "0")
-    display = open_display(settings.width, settings.height, fullscreen=settings.fullscreen, headless=headless,
-                           hide_cursor=settings.hide_cursor)
-    log.info("%s %dx%d%s", "offscreen" if display.headless else "window", *display.size,
-             " fullscreen" if settings.fullscreen and not display.headless else "")
-    renderer = Renderer(display.ctx, *display.size, palette=settings.palette, vignette=settings.vignette,
-                        label_style=settings.label_style, zoom_rate=settings.zoom_rate)
-    fallback = FallbackPlayer(settings.prerendered_dir, settings.seeds_dir, taught_dir=settings.taught_dir)
-    client = InferenceClient(address, name=settings.mode, classes=settings.classes, server_key=server_key)
-    bindings = Bindings(settings.mode, class_list(settings.classes), parse_chord(settings.exit_chord))
-    controls = Controls(zoom=settings.zoom_rate, hud=settings.show_hud)
-    show = ShowState()
-    steering = Steering()  # what the server dreams unless told otherwise
-    clock = FreezableClock()
-    osc = None
-    if settings.osc_port:
-        try:
-            osc = OscListener(settings.osc_host, settings.osc_port)
-        except OSError as exc:  # the keyboard still works: a taken port must not stop the show
-            log.error("no OSC control: cannot listen on udp://%s:%d (%s)", settings.osc_host, settings.osc_port, exc)
-    systemd = SystemdNotifier()
-    recorder = Recorder(output_dir, frame_log)
-    window_clock = WindowClock(settings.hop_seconds, time.monotonic())
-    heard = 0  # ring.written at the last look for an onset
-    shown, shown_keyframe = "seed", None  # where the picture on screen came from, for the frame log
-    try:
+    with ExitStack() as stack:
+        ring = RingBuffer()
+        # The sound source first: a bad recording is the user's error, said before anything starts.
+        source = RecordingPlayer(ring, input_file, started) if input_file is not None else MicrophoneSupervisor(ring, device)
+        stack.callback(source.stop)
+        address, server = settings.server, None
+        if address == "auto":
+            address = free_tcp_address()
+            server = ServerSupervisor(server_command(settings, address, config_path)).start()
+            stack.callback(server.stop)
+        # SIGTERM (systemctl stop) ends the show in every mode. Python handles it, not SDL: SDL only takes over
+        # a signal nobody handles, and would turn it into the same QUIT event as the window's close button,
+        # which the gallery ignores.
+        terminated = []
+        stack.callback(signal.signal, signal.SIGTERM, signal.signal(signal.SIGTERM,
+                                                                    lambda signum, frame: terminated.append(signum)))
+        # A notification taking the focus must not minimise a fullscreen show to the desktop.
+        os.environ.setdefault("SDL_VIDEO_MINIMIZE_ON_FOCUS_LOSS", "0")
+        display = open_display(settings.width, settings.height, fullscreen=settings.fullscreen, headless=headless,
+                               hide_cursor=settings.hide_cursor)
+        stack.callback(display.close)
+        log.info("%s %dx%d%s", "offscreen" if display.headless else "window", *display.size,
+                 " fullscreen" if settings.fullscreen and not display.headless else "")
+        renderer = Renderer(display.ctx, *display.size, palette=settings.palette, vignette=settings.vignette,
+                            label_style=settings.label_style, zoom_rate=settings.zoom_rate)
+        fallback = FallbackPlayer(settings.prerendered_dir, settings.seeds_dir, taught_dir=settings.taught_dir)
+        client = InferenceClient(address, name=settings.mode, classes=settings.classes, server_key=server_key)
+        stack.callback(client.close)
+        osc = None
+        if settings.osc_port:
+            try:
+                osc = OscListener(settings.osc_host, settings.osc_port)
+                stack.callback(osc.close)
+            except OSError as exc:  # the keyboard still works: a taken port must not stop the show
+                log.error("no OSC control: cannot listen on udp://%s:%d (%s)", settings.osc_host, settings.osc_port,
+                          exc)
+        systemd = SystemdNotifier()
+        stack.callback(systemd.notify, "STOPPING=1")
+        recorder = Recorder(output_dir, frame_log)
+        stack.callback(recorder.close)
+        bindings = Bindings(settings.mode, class_list(settings.classes), parse_chord(settings.exit_chord))
+        controls = Controls(zoom=settings.zoom_rate, hud=settings.show_hud)
+        show = ShowState()
+        steering = Steering()  # what the server dreams unless told otherwise
+        clock = FreezableClock()
+        window_clock = WindowClock(settings.hop_seconds, time.monotonic())
+        heard = 0  # ring.written at the last look for an onset
+        shown, shown_keyframe = "seed", None  # where the picture on screen came from, for the frame log
         while duration is None or time.monotonic() - started < duration:
             # poll: what came in since the last turn
             now = time.monotonic()
@@ -212,17 +224,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
             systemd.ping(now)
             if display.headless:
                 time.sleep(max(0.0, 1.0 / HEADLESS_FPS - (time.monotonic() - now)))
-    finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-        systemd.notify("STOPPING=1")
-        if osc is not None:
-            osc.close()
-        client.close()
-        source.stop()
-        display.close()
-        if server is not None:
-            server.stop()
-    return recorder.close()
+    return recorder.report
 
 
 def draw(plan: Plan, renderer: Renderer, fallback: FallbackPlayer, display, render_now: float,

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from app.capture import SAMPLE_RATE, MicrophoneSource, RingBuffer, sound_began
+from common.errors import UserError
 from common.levels import frame_db
 
 COUNTDOWN_S = 3
@@ -23,7 +24,7 @@ DIED_AWAY_S = 0.3
 POLL_S = 0.02
 
 
-class TakeError(RuntimeError):
+class TakeError(UserError, RuntimeError):
     """A take that could not be made (no sound came); the message says what to do."""
 
 

@@ -1,4 +1,4 @@
-"""The live parts on an accelerator against the same machine's CPU, in one run (issue 11: the ear runs on
+"""The live parts on an accelerator against the same machine's CPU, in one run (the ear runs on
 cuda/mps/cpu; a GPU host should just go faster).
 
 1. the ear: the shipped classifier hears the same windows of the demo recordings on the CPU and on the device:
@@ -122,7 +122,8 @@ def training(device: torch.device, steps: int) -> dict:
     from models.model import build_model
 
     rng = np.random.default_rng(0)
-    n = train_tagger.BATCH_SIZE * steps
+    recipe = train_tagger.TaggerRecipe(epochs=1)
+    n = recipe.batch_size * steps
     clips = ClipSet("synthetic", ["a", "b"], [f"{i}.wav" for i in range(n)], np.arange(n) % 2, np.ones(n, int),
                     [str(i) for i in range(n)], [rng.normal(0, 0.1, 5 * audio.SAMPLE_RATE).astype(np.float32)
                                                  for _ in range(n)])
@@ -130,7 +131,7 @@ def training(device: torch.device, steps: int) -> dict:
     for where in (torch.device("cpu"), device):
         model = build_model(efficientat.NAME, clips.class_names)
         t = time.perf_counter()
-        history = train_tagger.fine_tune(model, clips, None, epochs=1, device=str(where))
+        history = train_tagger.fine_tune(model, clips, None, recipe, device=str(where))
         out[str(where)] = dict(seconds_per_step=round((time.perf_counter() - t) / steps, 3),
                                loss=round(history[-1]["loss"], 3))
     return out

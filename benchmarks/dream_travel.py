@@ -1,6 +1,6 @@
-"""Dreams that travel (issue 12): does the zoom travel, does another network still see the class, how fast, how sharp.
+"""Dreams that travel: does the zoom travel, does another network still see the class, how fast, how sharp.
 
-    python benchmarks/dream_travel.py quality     # 60 keyframes per seed, the engine before issue 12 and now (~10 min)
+    python benchmarks/dream_travel.py quality     # 60 keyframes per seed, the engine before and now (~10 min)
     python benchmarks/dream_travel.py prerender   # `hear-and-see prerender` keyframes/s, start-up included (~2 min)
     python benchmarks/dream_travel.py app [--mode toy] [--docs]   # the real app in a 1280x720 window under Xvfb
     python benchmarks/dream_travel.py sheets      # docs/dreams_<set>.png: each seed, keyframes 1, 20, 60 on screen
@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 KEYFRAMES = 60
 SHEET_KEYFRAMES = (1, 20, 60)
 SCREEN = (1280, 720)
-# The engine as it was before issue 12: square, pulled back to the seed every keyframe, no class pull.
+# The engine before the travelling dream: square, pulled back to the seed every keyframe, no class pull.
 BEFORE = {"aspect": 1.0, "blend": 0.2, "crossfade": 8, "smooth": False, "reseed": 0.0, "class_weight": 0.0}
 SEEDS = (("gallery", "cat"), ("gallery", "dog"), ("toy", "dog"))
 
@@ -163,7 +163,7 @@ def app(args) -> None:
 
 
 def _as_if_224_square(shot: np.ndarray) -> np.ndarray:
-    """The same picture as the engine before issue 12 delivered it: a 224 px square, stretched to cover the screen."""
+    """The same picture as the engine BEFORE delivered it: a 224 px square, stretched to cover the screen."""
     from PIL import Image
 
     h, w = shot.shape[:2]

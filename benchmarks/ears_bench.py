@@ -1,4 +1,4 @@
-"""Does it hear what I made? The shipped ear against the one before it (issue 11), in one run.
+"""Does it hear what I made? The shipped ear against the one before it, in one run.
 
 1. recordings from elsewhere: the 10 CC0 animal recordings in ../shared/data/cc0_animals, named over all 50
    ESC-50 classes, over the toy's "animals" set and (new ear only) over "farm", which reaches past ESC-50;

@@ -1,4 +1,4 @@
-"""Sound onset to label on screen, in the running app (issue 11's latency goal: median 0.6 s or less).
+"""Sound onset to label on screen, in the running app (the goal: median 0.6 s or less).
 
 The bundled CC0 recordings are laid one after another into one file, each after 6 s of silence, and played to
 `hear-and-see run --headless` in real time as a microphone would hear them. An event's onset is the first 10 ms
@@ -30,7 +30,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.capture import SAMPLE_RATE, _read  # noqa: E402
+from common.sound import SAMPLE_RATE, load_audio  # noqa: E402
 
 GAP_S = 6.0
 ONSET_DBFS = -40.0
@@ -49,7 +49,7 @@ def event_file(folder: Path) -> tuple[Path, list[tuple[str, float]]]:
     parts, onsets, t = [], [], 0.0
     gap = np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)
     for name in EVENTS:
-        clip = _read(ROOT / "app" / "demo_audio" / f"{name}.mp3")
+        clip = load_audio(ROOT / "app" / "demo_audio" / f"{name}.mp3")
         parts += [gap, clip]
         onsets.append((name, t + GAP_S + onset(clip)))
         t += GAP_S + len(clip) / SAMPLE_RATE

@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout, uninstalled
 
+from app.config import Settings  # noqa: E402
 from visualizer import Renderer, default_frame, open_display  # noqa: E402
 
 WARMUP_S = 1.0
@@ -25,7 +26,8 @@ WARMUP_S = 1.0
 
 def run(args: argparse.Namespace) -> dict:
     display = open_display(args.width, args.height, headless=not args.window, vsync=False)
-    renderer = Renderer(display.ctx, *display.size, palette="warm", hud_visible=not args.no_hud)
+    renderer = Renderer(display.ctx, *display.size, palette="warm", hud_visible=not args.no_hud,
+                        zoom_rate=Settings.zoom_rate)
     keyframes = [default_frame("bench", phase=i) for i in range(8)]
     rng = np.random.default_rng(0)
 

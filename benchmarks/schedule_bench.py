@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.capture import FILE_BLOCK_SECONDS, SAMPLE_RATE, RingBuffer, _read, sound_began  # noqa: E402
+from app.capture import FILE_BLOCK_SECONDS, SAMPLE_RATE, RingBuffer, sound_began  # noqa: E402
 from app.run import LOOKS_AFTER_ONSET, WindowClock  # noqa: E402
 from benchmarks.latency_bench import EVENTS, onset  # noqa: E402
 from models import audio  # noqa: E402
@@ -74,7 +74,8 @@ class Event:
 
 def events(model, folds, per_class: int) -> list[Event]:
     if not folds:
-        return [Event(name, name, _read(ROOT / "app" / "demo_audio" / f"{name}.mp3"), model) for name in EVENTS]
+        return [Event(name, name, audio.load_audio(ROOT / "app" / "demo_audio" / f"{name}.mp3"), model)
+                for name in EVENTS]
     from offline.datasets import load_dataset
     ds = load_dataset(None, progress=False)
     held_out = np.isin(ds.folds, folds)

@@ -20,6 +20,7 @@ import torch
 import zmq
 
 from common import protocol
+from common.errors import UserError
 from common.paths import default_taught_dir
 from models import audio
 from models.backbones import DREAM_BACKBONE, DREAM_LAYERS, create_backbone, default_device
@@ -111,12 +112,12 @@ def is_loopback(address: str) -> bool:
 
 class InferenceServer:
     def __init__(self, classifier: SoundClassifier | Ensemble, backbone_for_dreams, seeds_dir: str | Path,
-                 bind: str = "tcp://127.0.0.1:5555", gate: GateSettings = GateSettings(),
+                 bind: str, gate: GateSettings = GateSettings(),
                  dream: DreamSettings = DreamSettings(), curve_secret_key: bytes | None = None,
                  context: zmq.Context | None = None, taught_dir: str | Path | None = None):
         if not is_loopback(bind) and curve_secret_key is None:
-            raise ValueError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
-                             f"(run `hear-and-see keys`, then pass --server-key)")
+            raise UserError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
+                            f"(run `hear-and-see keys`, then pass --server-secret-key)")
         # A venue's taught sounds are heard from the classifier's own pass (models/taught.py); the folder is looked at
         # once a second, so a sound taught or forgotten while the server runs is heard (or not) within 2 s.
         self.ear = TaughtEar(classifier, taught_dir) if taught_dir is not None and getattr(classifier, "tag_names", None) else None

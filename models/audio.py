@@ -6,17 +6,18 @@ functions with these constants, so a checkpoint records them and refuses to load
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import librosa
 import numpy as np
 import torch
 
 from common.levels import frame_db
+# The rate, the window and the decoder are the app's too (common/sound.py); the signal chain's callers take them
+# from here with the rest of it.
+from common.sound import (AUDIO_EXTENSIONS, SAMPLE_RATE, WINDOW_SAMPLES, WINDOW_SECONDS,  # noqa: F401
+                          AudioFileError, load_audio)
 
-SAMPLE_RATE = 16_000
-WINDOW_SECONDS = 4.0
-N_SAMPLES = int(SAMPLE_RATE * WINDOW_SECONDS)  # 64000 samples in one window
+N_SAMPLES = WINDOW_SAMPLES  # 64000 samples in one window
 N_FFT = 1024
 HOP_LENGTH = 250  # 64 frames per second: a 4 s window is 256 frames wide
 N_MELS = 128
@@ -29,31 +30,11 @@ ONSET_BELOW_PEAK_DB = 25.0   # the sound starts at the first 10 ms within this m
 ONSET_PREROLL_SECONDS = 0.1  # kept before that frame, for the attack
 MIN_HEARD_SECONDS = 2.0      # never less of a window than this
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
-
-
-class AudioFileError(ValueError):
-    """An audio file that cannot be decoded; the message names the file."""
-
 
 def feature_settings() -> dict:
     """What a checkpoint records so that serving computes exactly the training features."""
     return dict(sample_rate=SAMPLE_RATE, n_samples=N_SAMPLES, n_fft=N_FFT, hop_length=HOP_LENGTH,
                 n_mels=N_MELS, n_frames=N_FRAMES, fmin=FMIN, fmax=FMAX, top_db=TOP_DB)
-
-
-def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode wav/flac/mp3/ogg to mono float32 at `sr`; raise AudioFileError on anything unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise AudioFileError(f"{path}: no such audio file")
-    try:
-        audio, _ = librosa.load(path, sr=sr, mono=True)
-    except Exception as exc:  # decoders raise many types; the caller needs one
-        raise AudioFileError(f"{path}: cannot decode audio ({type(exc).__name__}: {exc})") from exc
-    if audio.size == 0 or not np.all(np.isfinite(audio)):
-        raise AudioFileError(f"{path}: empty or non-finite audio")
-    return audio.astype(np.float32, copy=False)
 
 
 def pad_or_trim(audio: np.ndarray | torch.Tensor, length: int = N_SAMPLES):

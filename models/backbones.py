@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from common.errors import UserError
+
 BACKBONES = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50")
 DREAM_BACKBONE = "efficientnet_lite0"  # the ImageNet network dreams climb when the classifier is not one
 
@@ -25,7 +27,7 @@ DEFAULT_DREAM_LAYER = {"efficientnet_lite0": "blocks.4", "resnet18": "layer3", "
                        "resnet50": "layer3"}
 
 
-class BackboneError(RuntimeError):
+class BackboneError(UserError, RuntimeError):
     """A backbone that cannot be built or whose weights cannot be loaded; the message says the fix."""
 
 

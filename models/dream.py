@@ -135,10 +135,7 @@ class DreamEngine:
         if self.seed is None:
             raise RuntimeError("set_seed() before next_keyframe()")
         intensity = min(max(float(intensity), 0.0), 1.0)
-        zoom_speed = min(max(float(zoom_speed), 0.0), 1.0)
-        # The zoom goes as fast as the dream can paint: magnifying without new detail is only blur, so a weak
-        # dream (low confidence, the toy's gentle intensity) travels slower instead of smearing the picture.
-        amount = self.zoom * zoom_speed * intensity
+        amount = self.zoom_amount(intensity, zoom_speed)
         with torch.no_grad():
             x = _zoom(self.image, amount)
             travelled = self.travelled - math.log1p(-amount)
@@ -156,6 +153,12 @@ class DreamEngine:
         self.image, self.travelled, self._fade_left = x, travelled, fade_left
         self.last_zoom_step = -math.log1p(-amount)  # how much further in this keyframe is than the last one
         yield to_uint8(x)
+
+    def zoom_amount(self, intensity: float, zoom_speed: float) -> float:
+        """How much one keyframe magnifies. The zoom goes as fast as the dream can paint: magnifying without new
+        detail is only blur, so a weak dream (low confidence, the toy's gentle intensity) travels slower instead of
+        smearing the picture."""
+        return self.zoom * min(max(float(zoom_speed), 0.0), 1.0) * min(max(float(intensity), 0.0), 1.0)
 
     # ---- the rest is also used by prerender, the benchmark and the tests -----------------------------
 

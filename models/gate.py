@@ -9,7 +9,8 @@ The rules, in order:
      taught sound made with a voice: a winning class the classifier says is near a taught sound's own examples
      (`voiced`, models/taught.py) is shown like any other (rule 3 still applies);
   3. confidence: a winning class below `min_confidence` is not shown;
-  4. hysteresis: a class must win `enter_windows` windows in a row to be shown, and then stays shown for
+  4. hysteresis: a class must win `enter_windows` windows in a row to be shown (one window is enough at
+     `sure_confidence` or above), and then stays shown for
      `hold_seconds` after its last win (so a dog that barks twice keeps its picture between barks; a minute
      of barking is a minute of dog). This is the only hold: the app shows what the gate says.
   5. room floor (`floor_margin_db` > 0; for classifiers without tags): a window less than that many dB above
@@ -45,6 +46,7 @@ class GateSettings:
     silence_dbfs: float = -60.0
     min_confidence: float = 0.4
     enter_windows: int = 1
+    sure_confidence: float = 1.0    # a class this likely enters with one window whatever enter_windows says
     hold_seconds: float = 2.0
     speech: str = "ignore"          # "ignore": talking shows nothing; "show": it is the class "speech"
     floor_margin_db: float = 0.0    # the room-floor rule (5 above); 0: off
@@ -142,7 +144,8 @@ class OpenSetGate:
             self.streak += 1
         else:
             self.candidate, self.streak = label, (1 if label is not None else 0)
-        if self.candidate is not None and self.streak >= self.settings.enter_windows:
+        if self.candidate is not None and (self.streak >= self.settings.enter_windows
+                                           or conf >= self.settings.sure_confidence):
             self.shown, self.shown_until = self.candidate, now + self.settings.hold_seconds
         if self.shown is not None and now >= self.shown_until:
             self.shown = None

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.errors import UserError
 from models import audio, efficientat
 from models.backbones import ImageNetBackbone, create_backbone
 
@@ -19,7 +20,7 @@ CHECKPOINT_FORMAT = 1
 SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "esc50_efficientat_mn04.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, corrupt or made for other settings; the message names the file and the fix."""
 
 

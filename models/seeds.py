@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from common.paths import IMAGE_SUFFIXES, SEED_IMAGES
+from common.errors import UserError
+from common.paths import SEED_IMAGES
+from common.seeds import seed_image, seed_pictures
 
 SEED_DIR = SEED_IMAGES
 TOY_SEED_DIR = SEED_DIR / "toy"
-GENERATED_NAME = "generated.png"  # a picture the network made itself: used only where a class has no other
 
 # ESC-50 class -> (ImageNet index, ImageNet name): what a generated seed climbs toward. ImageNet-1k has no crow,
 # helicopter, toothbrush, door or lightning, so some entries are the nearest thing it does have (marked "near").
@@ -69,7 +70,7 @@ def imagenet_classes(name: str) -> tuple[int, ...]:
 
 
 
-class SeedImageError(ValueError):
+class SeedImageError(UserError, ValueError):
     """A seed image that is missing or cannot be decoded; the message names the file."""
 
 
@@ -95,23 +96,14 @@ def load_seed_image(path: str | Path) -> np.ndarray:
     return rgb
 
 
-def seed_image_paths(name: str, seed_dir: Path = SEED_DIR) -> list[Path]:
-    folder = Path(seed_dir) / name
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
-
-
 def seed_image_path(name: str, seed_dir: Path = SEED_DIR) -> Path:
-    """The image class `name` dreams from, everywhere: the first picture in name order, else the generated one."""
-    paths = seed_image_paths(name, seed_dir)
-    if not paths:
+    """The image class `name` dreams from, everywhere (common.seeds.seed_image)."""
+    path = seed_image(Path(seed_dir) / name)
+    if path is None:
         raise SeedImageError(f"{Path(seed_dir) / name}: no seed image for class {name!r}; add a PNG/JPG there, "
                              f"or generate one with `hear-and-see seeds generate {name}`")
-    pictures = [p for p in paths if p.name != GENERATED_NAME]
-    return (pictures or paths)[0]
+    return path
 
 
 def seed_classes(seed_dir: Path = SEED_DIR) -> list[str]:
-    return sorted(p.name for p in Path(seed_dir).iterdir() if p.is_dir() and seed_image_paths(p.name, seed_dir))
+    return sorted(p.name for p in Path(seed_dir).iterdir() if p.is_dir() and seed_pictures(p))

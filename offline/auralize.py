@@ -7,6 +7,8 @@ sound.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -68,3 +70,24 @@ def differentiable_inputs(classifier, waves: torch.Tensor) -> torch.Tensor:
 def heard_as(model, wave: np.ndarray, class_name: str) -> float:
     """The probability `model` gives `class_name` for `wave`, heard as the app hears it (its `predict`)."""
     return float(model.predict(wave)[0, model.class_names.index(class_name)])
+
+
+def auralize_to_file(class_name: str, output: str | Path, checkpoint=None, steps: int = STEPS, seed: int = 0,
+                     normalize: bool = False) -> str:
+    """Write what the classifier most believes is `class_name` to `output` (wav); returns what was written."""
+    import soundfile
+
+    from common.errors import UserError
+    from models.model import load_model
+
+    model = load_model(checkpoint)
+    if class_name not in model.class_names:
+        raise UserError(f"{class_name!r} is not a class of this model; choose one of {', '.join(model.class_names)}")
+    wave = auralize(model, class_name, steps, seed=seed)
+    if normalize:
+        wave = (wave * (0.89 / max(float(np.abs(wave).max()), 1e-9))).astype(np.float32)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(output, wave, audio.SAMPLE_RATE)
+    return (f"wrote {output} ({audio.WINDOW_SECONDS:g} s, {audio.rms_dbfs(wave):.0f} dBFS rms); the classifier hears "
+            f"it as {class_name} with p = {heard_as(model, wave, class_name):.2f}")

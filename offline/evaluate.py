@@ -1,17 +1,18 @@
 """How good is the classifier, measured honestly; and `classify` for files.
 
-    hear-and-see evaluate --checkpoint runs/fold4.pt --folds 4     # score a checkpoint on held-out folds
-    hear-and-see evaluate --checkpoint runs/cv_fold{1,2,3,4}.pt     # pooled CV: each on its own held-out fold
-    hear-and-see evaluate --checkpoint a.pt b.pt --ensemble         # two models' mean, on the folds both held out
-    hear-and-see evaluate --cv --probe                              # 4-fold CV, frozen features (minutes)
-    hear-and-see evaluate --cv --recipe best --epochs 20            # 4-fold CV of fine-tuning (hours on 2 cores)
-    hear-and-see evaluate --leak --probe                            # fold split vs random clip split
-    hear-and-see evaluate --false-triggers                          # silence and noise through the gate
+    hear-and-see evaluate checkpoints runs/fold4.pt --folds 4      # score a checkpoint on held-out folds
+    hear-and-see evaluate checkpoints runs/cv_fold{1,2,3,4}.pt      # pooled CV: each on its own held-out fold
+    hear-and-see evaluate checkpoints a.pt b.pt --ensemble          # two models' mean, on the folds both held out
+    hear-and-see evaluate cv --probe                                # 4-fold CV, frozen features (minutes)
+    hear-and-see evaluate cv --recipe best --epochs 20              # 4-fold CV of fine-tuning (hours on 2 cores)
+    hear-and-see evaluate cv --probe --leak                         # fold split vs random clip split
+    hear-and-see evaluate false-triggers                            # silence and noise through the gate
+    hear-and-see evaluate events-in-noise --folds 4                 # events in a noisy room, through the gate
     hear-and-see classify dog.wav street.mp3 [--checkpoint X] [--json]
 
 Scores are per clip: a clip's probabilities are the mean over 4 s windows every 0.5 s across it.
 ESC-50's folds keep the takes of one source recording together; a random clip split does not, and
-`--leak` shows how much that flatters the same recipe.
+`evaluate cv --leak` shows how much that flatters the same recipe.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from offline.datasets import load_dataset, windows
 from offline.metrics import scores
 from models.gate import GateSettings, OpenSetGate
 from models.classes import class_set_probabilities, resolve_class_set, restrict
-from models.model import CheckpointError, ensemble_of, hear, load_model, load_with_metrics
+from models.model import SHIPPED_CHECKPOINT, CheckpointError, ensemble_of, hear, load_model, load_with_metrics
 
 log = logging.getLogger("hear-and-see.evaluate")
 
@@ -345,3 +346,66 @@ def classify(files, checkpoint=None, json_out=False, hop=0.5, top=3, stream=None
             heard_as = f"  (AudioSet: {', '.join(f'{n} {p:.2f}' for n, p in strongest[:3])})" if strongest else ""
             print(f"{f}: {best}{heard_as}", file=stream)
     return failed
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reports: what `hear-and-see evaluate ...` prints and keeps; each writes out_dir/summary.json or its own report
+
+def _summary(out_dir: str | Path, summary: dict) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"summary in {out_dir / 'summary.json'}")
+
+
+def report_checkpoints(paths, out_dir, data=None, folds=None, ensemble=False, classes=None) -> None:
+    from offline.metrics import report_text, write_report
+
+    s, names, tag = score_checkpoints(paths, data, folds, ensemble, classes)
+    write_report(s, names, out_dir, tag)
+    print(report_text(s))
+    print(f"\nreport, JSON and confusion matrix in {out_dir}/{tag}*")
+
+
+def report_cross_validation(out_dir, data=None, folds=None, probe=False, leak=False, recipe="best",
+                            epochs=None) -> None:
+    from offline.metrics import write_report
+
+    summary = {}
+    ds = load_dataset(data)
+    for random_split in [False] + ([True] if leak else []):
+        if probe:
+            res = probe_cross_validation(ds, folds or ALL_FOLDS, leak=random_split)
+        else:
+            res = finetune_cross_validation(data, folds or ALL_FOLDS, recipe, leak=random_split, epochs=epochs)
+        tag = f"{'probe' if probe else recipe}_{'random_split' if random_split else 'folds'}"
+        write_report(res["pooled"], ds.class_names, out_dir, tag)
+        summary[tag] = {k: v for k, v in res.items() if k != "pooled"}
+        print(f"{tag}: mean accuracy {res['mean_accuracy']:.4f} +- {res['std_accuracy']:.4f}, "
+              f"macro-F1 {res['mean_macro_f1']:.4f}  ({res['splits']})")
+    _summary(out_dir, summary)
+
+
+def report_false_triggers(out_dir, gate: GateSettings, checkpoint=None, sounds=()) -> None:
+    """Silence, noise and `sounds` (recordings with no event of the class set in them) through the model and gate."""
+    model = load_model(checkpoint)
+    streams = {**noise_conditions(23.5), **{Path(f).name: audio.load_audio(f) for f in sounds}}
+    rows = false_triggers(model, gate, streams)
+    for r in rows:
+        print(f"{r['condition']:<22} raw confident {r['raw_confident']:3d}/{r['windows']}  "
+              f"gate shows {r['gated_shown']:3d}/{r['windows']}  max p {r['max_prob']:.2f}  top {r['top_classes']}")
+    _summary(out_dir, dict(false_triggers=dict(gate=asdict(gate), checkpoint=str(checkpoint or SHIPPED_CHECKPOINT),
+                                               rows=rows)))
+
+
+def report_events_in_noise(out_dir, gates: dict[str, GateSettings], checkpoint=None, data=None, folds=None,
+                           bed_dbfs: float = -50.0) -> None:
+    """The clips of `folds` played into a steady noise bed, through each of `gates`."""
+    model = load_model(checkpoint)
+    ds = load_dataset(data, folds=folds or ALL_FOLDS)
+    res = events_in_noise(model, ds.waveforms, ds.labels, gates, bed_dbfs=bed_dbfs)
+    res["checkpoint"], res["folds"] = str(checkpoint or SHIPPED_CHECKPOINT), list(folds or ALL_FOLDS)
+    for name, row in res["rows"].items():
+        print(f"{name:<36} " + "  ".join(f"{k} {v['count']}/{v.get('of', res['clips'])} ({v['share']:.1%})"
+                                        for k, v in row.items()))
+    _summary(out_dir, dict(events_in_noise=res))

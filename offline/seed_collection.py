@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from common.paths import SHARED
-from models.seeds import (ESC50_TO_IMAGENET, GENERATED_NAME, SEED_DIR, TOY_SEED_DIR, load_seed_image,
-                          seed_classes, seed_image_paths)
+from common.seeds import GENERATED_NAME, seed_pictures
+from models.seeds import ESC50_TO_IMAGENET, SEED_DIR, TOY_SEED_DIR, load_seed_image, seed_classes
 
 
 
@@ -175,7 +175,7 @@ def _install(source: Path, folder: Path, photo: bool) -> list[Path]:
     else:
         out = folder / (source.stem + ".png")
         _clip_art_square(source).save(out, optimize=True)
-    for other in seed_image_paths(folder.name, folder.parent):  # one picture per class: nothing else to choose from
+    for other in seed_pictures(folder):  # one picture per class: nothing else to choose from
         if other != out:
             other.unlink()
     return [out]
@@ -222,7 +222,7 @@ def write_credits(seed_dir: Path = SEED_DIR, toy_dir: Path = TOY_SEED_DIR) -> Pa
         if not folder.is_dir():
             continue
         for name in seed_classes(folder):
-            for path in seed_image_paths(name, folder):
+            for path in seed_pictures(folder / name):
                 where, licence = _credit(name, path, photos)
                 lines.append(f"| {name} | {path.relative_to(seed_dir).as_posix()} | {where} | {licence} |")
     out = Path(seed_dir) / "CREDITS.md"
@@ -230,10 +230,18 @@ def write_credits(seed_dir: Path = SEED_DIR, toy_dir: Path = TOY_SEED_DIR) -> Pa
     return out
 
 
-def generate_missing(classes: list[str], size: int = 224, seed_dir: Path = SEED_DIR, backbone=None) -> list[Path]:
+def generate_missing(classes: list[str] | None = None, size: int = 224, seed_dir: Path = SEED_DIR,
+                     backbone=None) -> list[Path]:
+    """Seeds made by the ImageNet head for `classes` (default: every ESC-50 class without a picture)."""
     from PIL import Image
 
+    from common.errors import UserError
     from models.backbones import create_backbone
+
+    classes = classes or [c for c in ESC50_TO_IMAGENET if not seed_pictures(Path(seed_dir) / c)]
+    unknown = [c for c in classes if c not in ESC50_TO_IMAGENET]
+    if unknown:
+        raise UserError(f"no ImageNet class mapped for {', '.join(unknown)}; add them to ESC50_TO_IMAGENET")
 
     backbone = (backbone or create_backbone("efficientnet_lite0", pretrained=True)).eval()
     device = next(backbone.parameters()).device

@@ -13,6 +13,7 @@ only steal time from the network.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.errors import UserError
 from models import audio
 from offline import NUM_THREADS
 from offline.datasets import ClipSet, load_dataset, windows
@@ -298,10 +300,13 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
           recipe: str | Recipe = "best", probe: bool = False, backbone: str = "efficientnet_lite0",
           pretrained: bool = True, weights_path: str | None = None, out: str | Path | None = None,
           group_pattern: str | None = None, max_per_class: int | None = None, seed: int = 0,
-          extra_metrics: dict | None = None, progress: bool = True, init_from: str | Path | None = None,
-          random_split: bool = False, **overrides) -> dict:
+          metrics_from: str | Path | None = None, metrics_json: str | Path | None = None, progress: bool = True,
+          init_from: str | Path | None = None, random_split: bool = False, recipe_name: str | None = None,
+          **overrides) -> dict:
     """Train on `train_folds` (default: every fold not in `test_folds`), test on `test_folds` (empty: no
     test), save a checkpoint to `out` when given. `overrides` replace fields of the recipe (epochs=3).
+    `metrics_from`: the JSON of a held-out run of the same recipe, whose metrics the checkpoint keeps;
+    `metrics_json`: where to write this run's metrics, recipe and history.
     `random_split` holds out as many clips as `test_folds` hold, drawn at random instead: the leak
     demonstration, since takes of one source recording then sit on both sides.
     Returns dict(model, metrics, recipe, history)."""
@@ -310,7 +315,7 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
     t_start = time.time()
     r = RECIPES[recipe] if isinstance(recipe, str) else recipe
     r = replace(r, **{k: v for k, v in overrides.items() if v is not None})
-    recipe_name = recipe if isinstance(recipe, str) else "custom"
+    recipe_name = recipe_name or (recipe if isinstance(recipe, str) else "custom")
     test_folds = tuple(test_folds or ())
     ds = load_dataset(data, layout, group_pattern=group_pattern, max_per_class=max_per_class, progress=progress)
     test_mask = np.isin(ds.folds, test_folds)
@@ -323,23 +328,23 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
     train_set = ds.subset(np.flatnonzero(train_mask))
     test_set = ds.subset(np.flatnonzero(test_mask)) if test_folds else None
     if test_set is not None and len(test_set) == 0:
-        raise ValueError(f"no clips in test folds {list(test_folds)}; use --test-folds none to train on all")
+        raise UserError(f"no clips in test folds {list(test_folds)}; use --test-folds none to train on all")
     log.info("%s", ds.summary())
     log.info("train: %d clips (folds %s), test: %d clips (folds %s); %s: %s", len(train_set),
              sorted(set(train_set.folds.tolist())), 0 if test_set is None else len(test_set),
              list(test_folds), "probe" if probe else f"recipe {recipe_name}", asdict(r))
     if len(train_set) == 0:
-        raise ValueError("no training clips: check --data and the folds")
+        raise UserError("no training clips: check --data and the folds")
     if backbone == WAVEFORM_CNN:
         if probe or init_from is not None or out is not None or r.specaugment:
-            raise ValueError(f"{WAVEFORM_CNN} is a comparison row: fine-tuning from scratch with --recipe waveform "
+            raise UserError(f"{WAVEFORM_CNN} is a comparison row: fine-tuning from scratch with --recipe waveform "
                              "(no SpecAugment), scored but never saved, probed or continued")
         model = WaveformCNN(ds.class_names)
     elif init_from is not None:  # continue from a trained classifier (same classes), e.g. to add a held-out fold
         from models.model import load_model
         model = load_model(init_from, backbone=backbone)
         if model.class_names != ds.class_names:
-            raise ValueError(f"{init_from}: classes differ from the dataset's; cannot continue from it")
+            raise UserError(f"{init_from}: classes differ from the dataset's; cannot continue from it")
     else:
         model = build_model(backbone, ds.class_names, pretrained=pretrained, weights_path=weights_path)
     last_path = None
@@ -360,8 +365,9 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
                        accuracy=s["accuracy"], macro_f1=s["macro_f1"])
         log.info("test %s: accuracy %.4f  macro-F1 %.4f", "random clips" if random_split else
                  f"folds {list(test_folds)}", s["accuracy"], s["macro_f1"])
-    if extra_metrics:
-        metrics.update(extra_metrics)
+    if metrics_from:
+        held = json.loads(Path(metrics_from).read_text())
+        metrics.update(held_out=held.get("metrics", held))
     recipe_rec = dict(name="linear_probe" if probe else recipe_name, backbone=backbone, pretrained=pretrained,
                       dataset=ds.name, seed=seed, init_from=None if init_from is None else str(init_from),
                       **({} if probe else asdict(r)))
@@ -373,4 +379,17 @@ def train(data: str | Path | None = None, layout: str | None = None, test_folds=
             last_path.unlink()
     if ds.skipped:
         log.warning("%d file(s) skipped:\n%s", len(ds.skipped), "\n".join(f"  {p}: {w}" for p, w in ds.skipped))
+    if metrics_json:
+        Path(metrics_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(metrics_json).write_text(json.dumps(dict(metrics=metrics, recipe=recipe_rec, history=history), indent=1))
     return dict(model=model, metrics=metrics, recipe=recipe_rec, history=history)
+
+
+def write_ensemble(paths: list[str | Path], out: str | Path) -> str:
+    """One checkpoint serving the mean of the checkpoints at `paths`; returns what was written."""
+    from models.model import ensemble_of
+
+    model, metrics = ensemble_of(paths)
+    save_checkpoint(model, out, recipe=dict(name="ensemble"), metrics=metrics)
+    return (f"{out}: {len(model.members)} members of {model.backbone.name}, "
+            f"{Path(out).stat().st_size / 1e6:.1f} MB, held-out folds {metrics['test_folds'] or 'none'}")

@@ -31,6 +31,25 @@ def address() -> str:
     return free_tcp_address()
 
 
+def wait_until(what: str, observe, until=bool, timeout: float = 20.0, interval: float = 0.05):
+    """Look with `observe()` every `interval` seconds until `until` holds for what it sees, and return that.
+    Past `timeout` the test fails, saying what it waited for and what it saw last: tests wait for a condition,
+    never a fixed time, so a loaded machine makes them slower, not wrong."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = observe()
+        if until(seen):
+            return seen
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:g} s for {what}; last saw {_short(seen)}")
+        time.sleep(interval)
+
+
+def _short(value, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class PulseServer:
     """A private PulseAudio daemon with a null sink whose monitor is the default source: what paplay
     plays to the sink is what a sounddevice InputStream on the 'pulse' device hears. `env` is what a

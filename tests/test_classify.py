@@ -58,14 +58,16 @@ def test_classify_cli_names_a_corrupt_file_and_goes_on(ckpt, files, tmp_path, ca
     bad.write_bytes(b"OggS not really")
     rc = cli_main(["classify", str(files[0]), str(bad), str(files[1]), "--checkpoint", str(ckpt)])
     cap = capsys.readouterr()
-    assert rc == 1
-    assert "broken.ogg" in cap.err
+    assert rc == 2  # a bad input, said; the good files are still classified
+    assert "broken.ogg" in cap.err and len(cap.err.strip().splitlines()) == 1
     assert len(cap.out.splitlines()) == 2
 
 
 def test_classify_cli_missing_checkpoint_is_a_clear_error(files, tmp_path, capsys):
-    assert cli_main(["classify", str(files[0]), "--checkpoint", str(tmp_path / "none.pt")]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        cli_main(["classify", str(files[0]), "--checkpoint", str(tmp_path / "none.pt")])
+    assert exit.value.code == 2
+    assert "--checkpoint: got" in capsys.readouterr().err
 
 
 def test_checkpoint_round_trip(ckpt, files):
@@ -116,7 +118,7 @@ def test_scores_and_report(tmp_path):
 def test_evaluate_cli_scores_a_checkpoint(ckpt, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HEAR_AND_SEE_CACHE", str(tmp_path / "cache"))
     root = make_esc50(tmp_path / "esc50", per_class_per_fold=1)
-    assert cli_main(["evaluate", "--data", str(root), "--checkpoint", str(ckpt), "--folds", "4",
+    assert cli_main(["evaluate", "checkpoints", str(ckpt), "--data", str(root), "--folds", "4",
                      "--out-dir", str(tmp_path / "ev")]) == 0
     assert (tmp_path / "ev" / "tiny_folds4_confusion.png").exists()
     assert "accuracy" in capsys.readouterr().out
@@ -193,7 +195,7 @@ def test_evaluate_pools_checkpoints_on_their_own_held_out_folds(tmp_path, monkey
     assert [m["folds"] for m in s["per_checkpoint"]] == [[1], [2]]
     assert sum(c["support"] for c in s["per_class"].values()) == 4  # 2 folds x 2 classes x 1 clip, pooled
     assert s["mean_accuracy"] == pytest.approx(np.mean([m["accuracy"] for m in s["per_checkpoint"]]))
-    assert cli_main(["evaluate", "--data", str(root), "--checkpoint", *map(str, paths),
+    assert cli_main(["evaluate", "checkpoints", *map(str, paths), "--data", str(root),
                      "--out-dir", str(tmp_path / "ev")]) == 0
     assert (tmp_path / "ev" / "cv1_and_1_more_held_out_confusion.png").exists()
     only, names, tag = evaluate.score_checkpoints(paths, root, classes=["hiss"])
@@ -266,8 +268,10 @@ def test_an_ensemble_of_unlike_checkpoints_is_a_clear_error(tmp_path, capsys):
     b = save_checkpoint(build_model("efficientnet_lite0", ["x", "y", "z"], pretrained=False), tmp_path / "b.pt")
     assert cli_main(["ensemble", "--out", str(tmp_path / "ab.pt"), str(a), str(b)]) == 2
     assert "share class names" in capsys.readouterr().err and not (tmp_path / "ab.pt").exists()
-    assert cli_main(["ensemble", "--out", str(tmp_path / "ab.pt"), str(a), str(tmp_path / "none.pt")]) == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        cli_main(["ensemble", "--out", str(tmp_path / "ab.pt"), str(a), str(tmp_path / "none.pt")])
+    assert exit.value.code == 2
+    assert "none.pt', takes an existing file" in capsys.readouterr().err
 
 
 class LoudnessModel:

@@ -12,7 +12,10 @@ from pythonosc.udp_client import SimpleUDPClient
 from app.config import ConfigError, load_settings
 from app.controls import (ZOOM_RANGE, Bindings, Chord, ControlError, Controls, FreezableClock, OscListener, changed,
                           class_list, parse_chord)
+from app.config import Settings
 from app.run import SystemdNotifier
+
+ZOOM = Settings.zoom_rate
 
 ANIMALS = ("dog", "rooster", "pig", "cow", "frog", "cat", "hen", "insects", "sheep", "crow")
 CHORD = Chord(frozenset({"ctrl", "shift"}), "q")
@@ -23,7 +26,7 @@ def bindings(mode: str) -> Bindings:
     return Bindings(mode, ANIMALS, CHORD)
 
 
-def press(mode: str, *keys: str, controls: Controls = Controls(), modifiers: frozenset = frozenset()) -> Controls:
+def press(mode: str, *keys: str, controls: Controls = Controls(zoom=ZOOM), modifiers: frozenset = frozenset()) -> Controls:
     for key in keys:
         controls = bindings(mode).on_key(controls, key, modifiers)
     return controls
@@ -49,25 +52,25 @@ def test_the_exit_chord_quits_in_every_mode(mode):
 @pytest.mark.parametrize("mode", ["gallery", "toy"])
 def test_gallery_and_toy_keys_do_nothing_but_the_chord(mode):
     keys = ("escape", "h", "space", "b", "1", "0", "up", "down", "left", "right", "q", "return")
-    assert press(mode, *keys) == Controls()
+    assert press(mode, *keys) == Controls(zoom=ZOOM)
 
 
 def test_closing_the_window_quits_except_in_the_gallery():
-    assert bindings("performance").on_window_close(Controls()).quit
-    assert not bindings("gallery").on_window_close(Controls()).quit  # alt+F4 is a key visitors can press
+    assert bindings("performance").on_window_close(Controls(zoom=ZOOM)).quit
+    assert not bindings("gallery").on_window_close(Controls(zoom=ZOOM)).quit  # alt+F4 is a key visitors can press
 
 
 def test_default_has_hud_and_escape_only():
-    assert press("default", "h") == Controls(hud=False)
-    assert press("default", "h", "h") == Controls()
-    assert press("default", "space", "b", "1", "up", "right") == Controls()
+    assert press("default", "h") == Controls(zoom=ZOOM, hud=False)
+    assert press("default", "h", "h") == Controls(zoom=ZOOM)
+    assert press("default", "space", "b", "1", "up", "right") == Controls(zoom=ZOOM)
     assert press("default", "escape").quit
 
 
 def test_performance_keys():
     assert press("performance", "space").frozen and not press("performance", "space", "space").frozen
     assert press("performance", "b").blackout and not press("performance", "b", "b").blackout
-    assert press("performance", "h") == Controls(hud=False)
+    assert press("performance", "h") == Controls(zoom=ZOOM, hud=False)
     assert press("performance", "1").forced_label == "dog"
     assert press("performance", "9").forced_label == "sheep"
     assert press("performance", "[2]").forced_label == "rooster"  # the keypad too
@@ -81,7 +84,7 @@ def test_performance_keys():
 
 def test_number_keys_beyond_the_class_set_clear_the_forced_class():
     two = Bindings("performance", ("dog", "cat"), CHORD)
-    assert two.on_key(Controls(forced_label="dog"), "5").forced_label is None
+    assert two.on_key(Controls(zoom=ZOOM, forced_label="dog"), "5").forced_label is None
 
 
 @given(st.lists(st.sampled_from(["space", "b", "h", "up", "down", "left", "right", "0", "1", "9", "[5]", "x",
@@ -94,7 +97,7 @@ def test_any_key_sequence_keeps_values_in_range(keys):
 
 # --- OSC ----------------------------------------------------------------------------------------
 
-def osc(*messages, controls: Controls = Controls(), mode: str = "performance") -> Controls:
+def osc(*messages, controls: Controls = Controls(zoom=ZOOM), mode: str = "performance") -> Controls:
     for address, *args in messages:
         controls = bindings(mode).on_osc(controls, address, tuple(args))
     return controls
@@ -152,7 +155,7 @@ def test_osc_over_real_udp_reaches_the_main_loop_queue():
         assert sorted(messages) == [("/hear-and-see/class", ("frog",)), ("/hear-and-see/freeze", (1,)),
                                     ("/hear-and-see/intensity", (0.25,))]
         controls = osc(*[(address, *args) for address, args in messages])
-        assert controls == Controls(frozen=True, forced_label="frog", intensity=0.25)
+        assert controls == Controls(zoom=ZOOM, frozen=True, forced_label="frog", intensity=0.25)
     finally:
         listener.close()
 
@@ -169,7 +172,7 @@ def test_freezable_clock_stops_and_resumes_without_a_jump():
 
 
 def test_changed_names_what_changed():
-    assert changed(Controls(), Controls(frozen=True, zoom=0.1)) == {"frozen": True, "zoom": 0.1}
+    assert changed(Controls(zoom=ZOOM), Controls(zoom=0.1, frozen=True)) == {"frozen": True, "zoom": 0.1}
 
 
 def test_class_list_follows_the_settings():

@@ -13,6 +13,7 @@ import torch
 from models import dream, seeds
 from models.backbones import BackboneError, create_backbone
 from models.dream import DreamEngine, is_degenerate
+from common.seeds import seed_image, seed_pictures
 from models.seeds import SeedImageError, load_seed_image
 from offline.dream_quality import travel
 from offline.prerender import prerender
@@ -222,7 +223,7 @@ def test_zoom_moves_the_frame_and_zero_zoom_holds_it(lite0_random):
 
 def test_the_zoom_travels_where_a_pull_back_to_the_seed_stalls_it(lite0_random):
     """Frames far apart must differ clearly more than neighbours; pulling every keyframe back toward the seed (the
-    engine before issue 12) makes the dream converge to one picture that only wobbles."""
+    engine before the travelling dream) makes the dream converge to one picture that only wobbles."""
     ratios = {}
     for blend in (0.0, 0.2):
         # without centre re-seeding, whose period (5 keyframes at this zoom) would line up with the 10-keyframe gap
@@ -395,7 +396,7 @@ def test_every_esc50_class_has_one_small_credited_seed_image_in_each_set():
     credits = (seeds.SEED_DIR / "CREDITS.md").read_text()
     for folder, classes in ((seeds.SEED_DIR, ESC50_CLASSES), (seeds.TOY_SEED_DIR, CLASS_SETS["animals"])):
         for name in classes:
-            paths = seeds.seed_image_paths(name, folder)
+            paths = seed_pictures(folder / name)
             # one picture per class: the live dream, prerender and the fallback cannot pick different ones
             assert len(paths) == 1, f"{folder / name}: {paths}"
             path = paths[0]
@@ -405,14 +406,12 @@ def test_every_esc50_class_has_one_small_credited_seed_image_in_each_set():
     assert "UNKNOWN" not in credits
 
 
-def test_the_fallback_shows_the_seed_the_dream_uses(tmp_path):
-    """visualizer/ may not import models/, so the fallback states the rule again: it must agree with seed_image_path."""
-    from visualizer.fallback import seed_image
+def test_one_seed_rule_for_the_dream_and_the_fallback(tmp_path):
+    """The server, prerender and the fallback all take a class's seed from common.seeds.seed_image."""
+    from visualizer import fallback
 
-    for folder in (seeds.SEED_DIR, seeds.TOY_SEED_DIR):
-        for name in seeds.seed_classes(folder):
-            assert seed_image(folder / name) == seeds.seed_image_path(name, folder), name
-    mixed = tmp_path / "mixed"  # several pictures and a generated one: both sides take the same
+    assert fallback.seed_image is seed_image  # one rule, not a copy kept in step
+    mixed = tmp_path / "mixed"  # several pictures and a generated one: the first real picture wins
     mixed.mkdir()
     for file in ("generated.png", "b.jpg", "a.webp", ".hidden.png", "notes.txt"):
         (mixed / file).write_bytes(b"")
@@ -420,6 +419,10 @@ def test_the_fallback_shows_the_seed_the_dream_uses(tmp_path):
     (mixed / "a.webp").unlink()
     (mixed / "b.jpg").unlink()
     assert seed_image(mixed) == seeds.seed_image_path("mixed", tmp_path) == mixed / "generated.png"
+    (mixed / "generated.png").unlink()
+    assert seed_image(mixed) is None
+    with pytest.raises(SeedImageError, match="no seed image"):
+        seeds.seed_image_path("mixed", tmp_path)
 
 
 def _top5_hits(backbone, frames, cls) -> float:
@@ -445,7 +448,7 @@ def test_real_lite0_keeps_chelsea_a_cat_over_a_few_keyframes():
 
 @pytest.mark.heavy
 def test_real_lite0_sixty_keyframes_travel_and_another_network_still_sees_the_class():
-    """The issue's measure: over 60 keyframes, frames 20 apart differ clearly more than neighbours (the zoom does
+    """The measure: over 60 keyframes, frames 20 apart differ clearly more than neighbours (the zoom does
     not stall), and EfficientNet-Lite2, which the dream never climbs, finds the seed's class in its top-5 for at
     least 80 % of keyframes. Gallery cat and dog photographs, and the toy's clip-art dog."""
     from offline.dream_quality import Judge

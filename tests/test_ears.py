@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -238,11 +239,11 @@ def test_train_tagger_fine_tunes_and_probes_on_a_small_dataset(tmp_path, monkeyp
     from tests.synth_sounds import CLASSES, make_esc50
 
     monkeypatch.setenv("HEAR_AND_SEE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(train_tagger, "BATCH_SIZE", 4)
+    recipe = train_tagger.TaggerRecipe(batch_size=4)
     root = make_esc50(tmp_path / "esc50", per_class_per_fold=2, seconds=5.0)
-    probe = train_tagger.run([4], tmp_path / "probe.pt", data=root, use_probe=True)
+    probe = train_tagger.run([4], tmp_path / "probe.pt", recipe, data=root, use_probe=True)
     assert probe["accuracy"] == 1.0 and probe["test_folds"] == [4] and probe["train_folds"] == [1, 2, 3]
-    tuned = train_tagger.run([4], tmp_path / "tuned.pt", epochs=1, data=root)
+    tuned = train_tagger.run([4], tmp_path / "tuned.pt", replace(recipe, epochs=1), data=root)
     assert len(tuned["history"]) == 1 and np.isfinite(tuned["history"][0]["loss"])
     for name in ("probe.pt", "tuned.pt"):
         model = load_model(tmp_path / name)
@@ -250,7 +251,7 @@ def test_train_tagger_fine_tunes_and_probes_on_a_small_dataset(tmp_path, monkeyp
         probs, tags = model.predict_with_tags(np.zeros(audio.N_SAMPLES, np.float32))
         assert probs.shape == (1, 2) and tags.shape == (1, 527)
     assert json.loads((tmp_path / "tuned.json").read_text())["recipe"]["name"] == "tagger"
-    assert json.loads((tmp_path / "probe.json").read_text())["recipe"]["early_looks_s"] == list(train_tagger.EARLY_LOOKS_S)
+    assert json.loads((tmp_path / "probe.json").read_text())["recipe"]["early_looks_s"] == list(recipe.early_looks_s)
 
 
 def test_the_probe_also_hears_each_sound_as_its_first_looks_do():

@@ -50,17 +50,18 @@ def test_only_the_cli_parses_command_lines():
 
 def test_the_window_process_loads_no_torch_and_no_server_code():
     # The window must start (and keep showing pictures) without the model code's torch, and play the demo
-    # recordings without librosa's decoders (seconds before the first picture). From models it may take
+    # recordings without librosa's decoders or audioread (seconds before the first picture). From models it may take
     # plain-Python modules only (the class names).
     probe = ("import sys, app.run; from app.capture import FileSource, RingBuffer; "
              "FileSource(RingBuffer(), 'app/demo_audio'); "
-             "print(sorted(m for m in ('torch', 'librosa', 'numba', 'inference_server') if m in sys.modules))")
+             "print(sorted(m for m in ('torch', 'librosa', 'audioread', 'numba', 'inference_server') "
+             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_common_needs_nothing_heavy():
-    probe = ("import sys, common.protocol, common.paths; "
+    probe = ("import sys, common.protocol, common.paths, common.sound; "
              "print(sorted(m for m in ('torch', 'pygame', 'moderngl', 'app', 'models', 'visualizer', "
              "'inference_server') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT)

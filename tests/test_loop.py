@@ -5,10 +5,13 @@ import pygame
 import pytest
 
 from app.client import Frame
+from app.config import Settings
 from app.controls import Bindings, Controls, parse_chord
 from app.modes import FALLBACK, LIVE, Plan, Scene
 from app.run import WindowClock, apply_events, apply_osc, draw, next_hop
 from visualizer import Renderer, open_display
+
+ZOOM = Settings.zoom_rate
 
 BINDINGS = Bindings("performance", ("dog", "cat"), parse_chord("ctrl+shift+q"))
 
@@ -42,16 +45,16 @@ def test_window_events_go_through_the_mode_bindings():
     events = [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_SPACE, mod=0),
               pygame.event.Event(pygame.KEYDOWN, key=pygame.K_2, mod=0),
               pygame.event.Event(pygame.MOUSEMOTION, pos=(1, 1))]
-    assert apply_events(Controls(), events, BINDINGS) == Controls(frozen=True, forced_label="cat")
+    assert apply_events(Controls(zoom=ZOOM), events, BINDINGS) == Controls(zoom=ZOOM, frozen=True, forced_label="cat")
     chord = pygame.event.Event(pygame.KEYDOWN, key=pygame.K_q, mod=pygame.KMOD_LCTRL | pygame.KMOD_RSHIFT)
-    assert apply_events(Controls(), [chord], BINDINGS).quit
-    assert apply_events(Controls(), [pygame.event.Event(pygame.QUIT)], BINDINGS).quit
+    assert apply_events(Controls(zoom=ZOOM), [chord], BINDINGS).quit
+    assert apply_events(Controls(zoom=ZOOM), [pygame.event.Event(pygame.QUIT)], BINDINGS).quit
 
 
 def test_a_bad_osc_message_is_logged_and_the_rest_applied(caplog):
     messages = [("/hear-and-see/blackout", (1,)), ("/hear-and-see/class", ("unicorn",)),
                 ("/hear-and-see/intensity", (0.5,))]
-    assert apply_osc(Controls(), messages, BINDINGS) == Controls(blackout=True, intensity=0.5)
+    assert apply_osc(Controls(zoom=ZOOM), messages, BINDINGS) == Controls(zoom=ZOOM, blackout=True, intensity=0.5)
     assert "unicorn" in caplog.text
 
 
@@ -62,7 +65,7 @@ def screen():
     except RuntimeError as error:
         pytest.skip(f"no EGL for offscreen OpenGL: {error}")
     with display:
-        yield display, Renderer(display.ctx, *display.size, vignette=0.0, hud_visible=False, zoom_rate=0.05)
+        yield display, Renderer(display.ctx, *display.size, vignette=0.0, hud_visible=False, zoom_rate=Settings.zoom_rate)
 
 
 class NoPictures:
@@ -74,7 +77,7 @@ def live_plan(**options):
     red = np.zeros((8, 8, 3), np.uint8)
     red[..., 0] = 255
     scene = Scene("showing", "dog", 0.9, "live", [], "showing")
-    return Plan(scene, LIVE, Frame(1, "dog", red, 0.0), **options)
+    return Plan(scene, LIVE, frame=Frame(1, "dog", red, 0.0), **{"zoom": ZOOM, **options})
 
 
 def test_draw_starts_a_live_keyframe_and_takes_the_new_zoom_rate_with_it(screen):
@@ -89,7 +92,7 @@ def test_without_a_keyframe_the_zoom_rate_waits(screen):
     display, renderer = screen
     keep = Plan(Scene("showing", "dog", 0.9, "fallback", [], "showing"), FALLBACK, zoom=0.2)
     assert draw(keep, renderer, NoPictures(), display, 0.0, 0.0) is None  # no picture was due
-    assert renderer.zoom_rate == 0.05  # changed mid-keyframe, the picture on screen would jump
+    assert renderer.zoom_rate == ZOOM  # changed mid-keyframe, the picture on screen would jump
 
 
 def test_blackout_draws_black_and_nothing_else(screen):

@@ -3,10 +3,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from app.config import Settings
 from app.controls import Controls
 from app.modes import FALLBACK, KEEP, LISTENING, LIVE, SERVER_LOST, SHOWING, STARTING, ShowState, Steering, step
 
-NOTHING = Controls()
+ZOOM = Settings.zoom_rate
+
+NOTHING = Controls(zoom=ZOOM)
 
 
 def result(label, confidence=0.9, top=(), trained=True):
@@ -89,12 +92,12 @@ def test_an_untrained_model_is_labelled_on_screen():
 
 
 def test_a_forced_class_is_shown_and_takes_its_own_live_frames():
-    show, cow = Show(), Controls(forced_label="cow")
+    show, cow = Show(), Controls(zoom=ZOOM, forced_label="cow")
     show.turn(0.0, result("dog", 0.8, [["dog", 0.8]]))
     plan = show.turn(0.1, frame=frame("dog"), controls=cow)
     assert plan.picture == FALLBACK  # frames of what is heard no longer show
     assert (plan.scene.label, plan.scene.confidence, plan.scene.top) == ("cow", 1.0, [["dog", 0.8]])
-    assert plan.scene.status == "showing · forced cow"
+    assert plan.scene.status == "forced cow"
     assert show.turn(0.2, frame=frame("cow"), controls=cow).picture == LIVE
     plan = show.turn(0.3, result("cat"), controls=cow)  # what is heard changes underneath
     assert plan.scene.source == "live" and plan.picture == KEEP
@@ -104,7 +107,7 @@ def test_a_forced_class_is_shown_and_takes_its_own_live_frames():
 def test_a_forced_class_stays_while_the_server_is_away():
     show = Show()
     show.turn(0.0)
-    scene = show.turn(0.1, controls=Controls(forced_label="cow"), alive=False).scene
+    scene = show.turn(0.1, controls=Controls(zoom=ZOOM, forced_label="cow"), alive=False).scene
     assert (scene.state, scene.label, scene.confidence, scene.source) == (SERVER_LOST, "cow", 1.0, "fallback")
     assert scene.status == "server lost: reconnecting · forced cow"
 
@@ -112,16 +115,16 @@ def test_a_forced_class_stays_while_the_server_is_away():
 def test_the_server_is_asked_to_dream_the_class_on_screen_only_when_it_is_forced():
     show = Show()
     assert show.turn(0.0, result("dog")).steering == Steering()  # what is heard: the server's gate knows it first
-    stage = Controls(forced_label="cow", intensity=0.5, layer="blocks.4")
+    stage = Controls(zoom=ZOOM, forced_label="cow", intensity=0.5, layer="blocks.4")
     plan = show.turn(0.1, result("cat"), controls=stage)
     assert plan.steering == Steering("cow", 0.5, "blocks.4") and plan.scene.label == "cow"
     assert show.turn(0.2, controls=stage, alive=False).steering.dream_class == "cow"  # kept for the next server
-    plan = show.turn(0.3, controls=Controls(intensity=0.5))
+    plan = show.turn(0.3, controls=Controls(zoom=ZOOM, intensity=0.5))
     assert plan.steering == Steering(None, 0.5, None) and plan.scene.label is None  # released: what is heard
 
 
 def test_frozen_takes_no_picture_but_keeps_count_of_frames():
-    show, frozen = Show(), Controls(frozen=True)
+    show, frozen = Show(), Controls(zoom=ZOOM, frozen=True)
     show.turn(0.0, result("dog"))
     plan = show.turn(0.1, frame=frame("dog"), controls=frozen)
     assert plan.picture == KEEP and plan.frame is None
@@ -131,7 +134,7 @@ def test_frozen_takes_no_picture_but_keeps_count_of_frames():
 
 
 def test_the_plan_carries_the_controls_the_renderer_needs():
-    controls = Controls(blackout=True, hud=False, zoom=0.12)
+    controls = Controls(zoom=0.12, blackout=True, hud=False)
     plan = Show().turn(0.0, controls=controls)
     assert (plan.blackout, plan.hud, plan.zoom) == (True, False, 0.12)
 
@@ -139,6 +142,6 @@ def test_the_plan_carries_the_controls_the_renderer_needs():
 def test_the_status_line_says_what_is_overridden():
     show = Show()
     show.turn(0.0, result("dog"))
-    assert show.turn(0.1).scene.status == "showing"
-    status = show.turn(0.2, controls=Controls(frozen=True, intensity=0.5, layer="blocks.4")).scene.status
-    assert status == "showing · frozen · intensity 0.50 · layer blocks.4"
+    assert show.turn(0.1).scene.status == ""  # all is well: nothing to say over the picture
+    status = show.turn(0.2, controls=Controls(zoom=ZOOM, frozen=True, intensity=0.5, layer="blocks.4")).scene.status
+    assert status == "frozen · intensity 0.50 · layer blocks.4"

@@ -36,6 +36,7 @@ class FakeServer:
     def __init__(self, label: str | None):
         self.label = label
         self.steered: list[dict] = []
+        self.frames_sent = 0
         self.address = free_tcp_address()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -71,6 +72,7 @@ class FakeServer:
                     if self.label is not None:
                         router.send_multipart([identity, *protocol.encode(
                             protocol.FRAME, image, id=frame_id, label=self.label, source="live")])
+                        self.frames_sent += 1
         finally:
             router.close()
             context.term()
@@ -136,10 +138,21 @@ class App:
         drawn = len(self.frames())
         self.wait_for(f"{frames} frames", lambda: len(self.frames()) >= drawn + frames)
 
-    def changing(self, seconds: float = 0.4) -> bool:
-        first = self.x.screenshot()
-        time.sleep(seconds)
-        return not np.array_equal(first, self.x.screenshot())
+    def changing(self, timeout: float = 20.0) -> bool:
+        """Whether the picture on screen changes within `timeout` (it returns as soon as it does)."""
+        first, deadline = self.x.screenshot(), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not np.array_equal(first, self.x.screenshot()):
+                return True
+            self.settle(1)
+        return False
+
+    def frames_come_in(self, count: int = 3) -> None:
+        """Until the server has sent `count` more frames and the app has drawn a few since: what would change
+        the picture has arrived."""
+        sent = self.server.frames_sent
+        self.wait_for(f"{count} more frames from the server", lambda: self.server.frames_sent >= sent + count)
+        self.settle()
 
     def finish(self, timeout: float = 20.0) -> int:
         try:
@@ -196,7 +209,7 @@ def test_performance_keys_and_osc(launch):
 
     app.press("space", logged="'frozen': True")
     frozen = app.x.screenshot()
-    time.sleep(0.5)
+    app.frames_come_in()
     np.testing.assert_array_equal(app.x.screenshot(), frozen)  # new frames kept coming; none was taken
 
     app.press("h", logged="'hud': True")  # the status line, "frozen", is drawn over the bottom-left

@@ -8,14 +8,16 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from app.client import InferenceClient
+from common.errors import UserError
 from common import protocol
 from inference_server.server import InferenceServer, Session, is_loopback
 from models.classes import ESC50_CLASSES
 from models.dream import ASPECT
 from models.gate import GateSettings, OpenSetGate
-from tests.conftest import DREAM_SIZE, RunningServer
+from tests.conftest import DREAM_SIZE, RunningServer, wait_until
 
 DREAM_SHAPE = (DREAM_SIZE, round(DREAM_SIZE * ASPECT), 3)  # the dream is made at the screen's aspect
 
@@ -103,8 +105,15 @@ def test_bad_messages_get_errors_and_everyone_else_is_still_served(running, deal
 def test_oversized_message_is_dropped_by_zeromq_and_the_server_lives(running, dealer):
     sock = dealer()
     ask(sock, protocol.encode(protocol.HELLO, client="big"))
-    sock.send_multipart([msgpack.packb({"v": 1, "kind": "audio"}), b"\0" * (protocol.MAX_MESSAGE_BYTES + 8192)])
-    time.sleep(0.3)
+    monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        sock.send_multipart([msgpack.packb({"v": 1, "kind": "audio"}), b"\0" * (protocol.MAX_MESSAGE_BYTES + 8192)])
+        # ZeroMQ drops a message over the limit by closing the connection it came on: then it has been dropped.
+        assert monitor.poll(20000), "the connection the oversized message came on was never closed"
+        assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+    finally:
+        sock.disable_monitor()
+        monitor.close()
     fresh = dealer()
     header, _ = ask(fresh, protocol.encode(protocol.HELLO, client="after"))
     assert header["kind"] == protocol.PONG and running.thread.is_alive()
@@ -116,14 +125,35 @@ def test_frames_are_latest_wins_not_a_queue(running, dealer):
     ask(sock, protocol.encode(protocol.HELLO, client="slow"))
     ask(sock, protocol.encode(protocol.AUDIO, window(), id=1, sample_rate=16000))
     sock.send_multipart(protocol.encode(protocol.CREDIT, last_frame=0, window=2))
-    time.sleep(3.0)  # time for many keyframes at this size
-    frames = []
-    while sock.poll(200):
-        header, _ = protocol.decode(sock.recv_multipart())
-        if header["kind"] == protocol.FRAME:
-            frames.append(header["id"])
-    assert frames == [1, 2]
-    assert running.server.sessions and next(iter(running.server.sessions.values())).frames_sent == 2
+    slow = _frame_collector(sock)
+
+    def still_there(observe):  # the slow client pings, as the app does, so the server does not forget it
+        return lambda: (sock.send_multipart(protocol.encode(protocol.PING, t=0)), observe())[1]
+    wait_until("the slow client's frames", still_there(slow), lambda ids: len(ids) >= 2, timeout=30, interval=0.2)
+    # Time for many keyframes, counted in keyframes: a second client is dreamt for in turn with every client
+    # that has credit, so once it has three frames the slow one, had it still been owed any, would have had more.
+    witness = dealer()
+    ask(witness, protocol.encode(protocol.HELLO, client="witness"))
+    ask(witness, protocol.encode(protocol.AUDIO, window(), id=1, sample_rate=16000))
+    witness.send_multipart(protocol.encode(protocol.CREDIT, last_frame=0, window=3))
+    wait_until("three frames for a second client", still_there(_frame_collector(witness)),
+               lambda ids: len(ids) >= 3, timeout=30, interval=0.2)
+    assert slow(wait_ms=200) == [1, 2]
+    assert [s.frames_sent for s in running.server.sessions.values() if s.name == "slow"] == [2]
+
+
+def _frame_collector(sock):
+    """For wait_until: the ids of every frame `sock` has been sent so far, reading what has come in (after
+    waiting `wait_ms` for each next message)."""
+    ids = []
+
+    def collect(wait_ms: int = 0) -> list[int]:
+        while sock.poll(wait_ms):
+            header, _ = protocol.decode(sock.recv_multipart())
+            if header["kind"] == protocol.FRAME:
+                ids.append(header["id"])
+        return list(ids)
+    return collect
 
 
 def test_client_gets_results_and_frames_and_recovers_from_a_server_restart(networks, seeds, address):
@@ -165,7 +195,7 @@ def _until_frame(client, timeout):
 def test_binding_beyond_loopback_needs_keys(networks, seeds):
     assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("tcp://localhost:1") and is_loopback("ipc:///tmp/x")
     assert not is_loopback("tcp://*:5555") and not is_loopback("tcp://0.0.0.0:5555")
-    with pytest.raises(ValueError, match="CurveZMQ"):
+    with pytest.raises(UserError, match="CurveZMQ"):
         InferenceServer(*networks, seeds, "tcp://0.0.0.0:0")
 
 
@@ -211,6 +241,7 @@ def test_a_missing_seed_image_costs_frames_not_the_server(networks, address, tmp
         ask(sock, protocol.encode(protocol.HELLO, client="stage"))
         sock.send_multipart(protocol.encode(protocol.STEER, **{"class": "cow", "intensity": 1.0, "layer": None}))
         sock.send_multipart(protocol.encode(protocol.CREDIT, last_frame=0, window=2))
+        wait_until("the server to try the seed image", lambda: caplog.text.count("no seed image for class 'cow'"))
         assert not sock.poll(1500), "a frame came without a seed image"
         assert caplog.text.count("no seed image for class 'cow'") == 1 and "seeds generate" in caplog.text
         header, _ = ask(sock, protocol.encode(protocol.AUDIO, window(), id=5, sample_rate=16000))

@@ -9,18 +9,22 @@ import numpy as np
 import pytest
 
 from app.capture import MicrophoneError, RingBuffer
-from app.cli import main, server_settings
-from app.config import load_settings
+from app.cli import main
+from app.config import dream_settings, gate_settings, load_settings
 from app.supervise import MicrophoneSupervisor, RecordingPlayer, ServerSupervisor, server_command
+from common.sound import AudioFileError
 
 
 def test_the_server_child_gets_the_app_settings_by_name(tmp_path, monkeypatch):
     """The command the app starts its server with, run through the CLI up to where the server would load."""
     import inference_server.server
 
+    seeds, checkpoint = tmp_path / "seeds", tmp_path / "x.pt"
+    seeds.mkdir()
+    checkpoint.write_bytes(b"")
     venue = tmp_path / "venue.toml"
-    venue.write_text('dream_size = 96\nmin_confidence = 0.2\nseeds_dir = "/somewhere/seeds"\n')
-    app_settings = replace(load_settings(venue, mode="toy", server="auto"), checkpoint="runs/x.pt")
+    venue.write_text(f'dream_size = 96\nmin_confidence = 0.2\nseeds_dir = "{seeds}"\n')
+    app_settings = replace(load_settings(venue, mode="toy"), checkpoint=str(checkpoint))
     command = server_command(app_settings, "tcp://127.0.0.1:7000", venue)
     assert command[:4] == [sys.executable, "-m", "app.cli", "serve"]
     served = {}
@@ -28,9 +32,9 @@ def test_the_server_child_gets_the_app_settings_by_name(tmp_path, monkeypatch):
                         lambda checkpoint, seeds_dir, bind, **options: served.update(options, checkpoint=checkpoint,
                                                                                      seeds_dir=seeds_dir, bind=bind))
     assert main(command[3:]) == 0
-    assert (served["bind"], served["checkpoint"], served["seeds_dir"]) == ("tcp://127.0.0.1:7000", "runs/x.pt",
-                                                                          "/somewhere/seeds")
-    assert (served["gate"], served["dream"]) == server_settings(app_settings)
+    assert (served["bind"], served["checkpoint"], served["seeds_dir"]) == ("tcp://127.0.0.1:7000", str(checkpoint),
+                                                                          str(seeds))
+    assert (served["gate"], served["dream"]) == (gate_settings(app_settings), dream_settings(app_settings))
 
 
 def test_the_server_child_is_restarted_when_it_exits_and_stopped_at_the_end():
@@ -109,5 +113,5 @@ def test_a_recording_waits_for_the_server(tmp_path):
 
 def test_an_unreadable_recording_is_an_error_before_anything_starts(tmp_path):
     (tmp_path / "broken.wav").write_bytes(b"not audio")
-    with pytest.raises(MicrophoneError, match="broken.wav"):
+    with pytest.raises(AudioFileError, match="broken.wav"):
         RecordingPlayer(RingBuffer(), tmp_path / "broken.wav", since=0.0)

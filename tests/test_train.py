@@ -12,7 +12,9 @@ import torch
 from models import audio
 from offline import datasets
 from models.model import load_model, read_checkpoint
-from app.cli import main, recipe_overrides
+from app.cli import main
+from common.errors import UserError
+from offline.recipe import with_overrides
 from offline.train import RECIPES, Recipe, crop_batch, fine_tune, spec_augment, train
 from tests.conftest import SHARED
 from tests.synth_sounds import make_esc50
@@ -133,14 +135,23 @@ def test_init_from_a_checkpoint_with_other_classes_is_refused(tiny_esc50, tmp_pa
 
 
 def test_set_overrides_recipe_fields_with_their_types():
-    assert recipe_overrides(["roll=0", "specaugment=false", "stretch_pitch=2", "optimizer=sgd"]) == dict(
+    """One grammar for both trainers' recipes: FIELD=VALUE typed by the recipe's own fields."""
+    from offline.train_tagger import TaggerRecipe
+
+    assert with_overrides(Recipe(), ["roll=0", "specaugment=false", "stretch_pitch=2", "optimizer=sgd"]) == Recipe(
         roll=0.0, specaugment=False, stretch_pitch=2, optimizer="sgd")
+    tagger = with_overrides(TaggerRecipe(), ["batch_size=4", "start_from_probe=1", "lr_network=1e-4",
+                                             "early_looks_s=0.25,0.75"])
+    assert (tagger.batch_size, tagger.start_from_probe, tagger.lr_network, tagger.early_looks_s) == (4, True, 1e-4,
+                                                                                                    (0.25, 0.75))
+    assert with_overrides(TaggerRecipe(), ["early_looks_s="]).early_looks_s == ()  # the probe without first looks
+    assert TaggerRecipe() == TaggerRecipe()  # the default recipe is never changed by an override
     for bad, words in (("rol=0", "FIELD one of"), ("roll", "FIELD=VALUE"), ("epochs=many", "takes a int"),
-                       ("specaugment=maybe", "takes a bool")):
-        with pytest.raises(ValueError, match=words):
-            recipe_overrides([bad])
-    with pytest.raises(ValueError, match="crop 'middle' is not one of energy, random, start"):
-        Recipe(**recipe_overrides(["crop=middle"]))
+                       ("specaugment=maybe", "takes true or false"), ("crop=middle", "crop 'middle' is not one of")):
+        with pytest.raises(UserError, match=words):
+            with_overrides(Recipe(), [bad])
+    with pytest.raises(UserError, match="early_looks_s takes numbers separated by commas"):
+        with_overrides(TaggerRecipe(), ["early_looks_s=soon"])
 
 
 def test_cli_set_reaches_the_recipe_and_a_bad_one_is_a_clear_error(tiny_esc50, tmp_path, capsys):
@@ -169,5 +180,5 @@ def test_waveform_cnn_learns_tone_from_hiss_and_is_never_saved(tiny_esc50, tmp_p
     assert res["history"]["loss"][-1] < res["history"]["loss"][0]
     assert res["metrics"]["accuracy"] >= 0.75  # 4 test clips
     for kwargs in (dict(out=tmp_path / "w.pt"), dict(probe=True), dict(recipe="best")):
-        with pytest.raises(ValueError, match="comparison row"):
+        with pytest.raises(UserError, match="comparison row"):
             train(tiny_esc50, backbone="waveform_cnn", progress=False, **{"recipe": "waveform", **kwargs})

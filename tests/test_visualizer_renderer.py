@@ -6,6 +6,7 @@ import pytest
 
 from visualizer import FallbackPlayer, Renderer, open_display
 from visualizer.window import read_rgb
+from app.config import Settings
 
 W, H = 320, 180
 RED, BLUE, GREY = (255, 0, 0), (0, 0, 255), (128, 128, 128)
@@ -23,7 +24,7 @@ def display():
 
 @pytest.fixture
 def renderer(display):
-    return Renderer(display.ctx, W, H, vignette=0.0)
+    return Renderer(display.ctx, W, H, vignette=0.0, zoom_rate=Settings.zoom_rate)
 
 
 def solid(color, size=(64, 64)) -> np.ndarray:
@@ -157,7 +158,7 @@ def test_palette_tints_the_picture(renderer):
 def test_never_black_without_any_frames_prerendered_or_seeds(display, tmp_path):
     empty = tmp_path / "out"
     empty.mkdir()
-    renderer = Renderer(display.ctx, W, H)  # default vignette on: corners count too
+    renderer = Renderer(display.ctx, W, H, zoom_rate=Settings.zoom_rate)  # default vignette on: corners count too
     player = FallbackPlayer(empty, tmp_path / "no_seeds")
 
     renderer.draw(0.0)  # before anything was shown

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from app.client import Frame
+from app.config import Settings
 from app.controls import Bindings, Controls, parse_chord
 from app.modes import ShowState, step
 from app.run import apply_events, draw
@@ -39,9 +40,9 @@ def window_session(display_name: str) -> dict:
     heard = SimpleNamespace(label="dog", confidence=0.9, top=[("dog", 0.9)], trained=True)
     live = Frame(1, "dog", red, 0.0)
     bindings = Bindings("default", ("dog",), parse_chord("ctrl+shift+q"))
-    controls, state = Controls(), ShowState()
+    controls, state = Controls(zoom=Settings.zoom_rate), ShowState()
     with open_display(640, 360, vsync=False, hide_cursor=True) as display:  # DISPLAY set: a window
-        renderer = Renderer(display.ctx, *display.size, vignette=0.0)
+        renderer = Renderer(display.ctx, *display.size, vignette=0.0, zoom_rate=Settings.zoom_rate)
         state, _ = step_and_draw(state, display, renderer, controls, 0.0, [heard], live)
         state, with_hud = step_and_draw(state, display, renderer, controls, 2.0)  # faded in, still fresh
         display.swap()
@@ -91,7 +92,7 @@ def test_headless_display_has_the_same_interface(monkeypatch, tmp_path):
     with display:
         assert display.headless and display.size == (200, 100)
         assert display.events() == []
-        renderer = Renderer(display.ctx, *display.size, vignette=0.0, hud_visible=False)
+        renderer = Renderer(display.ctx, *display.size, vignette=0.0, hud_visible=False, zoom_rate=Settings.zoom_rate)
         blue = np.zeros((50, 50, 3), np.uint8)
         blue[..., 2] = 255
         renderer.show_frame(blue, "live")

@@ -16,8 +16,7 @@ import numpy as np
 from PIL import Image
 
 from common.paths import IMAGE_SUFFIXES
-
-GENERATED_NAME = "generated.png"  # a seed the network made itself: shown only where a class has no other
+from common.seeds import GENERATED_NAME, seed_image
 
 log = logging.getLogger(__name__)
 _UNSET = object()
@@ -53,15 +52,6 @@ def _images(folder: Path) -> list[Path]:
 
 def _class_folders(root: Path) -> list[Path]:
     return [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")] if root.is_dir() else []
-
-
-def seed_image(folder: Path) -> Path | None:
-    """A class's seed: the first picture in name order, a generated one only where there is no other. The same rule
-    as models.seeds.seed_image_path (which the visualizer may not import), so the fallback shows the picture the live
-    dream and `prerender` start from."""
-    paths = [p for p in _images(folder) if not p.name.startswith(".")]
-    pictures = [p for p in paths if p.name != GENERATED_NAME]
-    return (pictures or paths or [None])[0]
 
 
 def _load(path: Path) -> np.ndarray | None:

@@ -73,7 +73,7 @@ class Renderer:
     def __init__(self, ctx: moderngl.Context, width: int, height: int, *,
                  palette: str | Palette | tuple[float, float, float] = "neutral",
                  vignette: float = 0.35, hud_visible: bool = True, label_style: str = "bars",
-                 zoom_rate: float = 0.05, keyframe_fade_s: float = 0.4, scene_fade_s: float = SCENE_FADE_S,
+                 zoom_rate: float, keyframe_fade_s: float = 0.4, scene_fade_s: float = SCENE_FADE_S,
                  sharpen: float = SHARPEN):
         self.ctx = ctx
         self.width, self.height = width, height
