@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import UserError
 from common.levels import frame_db
 from common.paths import default_taught_dir
 
@@ -48,7 +49,7 @@ MAX_ZIP_BYTES = 400_000_000
 SEED_PREFIX = "seed:"
 
 
-class TaughtError(ValueError):
+class TaughtError(UserError, ValueError):
     """A taught sound, example, picture or zip that cannot be used; the message names it and the fix."""
 
 
