@@ -29,7 +29,6 @@ from app.controls import ZOOM_RANGE, parse_chord
 from common.errors import UserError
 from common.paths import PRERENDERED, SEED_IMAGES, default_taught_dir
 from models.classes import AUDIOSET_CLASSES, CLASS_SETS, ESC50_CLASSES, TAUGHT_SET  # plain lists: no torch with them
-from models.taught import NAME_RULE  # the taught sounds' name rule: no torch comes with it either
 from models.gate import SPEECH_POLICIES, GateSettings
 
 if sys.version_info >= (3, 11):
@@ -180,9 +179,7 @@ def _class_set(value):
         if value not in ("all", TAUGHT_SET) and value not in CLASS_SETS:
             raise ValueError
         return value
-    # a taught sound's name is known when the server hears it; here it can only follow the rule of names
-    if not isinstance(value, list) or not value or not all(isinstance(c, str) and (c in known or NAME_RULE.fullmatch(c))
-                                                           for c in value):
+    if not isinstance(value, list) or not value or not all(isinstance(c, str) and c in known for c in value):
         raise ValueError
     return value
 
@@ -243,7 +240,7 @@ def _ip(value) -> str:
 RULES: dict[str, Rule] = {
     "mode": choice(*MODES),
     "classes": Rule(_class_set, f"'all', 'taught' (the taught sounds alone), one of {', '.join(sorted(CLASS_SETS))}, "
-                                f"or a list of class names (ESC-50's, {', '.join(AUDIOSET_CLASSES)}, or taught sounds')"),
+                                f"or a list of class names (ESC-50's, or {', '.join(AUDIOSET_CLASSES)}); the taught sounds join every set"),
     "server": Rule(_server, "'auto' or a ZeroMQ address: tcp://HOST:PORT or ipc:///path"),
     "bind": ADDRESS,
     "hop_seconds": number(0.05, MAX_HOP_SECONDS),

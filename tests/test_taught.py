@@ -131,7 +131,7 @@ def test_unreadable_example_and_wrong_counts(tmp_path):
     takes = examples(tmp_path / "in", 4)
     takes[2].write_text("not audio at all")
     root = tmp_path / "taught"
-    with pytest.raises(TaughtError, match="take2.wav: cannot decode"):
+    with pytest.raises(TaughtError, match="take2.wav: cannot read it as audio"):
         taught.teach("chirp", takes, picture(tmp_path / "p.png"), taught_dir=root)
     with pytest.raises(TaughtError, match="2 examples; teach a sound with 3 to 10"):
         taught.teach("chirp", takes[:2], picture(tmp_path / "p.png"), taught_dir=root)
