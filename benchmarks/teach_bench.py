@@ -88,11 +88,11 @@ def load_part(key: str) -> dict:
 def fit_known(X: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The project's probe recipe (offline.train.fit_head, L2 as train_tagger.PROBE_L2): (W, b) of n classes."""
     from offline.train import fit_head
-    from offline.train_tagger import PROBE_L2
+    from offline.train_tagger import TaggerRecipe
 
     head = torch.nn.Module()
     head.head = torch.nn.Linear(X.shape[1], n)
-    fit_head(head, torch.from_numpy(X), torch.from_numpy(y), n, l2=PROBE_L2)
+    fit_head(head, torch.from_numpy(X), torch.from_numpy(y), n, l2=TaggerRecipe().probe_l2)
     return head.head.weight.detach().numpy(), head.head.bias.detach().numpy()
 
 
@@ -187,7 +187,7 @@ SHIFTS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 KNOWN_COST = 0.015  # the shift chosen is the largest whose known classes lose at most this much on the tuning folds
 
 
-def leave_classes_out(draws: int = 10, shots: int = 5) -> dict:
+def leave_classes_out(draws: int = 6, shots: int = 5) -> dict:
     torch.set_num_threads(2)
     sp = Splits()
     rng = np.random.default_rng(0)

@@ -400,7 +400,7 @@ PROBE_L2 = 1e-2
 PROBE_ITERATIONS = 100
 SHIFT = 1.0
 NEGATIVES = Path(__file__).parent / "weights" / "taught_negatives.npz"
-NEAR_COSINE = 0.85   # a taught sound made with a voice passes the speech rule only this near one of its examples
+NEAR_COSINE = 0.9   # a taught sound made with a voice passes the speech rule only this near one of its examples
 EXAMPLE_LOOKS_S = (0.5, 1.0)  # an example is heard as the app sends a sound: windows ending this long after
 # its onset (silence before), and one ending half a second after the sound
 RECHECK_S = 1.0      # how often the ear looks at the folder (a stat per sound): a new sound is heard within 2 s
