@@ -105,7 +105,7 @@ def _folds(values: list | None) -> tuple[int, ...] | None:
 
 def _class_names(text: str) -> list[str] | str:
     """A class set's name, or class names separated by commas."""
-    return RULES["classes"](text if "," not in text and text in (*_set_names(), "all") else text.split(","))
+    return RULES["classes"](text if "," not in text and text in (*_set_names(), "all", "taught") else text.split(","))
 
 
 def _set_names() -> tuple[str, ...]:
