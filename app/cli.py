@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from app.config import ADDRESS, MODES, RULES, Rule, Settings, integer, load_settings, number
+from app.config import ADDRESS, MODES, RULES, Rule, Settings, integer, load_settings, number, path
 from common.errors import UserError
 from common.paths import DEMO_AUDIO
 
@@ -68,17 +68,7 @@ def _takes(rule: Rule, text: str) -> str:
     return rule.takes
 
 
-def _existing(kind: str) -> Rule:
-    is_there = {"file": "is_file", "folder": "is_dir", "file or folder": "exists"}[kind]
-
-    def parse(value):
-        if not isinstance(value, str) or not getattr(Path(value).expanduser(), is_there)():
-            raise ValueError
-        return str(Path(value).expanduser())
-    return Rule(parse, f"an existing {kind}")
-
-
-FILE, FOLDER, FILE_OR_FOLDER = _existing("file"), _existing("folder"), _existing("file or folder")
+FILE, FOLDER, FILE_OR_FOLDER = path("file"), path("folder"), path("file or folder")
 POSITIVE_SECONDS = number(0.0, 10 ** 7, above_low=True)
 HOP = number(0.05, 4.0)
 

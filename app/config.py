@@ -75,6 +75,7 @@ class Settings:
     # pull back toward the seed image per keyframe (None: the engine's own).
     dream_intensity: float = 1.0
     dream_blend: float | None = None
+    dream_batch: int = 0                 # kiosks' dream steps in one batch at most; 0: the server's device decides
     exit_chord: str = "ctrl+shift+q"     # quits in every mode; in the gallery nothing else does
     osc_port: int = 0                    # UDP port for OSC control; 0: none
     osc_host: str = "127.0.0.1"          # loopback: only this machine may freeze or black out the show
@@ -195,22 +196,15 @@ def _palette(value) -> str | tuple[float, float, float]:
     return tuple(float(c) for c in value)
 
 
-def _folder(value) -> str:
-    if not isinstance(value, str) or not Path(value).expanduser().is_dir():
-        raise ValueError
-    return str(Path(value).expanduser())
+def path(kind: str = "path", takes: str | None = None) -> Rule:
+    """A path (`~` expanded); kind "file", "folder" or "file or folder" must exist as one."""
+    exists = {"file": "is_file", "folder": "is_dir", "file or folder": "exists", "path": None}[kind]
 
-
-def _path(value) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError
-    return str(Path(value).expanduser())
-
-
-def _file(value) -> str:
-    if not isinstance(value, str) or not Path(value).expanduser().is_file():
-        raise ValueError
-    return str(Path(value).expanduser())
+    def parse(value):
+        if not isinstance(value, str) or not value or (exists and not getattr(Path(value).expanduser(), exists)()):
+            raise ValueError
+        return str(Path(value).expanduser())
+    return Rule(parse, takes or (f"an existing {kind}" if exists else "a path"))
 
 
 def _text(value) -> str:
@@ -250,14 +244,14 @@ RULES: dict[str, Rule] = {
     "hold_seconds": number(0.0, 600.0),
     "speech": choice(*SPEECH_POLICIES),
     "floor_margin_db": Rule(number(0.0, 40.0).parse, "a number within 0..40 dB (0: off)"),
-    "checkpoint": optional(Rule(_file, "an existing checkpoint file"), "the shipped model"),
+    "checkpoint": optional(path("file", "an existing checkpoint file"), "the shipped model"),
     "backbone": optional(Rule(_text, "a backbone name"), "the checkpoint's own"),
     "dream_layer": optional(Rule(_text, "a layer name of the dream network"), "the engine's own"),
     "dream_size": Rule(lambda v: 0 if v == 0 else integer(64, 2160)(v), "0 (the machine's profile) or a whole "
                                                                          "number of pixels within 64..2160"),
-    "seeds_dir": Rule(_folder, "an existing folder of seed images, a folder per class"),
-    "prerendered_dir": Rule(_path, "a folder path"),
-    "taught_dir": Rule(_path, "a folder path (made when the first sound is taught)"),
+    "seeds_dir": path("folder", "an existing folder of seed images, a folder per class"),
+    "prerendered_dir": path(),
+    "taught_dir": path(takes="a folder path (made when the first sound is taught)"),
     "width": integer(64, 7680),
     "height": integer(64, 4320),
     "fullscreen": boolean(),
@@ -269,6 +263,7 @@ RULES: dict[str, Rule] = {
     "zoom_rate": number(*ZOOM_RANGE),
     "dream_intensity": number(0.0, 1.0),
     "dream_blend": optional(number(0.0, 1.0, above_low=True), "no pull back to the seed"),
+    "dream_batch": Rule(integer(0, 64).parse, "0 (the device's default) or a whole number of kiosks within 1..64"),
     "exit_chord": Rule(_chord, "modifiers then one key, e.g. 'ctrl+shift+q'"),
     "osc_port": integer(0, 65535),
     "osc_host": Rule(_ip, "an IP address, e.g. 127.0.0.1"),
@@ -318,4 +313,4 @@ def dream_settings(settings: Settings):
     from inference_server.server import DreamSettings  # here: the app process never loads torch
 
     return DreamSettings(layer=settings.dream_layer, size=settings.dream_size, intensity=settings.dream_intensity,
-                         blend=settings.dream_blend, aspect=settings.width / settings.height)
+                         blend=settings.dream_blend, aspect=settings.width / settings.height, batch=settings.dream_batch)

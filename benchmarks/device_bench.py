@@ -11,9 +11,13 @@ cuda/mps/cpu; a GPU host should just go faster).
    sending a window every 0.5 s and granting frame credit as the app does, for --seconds: live keyframes per
    second received and the round trip window -> result (the user sees these, not the engine's best case);
 4. fine-tuning: seconds per step of `offline.train_tagger.fine_tune` (batch of 32 crops, distillation included) on
-   synthetic clips.
+   synthetic clips;
+5. many kiosks on one server (benchmarks/batch_bench.py on the device): live keyframes per second in total and the
+   round trip window -> result for 1, 2, 4 and 8 kiosks, their dream steps batched against one at a time, and
+   the server's time per dream step (what decides the device's default batch, server.BATCH).
 
-Usage: python benchmarks/device_bench.py [--device cuda] [--seconds 30] [--out runs/device_bench.json]
+Usage: python benchmarks/device_bench.py [--device cuda] [--seconds 30] [--batch-seconds 10]
+       [--out runs/device_bench.json]
 With --device cpu every part runs on the CPU twice (a smoke run of this script).
 """
 from __future__ import annotations
@@ -137,13 +141,22 @@ def training(device: torch.device, steps: int) -> dict:
     return out
 
 
+def batching(device: torch.device, seconds: float) -> dict:
+    import batch_bench
+
+    summary = batch_bench.bench(device, [1, 2, 4, 8], seconds, rounds=1)
+    return dict(runs=summary["runs"], ratios=summary["ratios"], default_batch=summary["default_batch"],
+                dream_size=summary["dream_size"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default=str(default_device()))
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--keyframes", type=int, default=8)
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--parts", default="ear,dream,server,training")
+    p.add_argument("--batch-seconds", type=float, default=10.0, help="per setting of the batching part")
+    p.add_argument("--parts", default="ear,dream,server,training,batching")
     p.add_argument("--out", default="runs/device_bench.json")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -153,7 +166,8 @@ def main() -> None:
                    torch_threads=torch.get_num_threads())
     print(json.dumps(summary), flush=True)
     parts = {"ear": lambda: ear(device), "dream": lambda: dream(device, args.keyframes),
-             "server": lambda: server(device, args.seconds), "training": lambda: training(device, args.steps)}
+             "server": lambda: server(device, args.seconds), "training": lambda: training(device, args.steps),
+             "batching": lambda: batching(device, args.batch_seconds)}
     for name in args.parts.split(","):
         t = time.perf_counter()
         try:

@@ -1,8 +1,10 @@
 """The inference server: a ZeroMQ ROUTER that classifies each client's 4-second windows and dreams for it.
 
 One thread, one loop: poll the socket, answer what arrived (classify audio windows at once), then spend
-the idle time on one gradient step of a dream keyframe for the next client that has frame credit. A client's
-message can be refused (an ERROR back, and a log line) but never stops the loop.
+the idle time on one gradient step of a dream keyframe for the clients that have frame credit: the steps of
+clients dreaming at the same layer and size go through the network together, in one batch. A client's message
+can be refused (an ERROR back, and a log line) but never stops the loop, and one client's failed dream costs
+that client its frame, nobody else theirs.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from common.paths import default_taught_dir
 from models import audio
 from models.backbones import DREAM_BACKBONE, DREAM_LAYERS, create_backbone, default_device
 from models.classes import ESC50_CLASSES, class_set_probabilities, resolve_class_set
-from models.dream import ASPECT, DreamEngine, profile_size, to_uint8
+from models.dream import ASPECT, DreamEngine, GradientStep, dream_network, profile_size, step_together, to_uint8
 from models.gate import GateSettings, OpenSetGate
 from models.model import SHIPPED_CHECKPOINT, Ensemble, SoundClassifier, build_model, hear, load_model
 from models.seeds import SeedImageError, imagenet_classes, load_seed_image, seed_image_path
@@ -38,6 +40,12 @@ MAX_CREDIT = 4              # frames a client may have in flight: small, so fram
 RATE_LIMIT_PER_S = 100.0    # messages per second per client, a token bucket: floods are dropped
 RATE_BURST = 200.0          # (a healthy app sends ~10 a second, plus one credit per frame it receives)
 POLL_IDLE_MS = 50
+# Clients' dream steps done in one batch at most, by device; elsewhere 1 (see BENCHMARKS.md, "Many kiosks on one
+# server"). A window waits for a whole batch's step before it is heard. On a 2-core CPU a pair of steps costs 1.4-1.6
+# times one step: up to a third more keyframes while only dreaming, none measurable while hearing windows, and the
+# window's round trip p95 doubled (0.33 -> 0.74 s with 2 kiosks), so a CPU takes turns. On CUDA (not measured yet) one
+# image's step should leave much of the GPU idle; 8 is a first guess that benchmarks/device_bench.py is there to check.
+BATCH = {"cuda": 8}
 
 
 @dataclass
@@ -47,6 +55,8 @@ class DreamSettings:
     intensity: float = 1.0       # scales the classification confidence that drives the dream (toy mode: gentler)
     blend: float | None = None   # pull back toward the seed per keyframe; None: the engine's default (none)
     aspect: float = ASPECT       # width / height of the dream: the screen's, so nothing is cropped to fit
+    batch: int = 0               # clients' dream steps in one batch at most; 1: one client's step at a time;
+                                 # 0: the device's default (BATCH, else 1)
 
 
 class TokenBucket:
@@ -77,8 +87,10 @@ class Session:
     confidence: float = 0.0
     dbfs: float = -100.0
     engine: DreamEngine | None = None
-    dreaming: Iterator | None = None  # the keyframe in progress, a gradient step per turn of the loop
+    dreaming: Iterator | None = None  # the keyframe in progress (DreamEngine.keyframe_steps), a step at a time
     dreaming_for: tuple | None = None  # (label, layer) it is for: a change drops it
+    next_step: GradientStep | None = None  # the step the keyframe in progress waits for
+    stepped_at: int = 0               # the server's step count when this client's dream last took one
     frames_sent: int = 0
     asked_class: str | None = None  # the class the client's STEER asks to be dreamt whatever is heard
     intensity: float = 1.0       # the client's scale on the dream's strength
@@ -127,7 +139,9 @@ class InferenceServer:
         self.seeds_dir = Path(seeds_dir)
         self.gate_settings, self.dream_settings = gate, dream
         self.sessions: dict[bytes, Session] = {}
-        self._dream_turn = 0
+        self._dream_net = None  # one dream network for every client's engine: what lets their steps share a batch
+        device = next(backbone_for_dreams.parameters()).device
+        self.batch = max(1, dream.batch or BATCH.get(device.type, 1))
         self._strangers = TokenBucket(RATE_LIMIT_PER_S, RATE_BURST)
         self._seed_cache: dict[str, np.ndarray] = {}
         self._missing_seeds: set[str] = set()
@@ -144,11 +158,12 @@ class InferenceServer:
         classifier.predict(np.zeros((1, audio.N_SAMPLES), dtype=np.float32))
         self.socket.bind(bind)
         self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.stats = {"windows": 0, "frames": 0, "errors": 0, "dropped": 0}
-        log.info("serving on %s with %s classifier (%s%s), %d classes", self.address,
+        # dream_steps: forward and backward passes; dream_images: images they stepped (their ratio: the mean batch)
+        self.stats = {"windows": 0, "frames": 0, "errors": 0, "dropped": 0, "dream_steps": 0, "dream_images": 0}
+        log.info("serving on %s with %s classifier (%s%s), %d classes; dreams in batches of up to %d", self.address,
                  classifier.backbone.name, "trained" if classifier.trained else "UNTRAINED head",
                  f", ensemble of {len(classifier.members)}" if isinstance(classifier, Ensemble) else "",
-                 len(classifier.class_names))
+                 len(classifier.class_names), self.batch)
 
     # --- the loop -------------------------------------------------------------------------------
     def serve_forever(self, should_stop=lambda: False) -> None:
@@ -156,11 +171,11 @@ class InferenceServer:
         poller.register(self.socket, zmq.POLLIN)
         try:
             while not should_stop():
-                busy = self._dream_candidate() is not None
+                busy = any(self._wants_frames(s) for s in self.sessions.values())
                 if poller.poll(0 if busy else POLL_IDLE_MS):
                     self._drain()
                 self._forget_silent_clients()
-                self._dream_once()
+                self._dream_step()
         finally:
             self.socket.close(linger=0)
 
@@ -284,25 +299,58 @@ class InferenceServer:
         return [*(session.classes or []), *(t for t in taught if t not in (session.classes or []))]
 
     # --- dreaming -------------------------------------------------------------------------------
-    def _dream_candidate(self) -> bytes | None:
-        ready = [ident for ident, s in self.sessions.items() if s.credits > 0 and s.what_to_dream()[0]]
-        if not ready:
-            return None
-        return ready[self._dream_turn % len(ready)]
+    @staticmethod
+    def _wants_frames(session: Session) -> bool:
+        return session.credits > 0 and session.what_to_dream()[0] is not None
 
-    def _dream_once(self) -> None:
-        """One gradient step of the next keyframe for the next client with frame credit; the frame goes out when
-        its last step is done. A step, not a keyframe, per turn: between them the loop answers every client, so a
-        window waits for one step (tens of ms) before it is heard, and a keyframe slower than the clients' 1 s
-        liveness timeout (a loaded CPU) never reads as a dead server."""
-        identity = self._dream_candidate()
-        if identity is None:
+    def _dream_step(self) -> None:
+        """One gradient step for the dream furthest into its keyframe, together with the other clients' at the same
+        layer and size (up to `batch`); each frame goes out when its keyframe's last step is done. A step, not a
+        keyframe, per turn: between them the loop answers every client, so a window waits for one step (tens of
+        ms) before it is heard, and a keyframe slower than the clients' 1 s liveness timeout (a loaded CPU) never
+        reads as a dead server. Furthest first: a keyframe begun is finished before another client's begins (the
+        clients take turns), and a dream that fell out of step with the others (it began alone, or its credit ran
+        out) finishes its keyframe while they wait at the start of theirs, then starts its next with them."""
+        waiting = [i for i in list(self.sessions) if self._wants_frames(self.sessions[i]) and self._next_step(i)]
+        if not waiting:
             return
+        waiting.sort(key=lambda i: (tuple(-n for n in self.sessions[i].next_step.stage), self.sessions[i].stepped_at))
+        lead = self.sessions[waiting[0]].next_step
+        # Only steps at the same point of their keyframes: a dream one step behind another would otherwise be
+        # batched with it one step behind for ever, each batch half of it alone (at another image size).
+        group = [i for i in waiting
+                 if (self.sessions[i].next_step.key, self.sessions[i].next_step.stage) == (lead.key, lead.stage)]
+        group = group[:self.batch]
+        steps = [self.sessions[i].next_step for i in group]
+        try:
+            images = step_together(steps)
+        except Exception:
+            if len(group) == 1:
+                self._dream_failed(group[0])
+                return
+            # one client's broken dream must not cost the others theirs: each alone, and only the broken one fails
+            log.warning("a batch of %d dream steps failed; stepping each alone", len(group), exc_info=True)
+            images = []
+            for identity, step in zip(group, steps):
+                try:
+                    images.append(step_together([step])[0])
+                except Exception:
+                    self._dream_failed(identity)
+                    images.append(None)
+        self.stats["dream_steps"] += 1
+        self.stats["dream_images"] += len(group)
+        for identity, image in zip(group, images):
+            if image is not None:
+                self._advance(identity, image)
+
+    def _next_step(self, identity: bytes) -> bool:
+        """Make sure the client's keyframe in progress is for what it wants dreamt now, beginning one if need be;
+        False when there is no step to take (no seed image, a failure, or a keyframe that needed none)."""
         session = self.sessions[identity]
         label, confidence = session.what_to_dream()
+        d = self.dream_settings
+        layer = session.layer or d.layer
         try:
-            d = self.dream_settings
-            layer = session.layer or d.layer
             if session.dreaming is not None and session.dreaming_for != (label, layer):
                 session.dreaming = None  # dreamt for another class or layer: never committed, so simply dropped
             if session.dreaming is None:
@@ -310,8 +358,10 @@ class InferenceServer:
                     previous = session.engine
                     options = {} if d.blend is None else {"blend": d.blend}
                     device = next(self.dream_backbone.parameters()).device
-                    session.engine = DreamEngine(self.dream_backbone, layer=layer,
-                                                 size=d.size or profile_size(device), aspect=d.aspect, **options)
+                    if self._dream_net is None:
+                        self._dream_net = dream_network(self.dream_backbone, device)
+                    session.engine = DreamEngine(self.dream_backbone, layer=layer, size=d.size or profile_size(device),
+                                                 aspect=d.aspect, net=self._dream_net, **options)
                     if previous is not None and previous.image is not None:
                         # a performer's layer change morphs the picture on screen, it does not restart at the seed
                         session.engine.set_seed(label, self._seed(label), imagenet_classes(label))
@@ -320,31 +370,56 @@ class InferenceServer:
                     session.engine.set_seed(label, self._seed(label), imagenet_classes(label))
                 # Loudness drives the zoom: -50 dBFS (quiet) .. -10 dBFS (loud) maps to 0 .. 1.
                 zoom_speed = float(np.clip((session.dbfs + 50.0) / 40.0, 0.0, 1.0))
-                session.dreaming = session.engine.keyframe_in_parts(
+                session.dreaming = session.engine.keyframe_steps(
                     intensity=confidence * session.intensity * d.intensity, zoom_speed=zoom_speed)
                 session.dreaming_for = (label, layer)
-            frame = next(session.dreaming)
+                session.next_step = None
+                part = next(session.dreaming)
+                if not isinstance(part, GradientStep):  # a keyframe with no step to take (zero intensity)
+                    self._send_frame(identity, part)
+                    return False
+                session.next_step = part
         except SeedImageError as exc:
             session.dreaming = None
             if label not in self._missing_seeds:  # said once per class, not on every retry
                 self._missing_seeds.add(label)
                 log.error("no dream for %s: %s", label, exc)
             session.credits = 0  # the app shows its fallback and asks again
-            return
+            return False
         except Exception:
-            session.dreaming = None
-            log.exception("dream for %s (%s) failed; no frame this turn", session.name, label)
-            session.credits = 0
+            self._dream_failed(identity)
+            return False
+        return True
+
+    def _advance(self, identity: bytes, image) -> None:
+        """Hand a client's keyframe its stepped image; send the frame when that was its last step."""
+        session = self.sessions[identity]
+        session.stepped_at = self.stats["dream_steps"]
+        try:
+            part = session.dreaming.send(image)
+        except Exception:
+            self._dream_failed(identity)
             return
-        if frame is None:
-            return  # more steps to go; this client keeps its turn
-        session.dreaming = None
-        self._dream_turn += 1
+        if isinstance(part, GradientStep):
+            session.next_step = part  # more steps to go
+        else:
+            self._send_frame(identity, part)
+
+    def _send_frame(self, identity: bytes, frame: np.ndarray) -> None:
+        session = self.sessions[identity]
+        session.dreaming = session.next_step = None
         session.credits -= 1
         session.frames_sent += 1
         self.stats["frames"] += 1
-        self._send(identity, protocol.encode(protocol.FRAME, frame, id=session.frames_sent, label=label,
-                                             source="live", zoom=session.engine.last_zoom_step))
+        self._send(identity, protocol.encode(protocol.FRAME, frame, id=session.frames_sent,
+                                             label=session.dreaming_for[0], source="live",
+                                             zoom=session.engine.last_zoom_step))
+
+    def _dream_failed(self, identity: bytes) -> None:
+        session = self.sessions[identity]
+        session.dreaming = session.next_step = None
+        log.exception("dream for %s (%s) failed; no frame this turn", session.name, session.what_to_dream()[0])
+        session.credits = 0  # the app shows its fallback and asks again
 
     def _seed(self, label: str) -> np.ndarray:
         """The picture `label` dreams from: a taught sound's own, else the class's seed (models/seeds.py)."""

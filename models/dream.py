@@ -10,12 +10,17 @@ screen's aspect ratio. Everything stays in torch on the model's device; the only
     engine = DreamEngine(create_backbone("efficientnet_lite0"), layer="blocks.4", size=224)   # 398 x 224
     engine.set_seed("cat", load_seed_image(seed_image_path("cat")), imagenet_classes("cat"))
     frame = engine.next_keyframe(intensity=0.9, zoom_speed=0.5)   # (224, 398, 3) uint8
+
+A server dreaming for several screens gives their engines one network (`net=dream_network(...)`) and walks their
+keyframes a gradient step at a time (`keyframe_steps`); `step_together` does the steps of dreams at the same layer
+and image size in one batch.
 """
 from __future__ import annotations
 
 import copy
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -68,19 +73,36 @@ def is_degenerate(frame: np.ndarray) -> bool:
     return bool(f.mean() < 10 or f.mean() > 245 or f.std() < 3)
 
 
+@dataclass
+class GradientStep:
+    """One gradient step a dream's keyframe waits for (see DreamEngine.keyframe_steps); `step_together` does it."""
+    engine: DreamEngine
+    image: torch.Tensor  # (1, 3, h, w) in [0, 1], at the octave being dreamt
+    step_size: float
+    stage: tuple[int, int]  # (octave level, step): how far into its keyframe the dream is
+
+    @property
+    def key(self) -> tuple:
+        """Steps with equal keys can share a forward and backward pass."""
+        return id(self.engine.net), self.engine.layer, tuple(self.image.shape)
+
+
 class DreamEngine:
     def __init__(self, backbone: ImageNetBackbone, layer: str | None = None, size: int = SIZE,
                  device: str | torch.device | None = None, objective: str = OBJECTIVE, channel: int = 0,
                  octaves: int = OCTAVES, octave_scale: float = OCTAVE_SCALE, iterations: int = ITERATIONS,
                  step_size: float = STEP_SIZE, jitter: int = JITTER, zoom: float = ZOOM, blend: float = BLEND,
                  crossfade: int = CROSSFADE, seed: int = 0, aspect: float = ASPECT,
-                 class_weight: float = CLASS_WEIGHT, smooth: bool = SMOOTH, reseed: float = RESEED):
+                 class_weight: float = CLASS_WEIGHT, smooth: bool = SMOOTH, reseed: float = RESEED,
+                 net: nn.Module | None = None):
+        """`net`: a dream_network(backbone, device) to share with other engines (one copy in memory, and their
+        steps can be batched); None: a private one."""
         if objective not in ("guided", "l2", "channel"):
             raise ValueError(f"objective must be 'guided', 'l2' or 'channel', not {objective!r}")
         self.device = torch.device(device) if device is not None else default_device()
         self.layer = layer or DEFAULT_DREAM_LAYER[backbone.name]
         backbone.layer(self.layer)  # raises BackboneError naming the valid layers
-        self.net = _dream_copy(backbone, self.device)
+        self.net = dream_network(backbone, self.device) if net is None else net
         self.channels_last = self.device.type in ("cpu", "cuda")  # the faster conv layout there; MPS prefers NCHW
         self.size, self.objective, self.channel = size, objective, channel
         # (height, width): `size` is the short side, whichever way the screen is turned
@@ -128,10 +150,22 @@ class DreamEngine:
         return frame
 
     def keyframe_in_parts(self, intensity: float = 1.0, zoom_speed: float = 0.5):
-        """next_keyframe one gradient step at a time: yields None after each step but the last, then the frame. A
-        server with one thread answers its clients in between, so a window waits for one step of a dream, not a
-        keyframe (which takes over a second on a loaded CPU). The keyframe is committed only when the frame is
-        yielded: a generator dropped half-way leaves the dream as it was."""
+        """next_keyframe one gradient step at a time, alone: yields None after each step but the last, then the
+        frame."""
+        parts = self.keyframe_steps(intensity, zoom_speed)
+        part = next(parts)
+        while isinstance(part, GradientStep):
+            part = parts.send(step_together([part])[0])
+            if isinstance(part, GradientStep):
+                yield None
+        yield part
+
+    def keyframe_steps(self, intensity: float = 1.0, zoom_speed: float = 0.5):
+        """next_keyframe as a coroutine: yields a GradientStep for each gradient step, to be sent back the stepped
+        image (step_together's), then yields the frame. A server with one thread answers its clients between
+        steps, so a window waits for one step of a dream, not a keyframe (which takes over a second on a loaded
+        CPU), and it can step several clients' dreams in one batch. The keyframe is committed only when the frame
+        is yielded: a coroutine dropped half-way leaves the dream as it was."""
         if self.seed is None:
             raise RuntimeError("set_seed() before next_keyframe()")
         intensity = min(max(float(intensity), 0.0), 1.0)
@@ -146,10 +180,7 @@ class DreamEngine:
                 fade_left -= 1
             if rate > 0:
                 x = torch.lerp(x, self.seed, rate)
-        parts = self.dream_in_parts(x, math.ceil(self.iterations * intensity), self.step_size * intensity)
-        for x in parts:
-            if x is None:
-                yield None
+        x = yield from self.dream_steps(x, math.ceil(self.iterations * intensity), self.step_size * intensity)
         self.image, self.travelled, self._fade_left = x, travelled, fade_left
         self.last_zoom_step = -math.log1p(-amount)  # how much further in this keyframe is than the last one
         yield to_uint8(x)
@@ -173,16 +204,19 @@ class DreamEngine:
 
     def dream(self, x: torch.Tensor, iterations: int, step_size: float) -> torch.Tensor:
         """Gradient ascent on (1, 3, H, W) `x` in [0, 1] over an image pyramid, coarse to fine."""
-        for x in self.dream_in_parts(x, iterations, step_size):
-            pass
-        return x
+        steps = self.dream_steps(x, iterations, step_size)
+        try:
+            step = next(steps)
+            while True:
+                step = steps.send(step_together([step])[0])
+        except StopIteration as done:
+            return done.value
 
-    def dream_in_parts(self, x: torch.Tensor, iterations: int, step_size: float):
-        """dream(), yielding None after each gradient step but the last and then the result. The dream layer is
-        hooked only while a step runs, never across a yield."""
+    def dream_steps(self, x: torch.Tensor, iterations: int, step_size: float):
+        """dream() as a coroutine: yields a GradientStep for each gradient step, is sent the stepped image, and
+        returns the result."""
         if iterations <= 0 or step_size <= 0:
-            yield x
-            return
+            return x
         h, w = x.shape[-2:]
         shapes = [(round(h / self.octave_scale ** k), round(w / self.octave_scale ** k)) for k in range(self.octaves)]
         detail = torch.zeros_like(x)
@@ -193,12 +227,9 @@ class DreamEngine:
                                                                 align_corners=False)
                 img = base + _resize(detail, shape)
             for step in range(iterations):
-                if level or step:
-                    yield None
-                with torch.no_grad(), self._capture() as acts:
-                    img = self._step(img, acts, step_size)
+                img = yield GradientStep(self, img, step_size, (level, step))
             detail = img - base
-        yield (x + detail).clamp(0.0, 1.0)
+        return (x + detail).clamp(0.0, 1.0)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Activations of the dream layer for (1, 3, H, W) `x`, as (C, H'*W')."""
@@ -211,24 +242,15 @@ class DreamEngine:
 
     # ---- internals ---------------------------------------------------------------------------------
 
-    def _step(self, img: torch.Tensor, acts: dict, step_size: float) -> torch.Tensor:
-        jitter = max(1, round(self.jitter * min(img.shape[-2:]) / 224))
-        oy, ox = torch.randint(-jitter, jitter + 1, (2,), generator=self.rng).tolist()
-        with torch.enable_grad():
-            rolled = torch.roll(img, (oy, ox), (2, 3)).requires_grad_(True)
-            act, logits = self._forward(rolled, acts, full=self._class_pull)
-            loss = self._objective(act)
-            if logits is not None:
-                # the two terms on one scale: the layer objective relative to its own size (its gradient is that of
-                # its log), plus the log-probability of the heard class's ImageNet classes together
-                class_logp = logits.log_softmax(1)[0, self.classes].logsumexp(0)
-                loss = loss / loss.detach().abs().clamp_min(1e-8) + self.class_weight * class_logp
-            (grad,) = torch.autograd.grad(loss, rolled)
-        grad = torch.roll(grad, (-oy, -ox), (2, 3))
-        if self.smooth:
-            grad = _smooth(grad)
-        # normalised steps: the gradient's scale differs by layer, objective and image; its direction does not
-        return (img + grad * (step_size / (grad.abs().mean() + 1e-8))).clamp(0.0, 1.0)
+    def _loss(self, act: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
+        """What a step climbs, for one image: (1, C, h, w) activations and, with the class pull, (1, 1000) logits."""
+        loss = self._objective(act)
+        if self._class_pull:
+            # the two terms on one scale: the layer objective relative to its own size (its gradient is that of
+            # its log), plus the log-probability of the heard class's ImageNet classes together
+            class_logp = logits.log_softmax(1)[0, self.classes].logsumexp(0)
+            loss = loss / loss.detach().abs().clamp_min(1e-8) + self.class_weight * class_logp
+        return loss
 
     def _reseed(self, x: torch.Tensor, before: float, after: float) -> torch.Tensor:
         """Fade in the centre copy of the seed that is due at this point of the travel (see RESEED)."""
@@ -308,6 +330,38 @@ class DreamEngine:
         return seed, guide
 
 
+def step_together(steps: list[GradientStep]) -> list[torch.Tensor]:
+    """The gradient steps of several dreams in one forward and one backward pass; returns each one's new image.
+    They must share a network, a layer and an image size (equal GradientStep.key). Each keeps its own jitter (its
+    engine's rng), objective, guide features, ImageNet classes and step size, and nothing in the network mixes the
+    images of a batch (eval mode, BatchNorm folded), so each result is what its step alone gives, within float
+    tolerance."""
+    if any(s.key != steps[0].key for s in steps):
+        raise ValueError("dreams stepped together must share the network, the layer and the image size")
+    lead = steps[0].engine
+    shifts, rolled = [], []
+    for s in steps:
+        jitter = max(1, round(s.engine.jitter * min(s.image.shape[-2:]) / 224))
+        oy, ox = torch.randint(-jitter, jitter + 1, (2,), generator=s.engine.rng).tolist()
+        shifts.append((oy, ox))
+        rolled.append(torch.roll(s.image, (oy, ox), (2, 3)))
+    with torch.no_grad(), lead._capture() as acts, torch.enable_grad():
+        batch = torch.cat(rolled).requires_grad_(True)
+        # the layers after the dream layer run when any of the dreams pulls toward its ImageNet classes
+        act, logits = lead._forward(batch, acts, full=any(s.engine._class_pull for s in steps))
+        loss = sum(s.engine._loss(act[i:i + 1], None if logits is None else logits[i:i + 1])
+                   for i, s in enumerate(steps))
+        (grad,) = torch.autograd.grad(loss, batch)
+    out = []
+    for i, (s, (oy, ox)) in enumerate(zip(steps, shifts)):
+        g = torch.roll(grad[i:i + 1], (-oy, -ox), (2, 3))
+        if s.engine.smooth:
+            g = _smooth(g)
+        # normalised steps: the gradient's scale differs by layer, objective and image; its direction does not
+        out.append((s.image + g * (s.step_size / (g.abs().mean() + 1e-8))).clamp(0.0, 1.0))
+    return out
+
+
 def profile_size(device: str | torch.device) -> int:
     """The dream's short side for this machine: as large as keeps several keyframes a second."""
     kind = torch.device(device).type
@@ -371,7 +425,7 @@ def _zoom(x: torch.Tensor, amount: float) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def _dream_copy(backbone: ImageNetBackbone, device) -> ImageNetBackbone:
+def dream_network(backbone: ImageNetBackbone, device) -> ImageNetBackbone:
     """A private inference copy of the backbone, made fast for input gradients:
     weights frozen (only d loss / d image is needed; weight gradients would double the backward pass),
     every BatchNorm folded into the conv before it (in eval it is a fixed affine map, so one op fewer each way),

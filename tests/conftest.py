@@ -264,16 +264,17 @@ def seeds(tmp_path_factory):
 
 class RunningServer:
     """A real InferenceServer on its own thread and zmq context; every window gets a label (the random-init
-    head is never confident, and the tests that use this are about the wire)."""
+    head is never confident, and the tests that use this are about the wire). `batch`: the dream setting."""
 
-    def __init__(self, networks, seeds, address, **options):
+    def __init__(self, networks, seeds, address, batch=0, **options):
         from inference_server.server import DreamSettings, InferenceServer
         from models.gate import GateSettings
 
         classifier, backbone = networks
         self.server = InferenceServer(classifier, backbone, seeds, address,
                                       gate=GateSettings(silence_dbfs=-200, min_confidence=0.0, enter_windows=1),
-                                      dream=DreamSettings(size=DREAM_SIZE), context=zmq.Context(), **options)
+                                      dream=DreamSettings(size=DREAM_SIZE, batch=batch), context=zmq.Context(),
+                                      **options)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.server.serve_forever, args=(self.stop.is_set,), daemon=True)
         self.thread.start()
