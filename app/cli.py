@@ -95,7 +95,7 @@ def _folds(values: list | None) -> tuple[int, ...] | None:
 
 def _class_names(text: str) -> list[str] | str:
     """A class set's name, or class names separated by commas."""
-    return RULES["classes"](text if "," not in text and text in (*_set_names(), "all") else text.split(","))
+    return RULES["classes"](text if "," not in text and text in (*_set_names(), "all", "taught") else text.split(","))
 
 
 def _set_names() -> tuple[str, ...]:
@@ -205,7 +205,7 @@ def _serve(args) -> int:
         serve(settings.checkpoint, settings.seeds_dir, settings.bind, device=args.device, backbone=settings.backbone,
               gate=gate_settings(settings), dream=dream_settings(settings),
               curve_secret_key=_secret_key(args.server_secret_key), threads=args.threads,
-              kiosk_keys=settings.kiosk_keys)
+              kiosk_keys=settings.kiosk_keys, taught_dir=settings.taught_dir)
     except KeyboardInterrupt:
         pass
     return 0
@@ -309,16 +309,88 @@ def _classify_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per file with every class's probability")
     p.add_argument("--hop", type=flag(HOP), default=0.5, help="seconds between 4 s windows (default 0.5)")
     p.add_argument("--top", type=flag(integer(1, 1000)), default=3, help="classes to print per file (default 3)")
-    p.add_argument("--classes", type=flag(CLASSES), help="a class set (animals, farm, ...) or comma-separated "
+    p.add_argument("--classes", type=flag(CLASSES), help="a class set (animals, farm, taught, ...) or comma-separated "
                                                          "classes: probabilities over them alone")
+    p.add_argument("--config", type=flag(FILE), help="venue TOML file: its taught sounds (taught_dir) are heard too")
 
 
 def _classify(args) -> int:
     from offline.evaluate import classify
 
     failed = classify(args.files, checkpoint=args.checkpoint, json_out=args.json, hop=args.hop, top=args.top,
-                      classes=args.classes)
+                      classes=args.classes, taught_dir=load_settings(args.config).taught_dir)
     return 2 if failed else 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# teach: the venue's own sounds, each with its own picture
+
+def _teach_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="the sound's name: lower-case letters, digits, '_' or '-'")
+    p.add_argument("files", nargs="*", type=flag(FILE), help="3 to 10 example recordings (wav, flac, mp3, ogg)")
+    p.add_argument("--picture", help="its picture: a JPEG, PNG or WebP file, or seed:CLASS for a bundled one")
+    p.add_argument("--as", dest="as_", metavar="BUILTIN", help="show this built-in class (and its picture) for it")
+    p.add_argument("--record", type=flag(integer(3, 10)), metavar="N", help="take N examples from the microphone")
+    p.add_argument("--device", help="input device for --record (see `hear-and-see devices`)")
+    p.add_argument("--list", action="store_true", help="list the taught sounds")
+    p.add_argument("--forget", metavar="NAME", help="forget a taught sound")
+    p.add_argument("--export", metavar="FILE.zip", help="write the taught sounds to a zip")
+    p.add_argument("--import", dest="import_", type=flag(FILE), metavar="FILE.zip", help="teach the sounds of a zip")
+    p.add_argument("--config", type=flag(FILE), help="venue TOML file (its taught_dir)")
+    p.add_argument("--taught-dir", type=flag(RULES["taught_dir"]), help="the taught sounds' folder (default: the "
+                                                                         "venue file's taught_dir)")
+
+
+def _teach(args) -> int:
+    from models import taught
+
+    if sum([bool(args.name), args.list, bool(args.forget), bool(args.export), bool(args.import_)]) != 1:
+        raise UserError("say one thing: NAME FILE..., NAME --record N, --list, --forget NAME, --export FILE.zip "
+                        "or --import FILE.zip")
+    if args.name and bool(args.files) == (args.record is not None):
+        raise UserError(f"teach {args.name} from example files or from --record N, not both or neither")
+    root = Path(args.taught_dir or load_settings(args.config).taught_dir)
+    if args.list:
+        sounds = taught.taught_sounds(root)
+        for s in sounds:
+            print(f"{s.name:<20} {len(s.examples)} examples  {f'shows {s.as_}' if s.as_ else f'picture {s.picture}'}"
+                  f"  (taught {s.created})")
+        print(f"({len(sounds)} taught in {root})")
+    elif args.forget:
+        taught.forget(args.forget, root)
+        print(f"forgot {args.forget}")
+    elif args.export:
+        print(f"exported {', '.join(taught.export_zip(args.export, root))} to {args.export}")
+    elif args.import_:
+        print(f"imported {', '.join(s.name for s in taught.import_zip(args.import_, root))} into {root}")
+    elif args.record is not None:
+        return _teach_from_microphone(args, root)
+    else:
+        s = taught.teach(args.name, args.files, args.picture, args.as_, root)
+        print(f"taught {s.name} ({len(s.examples)} examples{f', shows {s.as_}' if s.as_ else ''}) in {root}")
+    return 0
+
+
+def _teach_from_microphone(args, root: Path) -> int:
+    """Takes from the microphone in this process, which stays free of torch like the app's; a child process checks
+    and stores them with the library, so a take is judged by the same rules as a file."""
+    import subprocess
+    import tempfile
+
+    from app.takes import record_takes
+    from models import taught
+
+    taught.check_name(args.name, taught.builtin_classes())
+    if args.picture and not args.picture.startswith(taught.SEED_PREFIX):
+        taught.read_picture(args.picture)  # a bad picture is said before anyone makes a sound
+    device = int(args.device) if args.device and args.device.isdigit() else args.device
+    with tempfile.TemporaryDirectory(prefix="hear-and-see-takes-") as tmp:
+        takes = record_takes(args.record, Path(tmp), device, say=print,
+                             show=lambda line: print(f"\r{line}", end="", file=sys.stderr, flush=True))
+        command = [sys.executable, "-m", "app.cli", "teach", args.name, *map(str, takes), "--taught-dir", str(root)]
+        command += ["--picture", args.picture] if args.picture else []
+        command += ["--as", args.as_] if args.as_ else []
+        return subprocess.run(command).returncode
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -624,7 +696,16 @@ COMMANDS = [  # in the order a user meets them
   hear-and-see console-password --config venue.toml"""),
     Command("classify", "name the sound in audio files", _classify_flags, _classify, ANSWER_LOG, """
   hear-and-see classify dog.wav street.mp3
-  hear-and-see classify moo.wav --classes animals --json"""),
+  hear-and-see classify moo.wav --classes animals --json
+  hear-and-see classify moo.wav --config venue.toml --json   # the venue's taught sounds too"""),
+    Command("teach", "teach it a sound of the venue's own, with a picture (a running server hears it within 2 s)",
+            _teach_flags, _teach, ANSWER_LOG, """
+  hear-and-see teach flute a.wav b.wav c.wav --picture flute.jpg
+  hear-and-see teach moo --record 5 --as cow          # a child's moo shows the toy's cow
+  hear-and-see teach bell x.wav y.wav z.wav --picture seed:church_bells
+  hear-and-see teach --list
+  hear-and-see teach --forget flute
+  hear-and-see teach --export venue.zip               # ... and --import venue.zip on another machine"""),
     Command("prerender", "render zoom-dream sequences per class for the fallback", _prerender_flags, _prerender,
             APP_LOG, """
   hear-and-see prerender --classes cat,dog --frames 60"""),

@@ -12,6 +12,7 @@ Example venue.toml (every key is a field of Settings below; RULES says what each
     fullscreen = true
     exit_chord = "ctrl+shift+q" # the only key that ends the gallery mode
     osc_port = 9000             # OSC control (performance mode); 0 turns it off
+    taught_dir = "/srv/venue/taught"  # the venue's taught sounds (`hear-and-see teach`); default: the user's data folder
     console_port = 8080         # the web console (docs/kiosk.md); 0 (the default) turns it off
     hours = "mon-fri 10:00-18:00, sat-sun 12:00-17:00"  # opening hours; "" (the default): always open
 
@@ -29,8 +30,8 @@ from urllib.parse import urlparse
 
 from app.controls import ZOOM_RANGE, parse_chord
 from common.errors import UserError
-from common.paths import PRERENDERED, SEED_IMAGES
-from models.classes import AUDIOSET_CLASSES, CLASS_SETS, ESC50_CLASSES  # plain lists: no torch comes with them
+from common.paths import PRERENDERED, SEED_IMAGES, default_taught_dir
+from models.classes import AUDIOSET_CLASSES, CLASS_SETS, ESC50_CLASSES, TAUGHT_SET  # plain lists: no torch with them
 from models.gate import SPEECH_POLICIES, GateSettings
 
 if sys.version_info >= (3, 11):
@@ -67,6 +68,7 @@ class Settings:
     dream_layer: str | None = None
     dream_size: int = 0                  # the dream's short side in pixels; 0: the server machine's profile
     seeds_dir: str = str(SEED_IMAGES)
+    taught_dir: str = str(default_taught_dir())  # the venue's taught sounds (models/taught.py)
     prerendered_dir: str = str(PRERENDERED)
     width: int = 1280
     height: int = 720
@@ -193,7 +195,7 @@ def _servers(value) -> tuple[str, ...]:
 def _class_set(value):
     known = set(ESC50_CLASSES) | set(AUDIOSET_CLASSES)
     if isinstance(value, str):
-        if value != "all" and value not in CLASS_SETS:
+        if value not in ("all", TAUGHT_SET) and value not in CLASS_SETS:
             raise ValueError
         return value
     if not isinstance(value, list) or not value or not all(isinstance(c, str) and c in known for c in value):
@@ -273,8 +275,8 @@ def is_loopback(host: str) -> bool:
 
 RULES: dict[str, Rule] = {
     "mode": choice(*MODES),
-    "classes": Rule(_class_set, f"'all', one of {', '.join(sorted(CLASS_SETS))}, or a list of class names "
-                                f"(ESC-50's, or {', '.join(AUDIOSET_CLASSES)})"),
+    "classes": Rule(_class_set, f"'all', 'taught' (the taught sounds alone), one of {', '.join(sorted(CLASS_SETS))}, "
+                                f"or a list of class names (ESC-50's, or {', '.join(AUDIOSET_CLASSES)}); the taught sounds join every set"),
     "server": Rule(_server, "'auto' or a ZeroMQ address: tcp://HOST:PORT or ipc:///path"),
     "servers": Rule(_servers, "a list of up to 64 different ZeroMQ addresses, e.g. [\"tcp://a:5555\", \"tcp://b:5555\"]"),
     "server_key": optional(path("file", "an existing CurveZMQ public key file"), "no encryption"),
@@ -296,6 +298,7 @@ RULES: dict[str, Rule] = {
                                                                          "number of pixels within 64..2160"),
     "seeds_dir": path("folder", "an existing folder of seed images, a folder per class"),
     "prerendered_dir": path(),
+    "taught_dir": path(takes="a folder path (made when the first sound is taught)"),
     "width": integer(64, 7680),
     "height": integer(64, 4320),
     "fullscreen": boolean(),

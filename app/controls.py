@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields, replace
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
-from models.classes import CLASS_SETS, ESC50_CLASSES  # plain lists: no torch comes with them
+from models.classes import CLASS_SETS, ESC50_CLASSES, TAUGHT_SET  # plain lists: no torch comes with them
 
 log = logging.getLogger("hear_and_see.controls")
 
@@ -76,6 +76,8 @@ def class_list(spec: str | list[str]) -> tuple[str, ...]:
     """The classes a mode listens for, in the order the number keys pick them ('all': ESC-50's order)."""
     if spec == "all":
         return tuple(ESC50_CLASSES)
+    if spec == TAUGHT_SET:
+        return ()  # taught sounds come and go while the show runs; a performer forces a built-in class
     return tuple(CLASS_SETS[spec]) if isinstance(spec, str) else tuple(spec)
 
 

@@ -165,7 +165,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
                  " fullscreen" if settings.fullscreen and not display.headless else "")
         renderer = Renderer(display.ctx, *display.size, palette=settings.palette, vignette=settings.vignette,
                             label_style=settings.label_style, zoom_rate=settings.zoom_rate)
-        fallback = FallbackPlayer(settings.prerendered_dir, settings.seeds_dir)
+        fallback = FallbackPlayer(settings.prerendered_dir, settings.seeds_dir, taught_dir=settings.taught_dir)
         client = InferenceClient(addresses, name=settings.mode, classes=settings.classes, server_key=server_key,
                                  kiosk_key=kiosk_key)
         stack.callback(client.close)

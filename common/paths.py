@@ -24,3 +24,9 @@ PRERENDERED = DATA / "prerendered"  # `hear-and-see prerender` writes a folder p
 # Data that is never committed (ESC-50, source images): $HEAR_AND_SEE_SHARED, else ../shared next to a checkout,
 # or the user's data folder's shared/ for an installed wheel.
 SHARED = Path(os.environ.get("HEAR_AND_SEE_SHARED") or (REPO_ROOT.parent / "shared" if CHECKOUT else DATA / "shared"))
+
+
+def default_taught_dir() -> Path:
+    """Where a venue's taught sounds live unless its file says `taught_dir`: the user's data folder
+    ($XDG_DATA_HOME/hear-and-see/taught, else ~/.local/share/hear-and-see/taught)."""
+    return platformdirs.user_data_path("hear-and-see") / "taught"

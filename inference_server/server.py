@@ -21,6 +21,7 @@ import zmq
 
 from common import protocol
 from common.errors import UserError
+from common.paths import default_taught_dir
 from models import audio
 from models.backbones import DREAM_BACKBONE, DREAM_LAYERS, create_backbone, default_device
 from models.classes import ESC50_CLASSES, class_set_probabilities, resolve_class_set
@@ -28,6 +29,7 @@ from models.dream import ASPECT, DreamEngine, GradientStep, dream_network, profi
 from models.gate import GateSettings, OpenSetGate
 from models.model import SHIPPED_CHECKPOINT, Ensemble, SoundClassifier, build_model, hear, load_model
 from models.seeds import SeedImageError, imagenet_classes, load_seed_image, seed_image_path
+from models.taught import TaughtEar
 
 log = logging.getLogger("hear_and_see.server")
 
@@ -78,6 +80,7 @@ class Session:
     gate: OpenSetGate
     classes: list[str] | None = None
     kiosk: str | None = None     # the kiosk's own id, the same on every socket it opens (HELLO's `kiosk`)
+    class_set: str | list[str] | None = None  # what the client asked for; taught sounds join it as they are taught
     last_seen: float = field(default_factory=time.monotonic)
     credits: int = 0
     label: str | None = None
@@ -110,11 +113,15 @@ class InferenceServer:
     def __init__(self, classifier: SoundClassifier | Ensemble, backbone_for_dreams, seeds_dir: str | Path,
                  bind: str, gate: GateSettings = GateSettings(),
                  dream: DreamSettings = DreamSettings(), curve_secret_key: bytes | None = None,
-                 context: zmq.Context | None = None, kiosk_keys: str | Path | None = None):
+                 context: zmq.Context | None = None, kiosk_keys: str | Path | None = None,
+                 taught_dir: str | Path | None = None):
         if not protocol.is_loopback(bind) and curve_secret_key is None:
             raise UserError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
                             f"(run `hear-and-see keys`, then pass --server-secret-key)")
-        self.classifier = classifier
+        # A venue's taught sounds are heard from the classifier's own pass (models/taught.py); the folder is looked at
+        # once a second, so a sound taught or forgotten while the server runs is heard (or not) within 2 s.
+        self.ear = TaughtEar(classifier, taught_dir) if taught_dir is not None and getattr(classifier, "tag_names", None) else None
+        self.classifier = self.ear or classifier
         self.tag_names = list(getattr(classifier, "tag_names", None) or ())  # AudioSet's, when the classifier has them
         self.dream_backbone = backbone_for_dreams
         self.seeds_dir = Path(seeds_dir)
@@ -249,7 +256,7 @@ class InferenceServer:
         # A kiosk back on a fresh socket (its heartbeat missed one busy second) takes its dream back with it.
         previous = next((i for i, s in self.sessions.items() if kiosk is not None and s.kiosk == kiosk), None)
         self.sessions[identity] = Session(
-            name=name, classes=classes, kiosk=kiosk,
+            name=name, classes=classes, kiosk=kiosk, class_set=header.get("classes"),
             gate=OpenSetGate(self.gate_settings, class_names=classes or self.classifier.class_names,
                              tag_names=self.tag_names),
             engine=self.sessions.pop(previous).engine if previous is not None else None)
@@ -300,7 +307,7 @@ class InferenceServer:
 
     def _steer(self, session: Session, header: dict) -> None:
         asked, intensity, layer = header.get("class"), header.get("intensity", 1.0), header.get("layer")
-        if asked is not None and asked not in (session.classes or self.classifier.class_names):
+        if asked is not None and asked not in self._names(session):
             raise protocol.ProtocolError("bad_field", f"class {asked!r} is not in this client's class set")
         if isinstance(intensity, bool) or not isinstance(intensity, (int, float)) or not 0.0 <= intensity <= 1.0:
             raise protocol.ProtocolError("bad_field", f"intensity must be a number within 0..1, got {intensity!r}")
@@ -316,12 +323,17 @@ class InferenceServer:
         start = time.perf_counter()
         window = audio.pad_or_trim(samples.astype(np.float32), audio.N_SAMPLES)
         dbfs = audio.rms_dbfs(samples)
-        probs, tags = hear(self.classifier, window[None])
-        probs, tags = probs[0], (None if tags is None else tags[0])
-        names = session.classes or self.classifier.class_names
-        if session.classes:
-            probs = class_set_probabilities(probs, self.classifier.class_names, session.classes, tags, self.tag_names)
-        label, confidence = session.gate.update(probs, dbfs, time.monotonic(), tags)
+        voiced = set()
+        if self.ear is not None:
+            heard = self.ear.listen(window[None])
+            probs, tags, voiced = heard.probs[0], heard.tags[0], heard.voiced[0]
+        else:
+            probs, tags = hear(self.classifier, window[None])
+            probs, tags = probs[0], (None if tags is None else tags[0])
+        names = self._names(session)
+        if names != self.classifier.class_names:
+            probs = class_set_probabilities(probs, self.classifier.class_names, names, tags, self.tag_names)
+        label, confidence = session.gate.update(dict(zip(names, probs.tolist())), dbfs, time.monotonic(), tags, voiced)
         session.label, session.confidence, session.dbfs = label, confidence, dbfs
         order = np.argsort(probs)[::-1][:5]
         heard = [] if tags is None else [[self.tag_names[i], float(tags[i])] for i in np.argsort(tags)[::-1][:3]]
@@ -330,6 +342,15 @@ class InferenceServer:
         self._send(identity, protocol.encode(
             protocol.RESULT, id=request_id, label=label, confidence=float(confidence), dbfs=float(dbfs),
             top=[[names[i], float(probs[i])] for i in order], tags=heard, trained=self.classifier.trained, ms=ms))
+
+    def _names(self, session: Session) -> list[str]:
+        """The classes a client's window is heard as: its class set (all, by default) and the taught sounds as they
+        are now; a set of taught sounds only ("taught") follows the folder."""
+        everything = self.classifier.class_names
+        if session.classes is None and session.class_set != "taught":
+            return everything
+        taught = [s.name for s in self.ear.sounds if s.as_ is None] if self.ear is not None else []
+        return [*(session.classes or []), *(t for t in taught if t not in (session.classes or []))]
 
     # --- dreaming -------------------------------------------------------------------------------
     @staticmethod
@@ -451,9 +472,12 @@ class InferenceServer:
         session.credits = 0  # the app shows its fallback and asks again
 
     def _seed(self, label: str) -> np.ndarray:
-        if label not in self._seed_cache:
-            self._seed_cache[label] = load_seed_image(seed_image_path(label, self.seeds_dir))
-        return self._seed_cache[label]
+        """The picture `label` dreams from: a taught sound's own, else the class's seed (models/seeds.py)."""
+        pictures = {s.name: s.picture for s in self.ear.sounds if s.picture} if self.ear is not None else {}
+        path = str(pictures.get(label) or seed_image_path(label, self.seeds_dir))
+        if path not in self._seed_cache:
+            self._seed_cache[path] = load_seed_image(path)
+        return self._seed_cache[path]
 
     # --- housekeeping ---------------------------------------------------------------------------
     def _forget_silent_clients(self) -> None:
@@ -472,8 +496,9 @@ class InferenceServer:
 def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, device: str | None = None,
           gate: GateSettings = GateSettings(), dream: DreamSettings = DreamSettings(),
           backbone: str | None = None, curve_secret_key: bytes | None = None, threads: int | None = None,
-          kiosk_keys: str | Path | None = None, should_stop=lambda: False):
-    """Load the classifier and the dream backbone, then serve until `should_stop()`."""
+          kiosk_keys: str | Path | None = None, should_stop=lambda: False, taught_dir: str | Path | None = None):
+    """Load the classifier and the dream backbone, then serve until `should_stop()`. The venue's taught sounds are
+    heard from `taught_dir` (default: common.paths.default_taught_dir())."""
     device = torch.device(device) if device else default_device()
     # One core stays free for the app's renderer when both run on one machine (as `make run` does);
     # oversubscribed torch threads spin-wait and make every window late.
@@ -489,6 +514,6 @@ def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, devic
     imagenet_name = classifier.backbone.name if classifier.backbone.name in DREAM_LAYERS else DREAM_BACKBONE
     dream_backbone = create_backbone(imagenet_name).to(device).eval()
     server = InferenceServer(classifier, dream_backbone, seeds_dir, bind, gate, dream, curve_secret_key,
-                             kiosk_keys=kiosk_keys)
+                             kiosk_keys=kiosk_keys, taught_dir=taught_dir or default_taught_dir())
     server.serve_forever(should_stop)
     return server

@@ -36,12 +36,17 @@ CLASS_SETS = {
 }
 
 
+TAUGHT_SET = "taught"  # a class set of the venue's taught sounds alone (models/taught.py)
+
+
 def resolve_class_set(spec: str | list[str] | None, model_classes: list[str],
                       tag_names: list[str] | tuple = ()) -> list[str] | None:
     """None/"all" -> None (every class of the model); a set name -> its classes; a list -> itself, checked.
     AUDIOSET_CLASSES are known where the classifier gives AudioSet tags (`tag_names`)."""
     if spec is None or spec == "all":
         return None
+    if spec == TAUGHT_SET:
+        return []  # the venue's taught sounds only: the server adds them as they are taught
     classes = CLASS_SETS.get(spec) if isinstance(spec, str) else list(spec)
     if classes is None:
         raise ValueError(f"unknown class set {spec!r}; use 'all', one of {sorted(CLASS_SETS)}, or a list of classes")

@@ -5,7 +5,9 @@ The rules, in order:
   1. energy: a window quieter than `silence_dbfs` is "listening", whatever the model says;
   2. what AudioSet hears (classifiers with tags, the shipped one): a window whose strongest tag is a kind of
      background (silence, noise, hum, air conditioning, the sound of a room) is "listening"; one whose
-     strongest tag is speech shows nothing, or the class "speech" where the venue says `speech = "show"`;
+     strongest tag is speech shows nothing, or the class "speech" where the venue says `speech = "show"`, except a
+     taught sound made with a voice: a winning class the classifier says is near a taught sound's own examples
+     (`voiced`, models/taught.py) is shown like any other (rule 3 still applies);
   3. confidence: a winning class below `min_confidence` is not shown;
   4. hysteresis: a class must win `enter_windows` windows in a row to be shown (one window is enough at
      `sure_confidence` or above), and then stays shown for
@@ -100,6 +102,8 @@ class OpenSetGate:
         return quiet
 
     def _top(self, probs) -> tuple[object, float]:
+        if not len(probs):  # a class set of taught sounds with none taught yet
+            return None, 0.0
         if isinstance(probs, Mapping):
             label = max(probs, key=probs.get)
             return label, float(probs[label])
@@ -116,18 +120,19 @@ class OpenSetGate:
         i = self.class_names.index(label) if self.class_names is not None else label
         return float(probs[i])
 
-    def hears(self, probs, dbfs: float, now: float, tags: Sequence[float] | None = None) -> tuple[object | None, float]:
+    def hears(self, probs, dbfs: float, now: float, tags: Sequence[float] | None = None,
+              voiced=()) -> tuple[object | None, float]:
         """This window alone: (the class it names or None, its confidence)."""
         quiet = self._below_floor(dbfs, now) or dbfs < self.settings.silence_dbfs
         if quiet:
             return None, 0.0
+        label, conf = self._top(probs)
         if tags is not None and self.tags is not None:
             kind = self.tags.kind(tags)
             if kind == "background":
                 return None, 0.0
-            if kind == "speech":
+            if kind == "speech" and label not in voiced:
                 return (SPEECH, 1.0) if self.settings.speech == "show" else (None, 0.0)
-        label, conf = self._top(probs)
         return (label if conf >= self.settings.min_confidence else None), conf
 
     def carry_on(self, label, now: float) -> None:
@@ -136,13 +141,14 @@ class OpenSetGate:
         self.candidate, self.streak = label, self.settings.enter_windows
         self.shown, self.shown_until = label, now + self.settings.hold_seconds
 
-    def update(self, probs, dbfs: float, now: float, tags: Sequence[float] | None = None) -> tuple[object | None, float]:
+    def update(self, probs, dbfs: float, now: float, tags: Sequence[float] | None = None,
+               voiced=()) -> tuple[object | None, float]:
         """One window: `probs` (a {label: p} mapping, or a sequence in `class_names` order), its loudness in
         dBFS, the time in seconds, and (when the classifier gives them) its AudioSet tag probabilities in
         `tag_names` order. Returns (label to show or None for "listening", confidence): the current window's
         probability of the shown label, or of the top class when nothing is shown (0.0 when the window is
-        background)."""
-        label, conf = self.hears(probs, dbfs, now, tags)
+        background). `voiced`: the labels this window is near a taught sound's examples (rule 2's exception)."""
+        label, conf = self.hears(probs, dbfs, now, tags, voiced)
         if label is not None and label == self.candidate:
             self.streak += 1
         else:

@@ -110,13 +110,23 @@ class TaggingClassifier(nn.Module):
     @torch.no_grad()
     def from_log_mels(self, mels: tuple[int, list[tuple[list[int], torch.Tensor]]]) -> tuple[np.ndarray, np.ndarray]:
         """log_mels' batches -> class probabilities and AudioSet tag probabilities, one forward pass per window."""
+        logits, tags, _ = self.outputs(mels)
+        return torch.from_numpy(logits).softmax(-1).numpy(), tags
+
+    @torch.no_grad()
+    def outputs(self, mels: tuple[int, list[tuple[list[int], torch.Tensor]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """log_mels' batches -> class logits, AudioSet tag probabilities and the 384-d embedding they were read
+        from (what a taught sound is recognised by: models/taught.py), one forward pass per window."""
         count, groups = mels
-        probs = np.zeros((count, len(self.class_names)), np.float32)
+        logits = np.zeros((count, len(self.class_names)), np.float32)
         tags = np.zeros((count, len(self.tag_names)), np.float32)
+        embeddings = np.zeros((count, efficientat.EMBED_DIM), np.float32)
         for rows, mel in groups:
-            logits, tag_logits = self.heads(mel)
-            probs[rows], tags[rows] = logits.softmax(-1).cpu().numpy(), tag_logits.sigmoid().cpu().numpy()
-        return probs, tags
+            embedding = self.backbone.embed(mel)
+            logits[rows] = self.head(self.dropout(embedding)).cpu().numpy()
+            tags[rows] = self.backbone.tag_logits(embedding).sigmoid().cpu().numpy()
+            embeddings[rows] = embedding.cpu().numpy()
+        return logits, tags, embeddings
 
     def predict_with_tags(self, waveforms: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(B, N_SAMPLES) or (N_SAMPLES,) at SAMPLE_RATE -> class probabilities and AudioSet tag probabilities."""

@@ -216,12 +216,24 @@ def noise_conditions(seconds: float, seed: int = 0) -> dict[str, np.ndarray]:
     return streams
 
 
-def gated(model, settings: GateSettings, probs: np.ndarray, tags: np.ndarray | None, dbfs, times) -> list[str | None]:
+def gated(model, settings: GateSettings, probs: np.ndarray, tags: np.ndarray | None, dbfs, times,
+          voiced=None) -> list[str | None]:
     """What a fresh gate shows after each of one stream's windows, in order, given what the model heard in them
-    (`hear`), their loudness and the times they were heard, as the server's gate would."""
+    (`hear`), their loudness and the times they were heard, as the server's gate would. `voiced`: per window, the
+    labels near a taught sound's examples (models/taught.TaughtEar.listen)."""
     gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None) or None)
-    return [gate.update(p.tolist(), d, t, None if tags is None else tags[i].tolist())[0]
+    voiced = voiced if voiced is not None else [()] * len(probs)
+    return [gate.update(p.tolist(), d, t, None if tags is None else tags[i].tolist(), voiced[i])[0]
             for i, (p, d, t) in enumerate(zip(probs, dbfs, times))]
+
+
+def listen(model, wins: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, list]:
+    """hear(), and for an ear with taught sounds what may pass the speech rule in each window."""
+    if hasattr(model, "listen"):
+        heard = model.listen(wins)
+        return heard.probs, heard.tags, heard.voiced
+    probs, tags = hear(model, wins)
+    return probs, tags, [()] * len(probs)
 
 
 def false_triggers(model, settings: GateSettings = GateSettings(), streams: dict[str, np.ndarray] | None = None,
@@ -235,9 +247,9 @@ def false_triggers(model, settings: GateSettings = GateSettings(), streams: dict
     for name, stream in streams.items():
         stream = np.resize(stream, length) if len(stream) < length else stream  # a short recording loops
         wins = windows(stream, hop_seconds, flush_end=False)[:n_windows]
-        probs, tags = hear(model, wins)
+        probs, tags, voiced = listen(model, wins)
         dbfs, times = [audio.rms_dbfs(w) for w in wins], hop_seconds * np.arange(len(wins))
-        shown = gated(model, settings, probs, tags, dbfs, times)
+        shown = gated(model, settings, probs, tags, dbfs, times, voiced)
         tops = Counter(model.class_names[int(p.argmax())] for p in probs)
         rows.append(dict(condition=name, windows=len(probs), gated_shown=sum(s is not None for s in shown),
                          raw_confident=int((probs.max(1) >= settings.min_confidence).sum()),
@@ -290,15 +302,24 @@ def events_in_noise(model, waves, labels, gates: dict[str, GateSettings], bed: s
 # ----------------------------------------------------------------------------------------------------------
 # classify files
 
-def classify(files, checkpoint=None, json_out=False, hop=0.5, top=3, stream=None, classes=None) -> int:
+def classify(files, checkpoint=None, json_out=False, hop=0.5, top=3, stream=None, classes=None,
+             taught_dir=None) -> int:
     """Print each file's class probabilities (mean over 4 s windows every `hop` s) over the class set `classes`
-    (default: every class of the model), and the strongest AudioSet tags where the model has them. Returns the
-    number of files that could not be read (each is named on stderr; the others are still classified)."""
+    (default: every class of the model, and the venue's taught sounds in `taught_dir`), and the strongest AudioSet
+    tags where the model has them. Returns the number of files that could not be read (each is named on stderr; the
+    others are still classified)."""
+    from models.taught import TaughtEar
+
     stream = stream or sys.stdout
     torch.set_num_threads(NUM_THREADS)
     model = load_model(checkpoint)
     tag_names = list(getattr(model, "tag_names", None) or ())
-    names = resolve_class_set(classes, model.class_names, tag_names) or model.class_names
+    if taught_dir is not None and tag_names:
+        model = TaughtEar(model, taught_dir)
+    taught = [s.name for s in getattr(model, "sounds", [])]
+    names = resolve_class_set(classes, model.class_names, tag_names)
+    names = (names + [n for n in taught if n in model.class_names and n not in names]) if names is not None \
+        else model.class_names
     failed = 0
     for f in files:
         try:
@@ -318,7 +339,7 @@ def classify(files, checkpoint=None, json_out=False, hop=0.5, top=3, stream=None
             print(json.dumps(dict(file=str(f), seconds=round(len(wave) / audio.SAMPLE_RATE, 3), windows=len(wins),
                                   dbfs=round(audio.rms_dbfs(wave), 2), top=names[order[0]],
                                   probabilities={n: round(float(p), 6) for n, p in zip(names, probs)},
-                                  tags=strongest)),
+                                  tags=strongest, taught=taught)),
                   file=stream)
         else:
             best = ", ".join(f"{names[i]} {probs[i]:.2f}" for i in order[:top])

@@ -111,3 +111,18 @@ def test_frames_added_by_a_running_prerender_are_picked_up_and_broken_ones_skipp
     assert player.frame("dog", 2.0).image[0, 0, 0] == 20
     assert player.frame("dog", 3.0) is None  # the broken one
     assert player.frame("dog", 4.0).image[0, 0, 0] == 10
+
+
+def test_the_tour_includes_taught_sounds_and_a_heard_one_shows_its_picture(tmp_path):
+    write(tmp_path / "seeds" / "cat" / "a.png", 50)
+    write(tmp_path / "taught" / "flute" / "picture.png", 90)  # laid out as models/taught.py stores a sound
+    (tmp_path / "taught" / "flute" / "examples").mkdir()
+    (tmp_path / "taught" / "flute" / "manifest.json").write_text("{}")
+    (tmp_path / "taught" / "moo" / "examples").mkdir(parents=True)  # taught as a built-in: no picture of its own
+    (tmp_path / "taught" / ".teaching-x").mkdir()                   # half-taught: never shown
+    write(tmp_path / "taught" / ".teaching-x" / "picture.png", 10)
+    player = FallbackPlayer(tmp_path / "out", tmp_path / "seeds", attract_dwell_s=10, taught_dir=tmp_path / "taught")
+    assert player.classes() == ["cat", "flute"]
+    assert [player.frame(None, t).image[0, 0, 0] for t in (0.0, 10.0)] == [50, 90]
+    assert player.frame("cat", 11.0).image[0, 0, 0] == 50 and player.frame("flute", 12.0).image[0, 0, 0] == 90
+    assert FallbackPlayer(tmp_path / "out", tmp_path / "seeds").classes() == ["cat"]

@@ -75,9 +75,11 @@ class FallbackPlayer:
     """
 
     def __init__(self, prerendered_dir: str | Path, seeds_dir: str | Path, *, fps: float = 4.0,
-                 seed_period_s: float = 6.0, attract_dwell_s: float = 20.0):
+                 seed_period_s: float = 6.0, attract_dwell_s: float = 20.0, taught_dir: str | Path | None = None):
         self.prerendered_dir = Path(prerendered_dir)
         self.seeds_dir = Path(seeds_dir)
+        # a venue's taught sounds (models/taught.py): a folder each, its picture.png beside its examples
+        self.taught_dir = Path(taught_dir) if taught_dir is not None else None
         self.fps = fps
         self.seed_period_s = seed_period_s
         self.attract_dwell_s = attract_dwell_s
@@ -92,10 +94,12 @@ class FallbackPlayer:
         self._attract_classes: list[str] = []
 
     def classes(self) -> list[str]:
-        """The attract tour, in a stable order: the classes with pre-rendered frames or a seed picture of their own.
-        A class whose only seed the network made itself (GENERATED_NAME, a muddy stand-in) is shown when it is heard,
-        but tours only where no class has anything better."""
+        """The attract tour, in a stable order: the classes with pre-rendered frames or a seed picture of their own,
+        and the venue's taught sounds. A class whose only seed the network made itself (GENERATED_NAME, a muddy
+        stand-in) is shown when it is heard, but tours only where no class has anything better."""
         pictured = {folder.name for folder in _class_folders(self.prerendered_dir) if _images(folder)}
+        if self.taught_dir is not None:
+            pictured |= {folder.name for folder in _class_folders(self.taught_dir) if seed_image(folder) is not None}
         generated = set()
         for folder in _class_folders(self.seeds_dir):
             seed = seed_image(folder)
@@ -134,6 +138,8 @@ class FallbackPlayer:
             self._index = (index + 1) % len(self._frames)
         else:
             path = seed_image(self.seeds_dir / key) if key else None
+            if path is None and key and self.taught_dir is not None:
+                path = seed_image(self.taught_dir / key)
             source, period = "seed", self.seed_period_s
             self._index = index + 1
         # Polls land up to a display frame late; keeping the schedule keeps the rate. After a
