@@ -2,6 +2,7 @@
 client's address faked to stand on this machine or beyond it), and what the loop's side does per frame."""
 from __future__ import annotations
 
+import json
 import queue
 import socket
 import time
@@ -453,7 +454,7 @@ def test_console_commands_go_through_the_same_bindings_as_osc_and_the_picture_on
             assert answer.headers["content-type"].startswith("text/event-stream")
             line = next(line for line in answer.iter_lines() if line.startswith("data: "))
             assert '"mode": "performance"' in line
-            wait_until(lambda: console.shared.watchers == before + 1, "the stream counted as a watcher")
+            assert json.loads(line[6:])["watchers"] == before + 1, "the stream counted as a watcher"
         wait_until(lambda: console.shared.watchers == before, "the closed stream no longer counted")
     finally:
         console.stop()
