@@ -45,11 +45,8 @@ SPEECH_TAGS = (
 class GateSettings:
     silence_dbfs: float = -60.0
     min_confidence: float = 0.4
-    # A new class enters after two windows in a row, or at once when it is this sure: a sound's first look hears
-    # little of it, and one window alone named another class first for 24 % of held-out events, two or one sure
-    # one for 16 % (0.1 s later; BENCHMARKS.md, "The first label of a sound").
-    enter_windows: int = 2
-    sure_confidence: float = 0.6    # a class this likely enters with one window whatever enter_windows says
+    enter_windows: int = 1
+    sure_confidence: float = 1.0    # a class this likely enters with one window whatever enter_windows says
     hold_seconds: float = 2.0
     speech: str = "ignore"          # "ignore": talking shows nothing; "show": it is the class "speech"
     floor_margin_db: float = 0.0    # the room-floor rule (5 above); 0: off

@@ -39,14 +39,15 @@ def test_a_class_must_win_enter_windows_in_a_row():
 
 
 def test_a_sure_class_enters_at_once_an_unsure_one_after_two_windows():
-    """The default rule: a sound's first look hears little of it, so an unsure class waits for a second window."""
-    g = OpenSetGate(GateSettings(), class_names=NAMES)
-    assert (GateSettings().enter_windows, GateSettings().sure_confidence) == (2, 0.6)
+    """The toy's rule: a sound's first look hears little of it, so an unsure class waits for a second window."""
+    toy = GateSettings(enter_windows=2, sure_confidence=0.6)
+    g = OpenSetGate(toy, class_names=NAMES)
     unsure = [0.55, 0.25, 0.2]  # dog, but not sure of it
     assert g.update(unsure, -20, 0.0)[0] is None
     assert g.update(unsure, -20, 0.1)[0] == "dog"
-    g = OpenSetGate(GateSettings(), class_names=NAMES)
+    g = OpenSetGate(toy, class_names=NAMES)
     assert g.update(CAT, -20, 0.0) == ("cat", 0.8)  # sure: at once
+    assert OpenSetGate(GateSettings(), class_names=NAMES).update(unsure, -20, 0.0)[0] == "dog"  # elsewhere: at once
 
 
 def test_an_interruption_restarts_the_count():
