@@ -273,14 +273,13 @@ def test_freeze_bn_keeps_audiosets_statistics_while_the_weights_learn(tmp_path, 
     from tests.synth_sounds import make_esc50
 
     monkeypatch.setenv("HEAR_AND_SEE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(train_tagger, "BATCH_SIZE", 4)
     root = make_esc50(tmp_path / "esc50", per_class_per_fold=1, seconds=5.0)
     pretrained = efficientat.load_mn04()
     before = {**dict(pretrained.named_buffers()), **dict(pretrained.named_parameters())}
 
     def tuned(freeze: bool):
-        monkeypatch.setattr(train_tagger, "FREEZE_BN", freeze)
-        train_tagger.run([4], tmp_path / f"freeze{freeze}.pt", epochs=1, data=root)
+        recipe = train_tagger.TaggerRecipe(batch_size=4, epochs=1, freeze_bn=freeze)
+        train_tagger.run([4], tmp_path / f"freeze{freeze}.pt", recipe, data=root)
         net = load_model(tmp_path / f"freeze{freeze}.pt").backbone
         stats = [(n, b) for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var"))]
         kept = all(torch.allclose(b.float(), before[n], rtol=1e-2, atol=1e-3) for n, b in stats)

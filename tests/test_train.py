@@ -98,8 +98,11 @@ def test_cli_trains_and_saves_a_loadable_checkpoint(tiny_esc50, tmp_path, monkey
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):
-    assert main(["train", "--data", str(tmp_path / "nope"), "--no-progress"]) == 2
-    assert "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--data", str(tmp_path / "nope"), "--no-progress"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "--data: got" in err and "an existing folder" in err
 
 
 def test_paper_recipe_is_the_papers():
