@@ -103,6 +103,17 @@ class Venue:
             [sys.executable, "-m", "app.cli", "serve", "--bind", address, "--config", str(self.root / "server.toml"),
              "--threads", "1"], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
 
+    def start(self, kiosks: int, live_frames: int) -> None:
+        """Every server, then `kiosks` kiosks, each until it has shown `live_frames` live frames."""
+        for address in self.addresses:
+            self.start_server(address)
+        self.wait_serving(*self.addresses)
+        for n in range(kiosks):
+            self.start_kiosk(n)
+        for kiosk in self.kiosks:
+            wait_until(f"{kiosk.name}'s first live frames", lambda: len(kiosk.live_since(0)) >= live_frames,
+                       timeout=120, interval=0.2)
+
     def wait_serving(self, *addresses: str, timeout: float = 120) -> None:
         for address in addresses:
             wait_until(f"a server at {address}", lambda: serving(address), timeout=timeout, interval=0.5)
@@ -186,13 +197,7 @@ def take_over(kiosk: Kiosk, killed: float) -> dict:
 def failover(venue: Venue, kiosks: int, live_in_time: bool) -> None:
     """`live_in_time`: a new live frame within TAKE_OVER_S of the kill is asserted too, not only the move to another
     server: that one is the dream's speed on a machine that is also running everything else (heavy tests only)."""
-    for address in venue.addresses:
-        venue.start_server(address)
-    venue.wait_serving(*venue.addresses)
-    for n in range(kiosks):
-        venue.start_kiosk(n)
-    for kiosk in venue.kiosks:
-        wait_until(f"{kiosk.name}'s first live frames", lambda: len(kiosk.live_since(0)) >= 3, timeout=120, interval=0.2)
+    venue.start(kiosks, live_frames=3)
     # Kill the server that hears the most kiosks
     lost = max(venue.addresses, key=lambda a: len(venue.serving_kiosks(a)))
     moved = venue.serving_kiosks(lost)
@@ -244,13 +249,7 @@ def test_six_kiosks_two_servers_one_lost(venue):
 def test_soak_a_server_killed_every_minute_loses_no_kiosk(venue):
     minutes = float(os.environ.get("HEAR_AND_SEE_SOAK_MINUTES", "10"))
     kiosks = int(os.environ.get("HEAR_AND_SEE_VENUE_KIOSKS", "4"))
-    for address in venue.addresses:
-        venue.start_server(address)
-    venue.wait_serving(*venue.addresses)
-    for n in range(kiosks):
-        venue.start_kiosk(n)
-    for kiosk in venue.kiosks:
-        wait_until(f"{kiosk.name}'s first live frames", lambda: kiosk.live_since(0), timeout=120, interval=0.2)
+    venue.start(kiosks, live_frames=1)
     ends, kills, take_overs = time.monotonic() + minutes * 60, 0, []
     while time.monotonic() < ends:
         time.sleep(max(0.0, min(60.0, ends - time.monotonic()) - 20))
