@@ -8,11 +8,11 @@ OUT        := out/run
 CONFIG     :=
 DEMO       := app/demo_audio
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Real parts the tests use: EGL offscreen GL, an Xvfb display, PortAudio fed by a PulseAudio null sink, and a
-# browser (headless chromium, driven by Selenium) for the console.
+# Real parts the tests use: EGL offscreen GL, an Xvfb display, PortAudio fed by a PulseAudio null sink, a
+# browser (headless chromium, driven by Selenium) for the console, and voices (espeak-ng) for taught words.
 APT_PACKAGES := python3-venv xvfb libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libgbm1 \
                 libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins \
-                chromium chromium-driver
+                chromium chromium-driver espeak-ng
 
 .PHONY: run test install system-packages constraints benchmarks clean
 
