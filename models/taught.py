@@ -403,7 +403,7 @@ NEGATIVES = Path(__file__).parent / "weights" / "taught_negatives.npz"
 NEAR_COSINE = 0.9   # a taught sound made with a voice passes the speech rule only this near one of its examples
 EXAMPLE_LOOKS_S = (0.5, 1.0)  # an example is heard as the app sends a sound: windows ending this long after
 # its onset (silence before), and one ending half a second after the sound
-RECHECK_S = 1.0      # how often the ear looks at the folder (a stat per sound): a new sound is heard within 2 s
+RECHECK_S = 0.25     # how often the ear looks at the folder (a stat per sound): a new sound is heard within 2 s
 
 
 def example_windows(sound: np.ndarray) -> np.ndarray:
