@@ -198,6 +198,7 @@ class Draft:
         if self.picture and not self.picture.startswith("seed:"):
             Path(self.picture).unlink(missing_ok=True)
         self.picture = None
+        self._next_id = 1
 
     def close(self) -> None:
         if self._folder is not None:
