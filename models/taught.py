@@ -8,8 +8,9 @@ per sound:
     <taught_dir>/<name>/picture.png       what the dream starts from (none for a sound taught `as` a built-in)
     <taught_dir>/<name>/embeddings.npz    what the ear made of the examples, kept while the ear's weights are the same
 
-This module loads torch only to hear (TaughtEar) and to decode a file (models.audio): the app's side (the command
-line before the microphone records, and the console) checks a name, a take or a picture with it. Nothing is stored half-way: a sound is written to a hidden folder beside the others and renamed into place, and
+This module loads torch only to hear (TaughtEar): teaching, listing and forgetting need none, so the app's side (the
+command line before the microphone records, and the console) checks a name, a take or a picture with it, and the
+child process that stores a sound for them starts quickly. Nothing is stored half-way: a sound is written to a hidden folder beside the others and renamed into place, and
 forgotten by renaming it out of the way before it is deleted. Every way in (files, the microphone's takes, a zip)
 goes through `teach`, so every example and picture is checked by one set of rules.
 """
@@ -31,7 +32,7 @@ import numpy as np
 from common.errors import UserError
 from common.levels import frame_db
 from common.paths import default_taught_dir
-from common.sound import SAMPLE_RATE, WINDOW_SAMPLES
+from common.sound import SAMPLE_RATE, WINDOW_SAMPLES, AudioFileError, load_audio
 
 MIN_EXAMPLES, MAX_EXAMPLES = 3, 10
 NAME_RULE = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # a folder name on every system, and a word on the screen
@@ -116,11 +117,9 @@ def cut_to_sound(wave: np.ndarray, where: str = "example") -> np.ndarray:
 
 
 def read_example(path: str | Path) -> np.ndarray:
-    from models import audio
-
     try:
-        wave = audio.load_audio(path)
-    except audio.AudioFileError as exc:
+        wave = load_audio(path)
+    except AudioFileError as exc:
         raise TaughtError(f"example {exc}") from None
     return cut_to_sound(wave, f"example {path}")
 
@@ -198,8 +197,6 @@ def teach(name: str, examples: list, picture: str | Path | None = None, as_: str
         raise TaughtError(f"{name}: needs a picture (a JPEG/PNG/WebP file, or seed:CLASS for a bundled one)")
     if not MIN_EXAMPLES <= len(examples) <= MAX_EXAMPLES:
         raise TaughtError(f"{name}: {len(examples)} examples; teach a sound with {MIN_EXAMPLES} to {MAX_EXAMPLES}")
-    from models import audio
-
     root = taught_folder(taught_dir)
     if (root / name).exists():
         raise TaughtError(f"{name}: already taught in {root}; forget it first (`teach --forget {name}`)")
@@ -218,7 +215,7 @@ def teach(name: str, examples: list, picture: str | Path | None = None, as_: str
         names = []
         for i, sound in enumerate(sounds, 1):
             names.append(f"examples/{i:02d}.wav")
-            soundfile.write(staging / names[-1], sound, audio.SAMPLE_RATE, subtype="PCM_16")
+            soundfile.write(staging / names[-1], sound, SAMPLE_RATE, subtype="PCM_16")
         if image is not None:
             image.save(staging / "picture.png")
         manifest = dict(name=name, **{"as": as_}, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), examples=names,
