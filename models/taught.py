@@ -10,9 +10,10 @@ per sound:
 
 This module loads torch only to hear (TaughtEar): teaching, listing and forgetting need none, so the app's side (the
 command line before the microphone records, and the console) checks a name, a take or a picture with it, and the
-child process that stores a sound for them starts quickly. Nothing is stored half-way: a sound is written to a hidden folder beside the others and renamed into place, and
-forgotten by renaming it out of the way before it is deleted. Every way in (files, the microphone's takes, a zip)
-goes through `teach`, so every example and picture is checked by one set of rules.
+child process that stores a sound for them starts quickly. Nothing is stored half-way: a sound is written to a hidden
+folder beside the others and renamed into place, and forgotten by renaming it out of the way before it is deleted.
+Every way in (files, the microphone's takes, the console, a zip) goes through `teach`, so every example and picture
+is checked by one set of rules.
 """
 from __future__ import annotations
 
