@@ -2,6 +2,7 @@
 client's address faked to stand on this machine or beyond it), and what the loop's side does per frame."""
 from __future__ import annotations
 
+import io
 import json
 import queue
 import socket
@@ -370,7 +371,7 @@ def teacher(tmp_path, monkeypatch, ring=None):
     return shared, client, token_of(client)
 
 
-def sound_file(tmp_path, freq=700.0) -> "Path":
+def sound_file(tmp_path, freq=700.0):
     from tests.test_taught import tone, wav
 
     return wav(tmp_path / f"sound_{freq:.0f}.wav", tone(0.9, freq=freq, lead=0.5))
@@ -472,7 +473,8 @@ shared = shared_for(taught_dir=Path({str(tmp_path)!r}) / "taught")
 client = TestClient(build_app(shared), base_url="http://127.0.0.1", client=("127.0.0.1", 1))
 token = token_of(client)
 good_takes(shared)
-taught.cut_to_sound(shared.draft.examples and __import__("soundfile").read(shared.draft.examples[0]["path"])[0])
+import soundfile
+taught.cut_to_sound(soundfile.read(shared.draft.examples[0]["path"], dtype="float32")[0])  # a take's check
 assert post_picture(client, token, picture(Path({str(tmp_path)!r}) / "p.png").read_bytes(), "image/png").status_code == 200
 assert post(client, "/api/teach/seed", {{"seed": "cow"}}, token).status_code == 200
 assert client.get("/api/teach").status_code == 200 and client.get("/api/teach/seeds/cow.jpg").status_code == 200
@@ -616,7 +618,7 @@ def test_teach_a_truncated_upload_is_400(tmp_path, monkeypatch):
     from PIL import Image
 
     shared, client, token = teacher(tmp_path, monkeypatch)
-    out = __import__("io").BytesIO()
+    out = io.BytesIO()
     Image.effect_noise((400, 300), 60).convert("RGB").save(out, "JPEG")
     answer = post_picture(client, token, out.getvalue()[:len(out.getvalue()) // 2], "image/jpeg")
     assert answer.status_code == 400 and "not a readable image" in answer.json()["error"]
@@ -628,7 +630,7 @@ def test_teach_an_image_bomb_is_400(tmp_path, monkeypatch):
     from PIL import Image
 
     shared, client, token = teacher(tmp_path, monkeypatch)
-    out = __import__("io").BytesIO()
+    out = io.BytesIO()
     Image.new("1", (8000, 8000)).save(out, "PNG")  # 64 megapixels in a few kB: refused before it is decoded
     answer = post_picture(client, token, out.getvalue(), "image/png")
     assert answer.status_code == 400 and "more than 40 megapixels" in answer.json()["error"]
