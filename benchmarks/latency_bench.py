@@ -6,8 +6,11 @@ of its recording louder than -40 dBFS; its latency is the time from there to the
 (timeline.json) naming the right class, and to the first label of any kind. The app logs when its input began
 to play ("playing ... from"), so both sides are on the app's own clock.
 
-Usage: python benchmarks/latency_bench.py [--runs 2] [--baseline OTHER_CHECKOUT] [--mode default] [--window]
+Usage: python benchmarks/latency_bench.py [--runs 2] [--baseline OTHER_CHECKOUT] [--mode default] [--window] [--taught]
 With --baseline, runs alternate between this checkout and the other one (same machine load for both).
+With --taught, the venue has the taught words of benchmarks/teach_bench.py (imitations of the animals taught from
+five espeak-ng voices), and runs alternate between those words said by a voice they were not taught with and the
+bundled recordings, in the same app: the taught sounds' latency beside the built-in classes'.
 With --window, the app shows a 1280x720 window on an Xvfb display (paced by its swap, ~60 fps) instead of
 rendering headless at 30 fps; either way it saves its timeline and a frame twice a second (--output).
 """
@@ -45,18 +48,37 @@ def onset(samples: np.ndarray) -> float:
     return float(loud[0] * frame / SAMPLE_RATE) if len(loud) else 0.0
 
 
-def event_file(folder: Path) -> tuple[Path, list[tuple[str, float]]]:
+def event_file(folder: Path, clips: list[tuple[str, np.ndarray]], name: str = "events") -> tuple[Path, list]:
+    """The clips one after another, each after GAP_S of silence: the file, and each clip's (label, onset)."""
     parts, onsets, t = [], [], 0.0
     gap = np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)
-    for name in EVENTS:
-        clip = load_audio(ROOT / "app" / "demo_audio" / f"{name}.mp3")
+    for label, clip in clips:
         parts += [gap, clip]
-        onsets.append((name, t + GAP_S + onset(clip)))
+        onsets.append((label, t + GAP_S + onset(clip)))
         t += GAP_S + len(clip) / SAMPLE_RATE
     parts.append(gap)
-    path = folder / "events.wav"
+    path = folder / f"{name}.wav"
     sf.write(path, np.concatenate(parts), SAMPLE_RATE)
     return path, onsets
+
+
+def bundled_recordings() -> list[tuple[str, np.ndarray]]:
+    return [(name, load_audio(ROOT / "app" / "demo_audio" / f"{name}.mp3")) for name in EVENTS]
+
+
+def taught_words(folder: Path) -> tuple[list[tuple[str, np.ndarray]], Path]:
+    """Teach teach_bench's words (and its whistle) into a venue folder; the words said by an unseen voice. Returns
+    the said words with the label each should show, and the venue file that knows them."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import teach_bench
+
+    teach_bench.teach_ten(folder / "taught", folder)
+    voice, speed = teach_bench.TEST_VOICES[0]
+    said = [(as_ or name, load_audio(teach_bench.espeak(text, voice, speed, folder / f"said_{name}.wav")))
+            for name, (text, as_) in teach_bench.WORDS.items()]
+    config = folder / "venue.toml"
+    config.write_text(f'taught_dir = "{folder / "taught"}"\n')
+    return said, config
 
 
 def one_run(root: Path, wav: Path, onsets, mode: str, config: str | None = None, display_env: dict | None = None) -> dict:
@@ -97,10 +119,9 @@ def main() -> None:
     p.add_argument("--mode", default="default")
     p.add_argument("--config", help="a venue file for this checkout's runs (e.g. another hop_seconds)")
     p.add_argument("--window", action="store_true", help="a window on an Xvfb display instead of headless")
+    p.add_argument("--taught", action="store_true", help="taught words against the bundled recordings, one venue")
     p.add_argument("--out", default="runs/latency_bench.json")
     args = p.parse_args()
-    roots = {"this": ROOT, **({"baseline": Path(args.baseline).resolve()} if args.baseline else {})}
-    results = {name: [] for name in roots}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         display_env = None
         if args.window:
@@ -109,10 +130,21 @@ def main() -> None:
             x = XServer((1280, 720))
             stack.callback(x.close)
             display_env = x.env()
-        wav, onsets = event_file(Path(tmp))
+        # what runs in turn: (name, checkout, events file, onsets, venue file)
+        recordings = event_file(Path(tmp), bundled_recordings())
+        if args.taught:
+            said, config = taught_words(Path(tmp))
+            arms = [("taught", ROOT, *event_file(Path(tmp), said, "said"), str(config)),
+                    ("built-in", ROOT, *recordings, str(config))]
+        else:
+            arms = [("this", ROOT, *recordings, args.config)]
+            if args.baseline:
+                arms.append(("baseline", Path(args.baseline).resolve(), *recordings, None))
+        results = {arm[0]: [] for arm in arms}
+        onsets_of = {arm[0]: arm[3] for arm in arms}
         for run in range(args.runs):
-            for name, root in roots.items():
-                r = one_run(root, wav, onsets, args.mode, args.config if name == "this" else None, display_env)
+            for name, root, wav, onsets, config in arms:
+                r = one_run(root, wav, onsets, args.mode, config, display_env)
                 results[name].append(r)
                 right = [row["right_label_s"] for row in r["rows"]]
                 print(f"run {run + 1} {name}: right label after " + ", ".join(
@@ -121,7 +153,7 @@ def main() -> None:
     summary = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, "
                f"{__import__('os').cpu_count()} cores", "mode": args.mode, "config": args.config,
                "display": "window (Xvfb)" if args.window else "headless",
-               "onsets": onsets}
+               "onsets": onsets_of, "load_average": open("/proc/loadavg").read().split()[:3]}
     for name, runs in results.items():
         rows = [row for r in runs for row in r["rows"]]
         summary[name] = dict(
