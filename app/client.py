@@ -7,6 +7,7 @@ every PING_INTERVAL_S (a server answers with its load), counts one dead after SE
 closes that socket and opens a fresh one (so no stale request survives). The kiosk is heard and dreamt by one
 server, the least loaded that answers, and stays with it while it answers (no flapping); when it stops, the next
 least loaded takes over at once, and is handed the picture on screen (IMAGE) so the dream goes on from there.
+Servers found on the network (common/discovery.py) join the list as they appear and leave it as they go.
 Frames are "latest wins": the server sends a frame only while fewer than CREDIT_WINDOW are unacknowledged
 (credit-based flow control), and `poll` keeps only the newest of those that arrived.
 """
@@ -80,8 +81,11 @@ class Link:
 class InferenceClient:
     def __init__(self, addresses: str | Sequence[str], name: str = "app", classes=None,
                  context: zmq.Context | None = None, server_key: bytes | None = None,
-                 kiosk_key: tuple[bytes, bytes] | None = None):
+                 kiosk_key: tuple[bytes, bytes] | None = None, discovery=None):
+        """`discovery`: where more servers come from as they appear and go (common.discovery.Browser: its
+        `found()`), beside the fixed `addresses`."""
         addresses = [addresses] if isinstance(addresses, str) else list(addresses)
+        self.listed, self.discovery = tuple(addresses), discovery
         self.name, self.classes = name, classes
         self.kiosk = uuid.uuid4().hex  # this kiosk, whichever socket and server it is on
         self.server_key, self.kiosk_key = server_key, kiosk_key
@@ -106,6 +110,8 @@ class InferenceClient:
 
     @property
     def address(self) -> str:
+        if self.active is None and not self.links:
+            return "none found yet on the network"
         return (self.active or self.links[0]).address
 
     @property
@@ -243,7 +249,26 @@ class InferenceClient:
                 self._hello()
         return None
 
+    def _follow_discovery(self) -> None:
+        """The listed servers and those found on the network now: a new one is pinged from now on, one gone is
+        dropped (and if it heard this kiosk, the least loaded other takes over, as from a silent one)."""
+        found = self.discovery.found()
+        for link in [link for link in self.links if link.address not in self.listed and link.address not in found]:
+            log.info("server %s is gone from the network", link.address)
+            self._poller.unregister(link.socket)
+            link.socket.close(linger=0)
+            self.links.remove(link)
+            if link is self.active:
+                self.active = None
+        for address in found:
+            if all(link.address != address for link in self.links):
+                log.info("server %s found on the network", address)
+                self.links.append(Link(address))
+                self._connect(self.links[-1])
+
     def _keep_alive(self, now: float) -> None:
+        if self.discovery is not None:
+            self._follow_discovery()
         for link in self.links:
             silent_since = max(link.last_heard, link.connected_at)
             if now - silent_since > SERVER_TIMEOUT_S:

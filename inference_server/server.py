@@ -178,9 +178,12 @@ class InferenceServer:
                 self._dream_step()
                 self._log_load()
         finally:
-            self.socket.close(linger=0)
-            if self.authenticator is not None:
-                self.authenticator.stop()
+            self.close()
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
 
     def _drain(self, limit: int = 64) -> None:
         for _ in range(limit):
@@ -496,9 +499,13 @@ class InferenceServer:
 def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, device: str | None = None,
           gate: GateSettings = GateSettings(), dream: DreamSettings = DreamSettings(),
           backbone: str | None = None, curve_secret_key: bytes | None = None, threads: int | None = None,
-          kiosk_keys: str | Path | None = None, should_stop=lambda: False, taught_dir: str | Path | None = None):
+          kiosk_keys: str | Path | None = None, should_stop=lambda: False, taught_dir: str | Path | None = None,
+          advertise: bool = False):
     """Load the classifier and the dream backbone, then serve until `should_stop()`. The venue's taught sounds are
-    heard from `taught_dir` (default: common.paths.default_taught_dir())."""
+    heard from `taught_dir` (default: common.paths.default_taught_dir()). `advertise`: announced on the local
+    network while it serves (common/discovery.py), with its public key's fingerprint when it has keys."""
+    if advertise and not bind.startswith("tcp://"):  # said before minutes of loading, not after
+        raise UserError(f"only a tcp:// address can be advertised on the network, not {bind}")
     device = torch.device(device) if device else default_device()
     # One core stays free for the app's renderer when both run on one machine (as `make run` does);
     # oversubscribed torch threads spin-wait and make every window late.
@@ -515,5 +522,18 @@ def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, devic
     dream_backbone = create_backbone(imagenet_name).to(device).eval()
     server = InferenceServer(classifier, dream_backbone, seeds_dir, bind, gate, dream, curve_secret_key,
                              kiosk_keys=kiosk_keys, taught_dir=taught_dir or default_taught_dir())
-    server.serve_forever(should_stop)
+    advertisement = None
+    if advertise:
+        from common.discovery import Advertisement
+
+        try:
+            advertisement = Advertisement(server.address, zmq.curve_public(curve_secret_key) if curve_secret_key else None)
+        except (UserError, OSError) as exc:
+            server.close()
+            raise UserError(f"cannot advertise {server.address} on the local network: {exc}") from exc
+    try:
+        server.serve_forever(should_stop)
+    finally:
+        if advertisement is not None:
+            advertisement.close()
     return server
