@@ -97,11 +97,12 @@ class Venue:
         self.kiosks: list[Kiosk] = []
         (root / "server.toml").write_text(SERVER_VENUE)
 
-    def start_server(self, address: str) -> None:
-        log = open(self.root / f"server-{address.rsplit(':', 1)[1]}.log", "a")
+    def start_server(self, address: str, *flags: str) -> Path:
+        log_path = self.root / f"server-{address.rsplit(':', 1)[1]}.log"
         self.servers[address] = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--bind", address, "--config", str(self.root / "server.toml"),
-             "--threads", "1"], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+             "--threads", "1", *flags], cwd=REPO_ROOT, stdout=open(log_path, "a"), stderr=subprocess.STDOUT)
+        return log_path
 
     def start(self, kiosks: int, live_frames: int) -> None:
         """Every server, then `kiosks` kiosks, each until it has shown `live_frames` live frames."""
@@ -118,7 +119,8 @@ class Venue:
         for address in addresses:
             wait_until(f"a server at {address}", lambda: serving(address), timeout=timeout, interval=0.5)
 
-    def start_kiosk(self, n: int) -> Kiosk:
+    def start_kiosk(self, n: int, *flags: str) -> Kiosk:
+        """Kiosk n, with every server's address unless `flags` say where its servers are."""
         recording, classes = KIOSKS[n % len(KIOSKS)]
         name = f"kiosk{n}"
         venue = self.root / f"{name}.toml"
@@ -126,7 +128,8 @@ class Venue:
         out = self.root / name
         log = self.root / f"{name}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "run", "--headless", "--config", str(venue), "--server", *self.addresses,
+            [sys.executable, "-m", "app.cli", "run", "--headless", "--config", str(venue),
+             *(flags or ("--server", *self.addresses)),
              "--input", str(REPO_ROOT / "app/demo_audio" / recording), "--frame-log", str(self.root / f"{name}.tsv"),
              "--output", str(out)], cwd=REPO_ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
         kiosk = Kiosk(name, classes, process, self.root / f"{name}.tsv", out / "live", log)
@@ -238,6 +241,27 @@ def check_screen(kiosk: Kiosk) -> None:
 
 def test_a_lost_server_kiosks_go_on_with_the_other(venue):
     failover(venue, kiosks=2, live_in_time=False)
+
+
+def test_a_kiosk_finds_an_advertised_server_and_drops_it_when_it_goes(venue):
+    """DNS-SD on this machine's network: a server with keys advertises itself, a kiosk that lists "mdns" and knows the
+    key finds it and dreams with it, and drops it at its goodbye when it is stopped (systemctl's SIGTERM). Other
+    servers on the network (another venue, another test) carry another key or none, so this kiosk takes none of them."""
+    keys = venue.root / "keys"
+    subprocess.run([sys.executable, "-m", "app.cli", "keys", str(keys)], cwd=REPO_ROOT, check=True,
+                   capture_output=True, timeout=60)
+    address = venue.addresses[0]
+    server_log = venue.start_server(address, "--server-secret-key", str(keys / "server.key_secret"), "--advertise")
+    kiosk = venue.start_kiosk(0, "--server", "mdns", "--server-key", str(keys / "server.key"))
+    wait_until("the kiosk's live frames from the advertised server", lambda: len(kiosk.live_since(0)) >= 2,
+               timeout=120, interval=0.2)
+    assert kiosk.servers_used() == [address]
+    assert "advertised as" in server_log.read_text()
+    venue.servers.pop(address).terminate()
+    wait_until("the kiosk to drop the server at its goodbye",
+               lambda: f"server {address} is gone from the network" in kiosk.log_path.read_text(), timeout=30)
+    assert kiosk.process.poll() is None, kiosk.log_path.read_text()[-2000:]
+    check_screen(kiosk)
 
 
 @pytest.mark.heavy
