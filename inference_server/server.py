@@ -1,10 +1,11 @@
 """The inference server: a ZeroMQ ROUTER that classifies each client's 4-second windows and dreams for it.
 
-One thread, one loop: poll the socket, answer what arrived (classify audio windows at once), then spend
-the idle time on one gradient step of a dream keyframe for the clients that have frame credit: the steps of
-clients dreaming at the same layer and size go through the network together, in one batch. A client's message
-can be refused (an ERROR back, and a log line) but never stops the loop, and one client's failed dream costs
-that client its frame, nobody else theirs.
+One thread, one loop: poll the socket, answer what arrived (the audio windows that arrived together, from every
+client, are heard in one pass of the classifier, each answered its own RESULT), then spend the idle time on one
+gradient step of a dream keyframe for the clients that have frame credit: the steps of clients dreaming at the same
+layer and size go through the network together, in one batch. A client's message can be refused (an ERROR back, and
+a log line) but never stops the loop, and one client's failed window or dream costs that client its answer or its
+frame, nobody else theirs.
 """
 from __future__ import annotations
 
@@ -45,6 +46,10 @@ LOAD_WINDOW_S = 10.0        # keyframes/s is counted over this long, and the loa
 # window's round trip p95 doubled (0.33 -> 0.74 s with 2 kiosks), so a CPU takes turns. On CUDA (not measured yet) one
 # image's step should leave much of the GPU idle; 8 is a first guess that benchmarks/device_bench.py is there to check.
 BATCH = {"cuda": 8}
+# Windows heard in one pass at most: the windows of every client that arrived while the server was busy (a dream
+# step, or classifying). Each is its window heard alone to 1e-5, and a window waits for no other to arrive; on a
+# 2-core CPU, hearing several in one pass ... (BENCHMARKS.md, "Many kiosks on one server").
+HEAR_BATCH = 8
 
 
 @dataclass
@@ -71,6 +76,16 @@ class TokenBucket:
             return False
         self.tokens -= 1.0
         return True
+
+
+@dataclass
+class Window:
+    """A client's window, checked, waiting to be heard with the others that arrived with it."""
+    identity: bytes
+    session: "Session"
+    id: int | None
+    samples: np.ndarray
+    dbfs: float
 
 
 @dataclass
@@ -114,7 +129,7 @@ class InferenceServer:
                  bind: str, gate: GateSettings = GateSettings(),
                  dream: DreamSettings = DreamSettings(), curve_secret_key: bytes | None = None,
                  context: zmq.Context | None = None, kiosk_keys: str | Path | None = None,
-                 taught_dir: str | Path | None = None):
+                 taught_dir: str | Path | None = None, hear_batch: int = HEAR_BATCH):
         if not protocol.is_loopback(bind) and curve_secret_key is None:
             raise UserError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
                             f"(run `hear-and-see keys`, then pass --server-secret-key)")
@@ -130,6 +145,8 @@ class InferenceServer:
         self._dream_net = None  # one dream network for every client's engine: what lets their steps share a batch
         device = next(backbone_for_dreams.parameters()).device
         self.batch = max(1, dream.batch or BATCH.get(device.type, 1))
+        self.hear_batch = max(1, hear_batch)  # windows heard in one pass at most; 1: each as it arrives
+        self._windows: list[Window] = []
         self._strangers = TokenBucket(RATE_LIMIT_PER_S, RATE_BURST)
         self._seed_cache: dict[str, np.ndarray] = {}
         self._missing_seeds: set[str] = set()
@@ -190,8 +207,9 @@ class InferenceServer:
             try:
                 parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
-                return
+                break
             self.handle(parts[0], parts[1:])
+        self._hear_windows()
 
     def handle(self, identity: bytes, parts: list[bytes]) -> None:
         """Answer one message from one client; every failure ends here as a log line and an ERROR."""
@@ -211,6 +229,8 @@ class InferenceServer:
         try:
             header, payload = protocol.decode(parts)
             kind = header["kind"]
+            if kind in (protocol.HELLO, protocol.IMAGE, protocol.STEER):
+                self._hear_windows()  # a client's windows are heard before what it says after them
             if kind == protocol.HELLO:
                 self._hello(identity, header, now)
                 return
@@ -232,7 +252,7 @@ class InferenceServer:
             elif kind == protocol.STEER:
                 self._steer(session, header)
             elif kind == protocol.AUDIO:
-                self._classify(identity, session, header, payload)
+                self._listen(identity, session, header, payload)
             else:
                 raise protocol.ProtocolError("bad_kind", f"a client does not send {kind!r}")
             # Stamped after the work: time spent classifying must not count as the client's silence.
@@ -320,30 +340,69 @@ class InferenceServer:
         session.asked_class, session.intensity, session.layer = asked, float(intensity), layer
         log.info("client %s steers: class %s, intensity %.2f, layer %s", session.name, asked, intensity, layer)
 
-    def _classify(self, identity: bytes, session: Session, header: dict, samples: np.ndarray) -> None:
+    def _listen(self, identity: bytes, session: Session, header: dict, samples: np.ndarray) -> None:
+        """Check a window and queue it, to be heard with the others that arrived with it (_hear_windows)."""
         protocol.check_audio(header, samples, audio.SAMPLE_RATE, audio.N_SAMPLES)
         request_id = header.get("id") if isinstance(header.get("id"), int) else None
+        self._windows.append(Window(identity, session, request_id,
+                                    audio.pad_or_trim(samples.astype(np.float32), audio.N_SAMPLES),
+                                    audio.rms_dbfs(samples)))
+        if len(self._windows) >= self.hear_batch:
+            self._hear_windows()
+
+    def _hear_windows(self) -> None:
+        """Hear the waiting windows in one pass and answer each client its own RESULT, through its own gate. Should
+        the pass fail, each window is heard alone, so a window that breaks the classifier costs its client an ERROR
+        and nobody else anything."""
+        windows, self._windows = self._windows, []
+        if not windows:
+            return
         start = time.perf_counter()
-        window = audio.pad_or_trim(samples.astype(np.float32), audio.N_SAMPLES)
-        dbfs = audio.rms_dbfs(samples)
-        voiced = set()
+        try:
+            heard = self._hear(np.stack([w.samples for w in windows]))
+        except Exception:
+            if len(windows) > 1:
+                log.warning("hearing %d windows together failed; hearing each alone", len(windows), exc_info=True)
+            heard = []
+            for w in windows:
+                try:
+                    heard.extend(self._hear(w.samples[None]))
+                except Exception:
+                    heard.append(None)
+        ms = (time.perf_counter() - start) * 1000
+        for w, one in zip(windows, heard):
+            try:
+                if one is None:
+                    raise RuntimeError("the classifier failed on this window")
+                self._answer(w, *one, ms)
+            except Exception:
+                self.stats["errors"] += 1
+                log.exception("failed to hear a window from %s", w.session.name)
+                self._send(w.identity, protocol.encode(protocol.ERROR, code="internal", message="server error",
+                                                       id=w.id))
+            w.session.last_seen = time.monotonic()  # time spent hearing must not count as the client's silence
+
+    def _hear(self, windows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None, set]]:
+        """(B, N_SAMPLES) windows -> per window: class probabilities, AudioSet tags (or None), taught sounds voiced."""
         if self.ear is not None:
-            heard = self.ear.listen(window[None])
-            probs, tags, voiced = heard.probs[0], heard.tags[0], heard.voiced[0]
-        else:
-            probs, tags = hear(self.classifier, window[None])
-            probs, tags = probs[0], (None if tags is None else tags[0])
+            heard = self.ear.listen(windows)
+            return [(heard.probs[i], heard.tags[i], heard.voiced[i]) for i in range(len(windows))]
+        probs, tags = hear(self.classifier, windows)
+        return [(probs[i], None if tags is None else tags[i], set()) for i in range(len(windows))]
+
+    def _answer(self, w: Window, probs: np.ndarray, tags: np.ndarray | None, voiced: set, ms: float) -> None:
+        session = w.session
         names = self._names(session)
         if names != self.classifier.class_names:
             probs = class_set_probabilities(probs, self.classifier.class_names, names, tags, self.tag_names)
-        label, confidence = session.gate.update(dict(zip(names, probs.tolist())), dbfs, time.monotonic(), tags, voiced)
-        session.label, session.confidence, session.dbfs = label, confidence, dbfs
+        label, confidence = session.gate.update(dict(zip(names, probs.tolist())), w.dbfs, time.monotonic(), tags,
+                                                voiced)
+        session.label, session.confidence, session.dbfs = label, confidence, w.dbfs
         order = np.argsort(probs)[::-1][:5]
         heard = [] if tags is None else [[self.tag_names[i], float(tags[i])] for i in np.argsort(tags)[::-1][:3]]
-        ms = (time.perf_counter() - start) * 1000
         self.stats["windows"] += 1
-        self._send(identity, protocol.encode(
-            protocol.RESULT, id=request_id, label=label, confidence=float(confidence), dbfs=float(dbfs),
+        self._send(w.identity, protocol.encode(
+            protocol.RESULT, id=w.id, label=label, confidence=float(confidence), dbfs=float(w.dbfs),
             top=[[names[i], float(probs[i])] for i in order], tags=heard, trained=self.classifier.trained, ms=ms))
 
     def _names(self, session: Session) -> list[str]:
