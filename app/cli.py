@@ -213,7 +213,8 @@ def _serve(args) -> int:
         serve(settings.checkpoint, settings.seeds_dir, settings.bind, device=args.device, backbone=settings.backbone,
               gate=gate_settings(settings), dream=dream_settings(settings),
               curve_secret_key=_secret_key(args.server_secret_key), threads=args.threads,
-              kiosk_keys=settings.kiosk_keys, taught_dir=settings.taught_dir, advertise=settings.advertise)
+              kiosk_keys=settings.kiosk_keys, taught_dir=settings.taught_dir, advertise=settings.advertise,
+              hear_batch=settings.hear_batch)
     except KeyboardInterrupt:
         pass
     finally:

@@ -3,7 +3,8 @@ by itself.
 
 A venue may list several servers. The client follows the ZeroMQ guide's brokerless reliability ("freelance",
 model 2: every server is pinged, one is used) with its heartbeating and lazy-pirate patterns: it pings every server
-every PING_INTERVAL_S (a server answers with its load), counts one dead after SERVER_TIMEOUT_S of silence, then
+every PING_INTERVAL_S (a server answers with its load), counts one dead after SERVER_TIMEOUT_S of silence (or at
+once when it closes the connection: its process ended), then
 closes that socket and opens a fresh one (so no stale request survives). The kiosk is heard and dreamt by one
 server, the least loaded that answers, and stays with it while it answers (no flapping); when it stops, the next
 least loaded takes over at once, and is handed the picture on screen (IMAGE) so the dream goes on from there.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from common import protocol
 
@@ -73,6 +75,8 @@ class Link:
     kiosks: int = 0
     keyframes_per_s: float = 0.0
     last_ping: float = field(default=0.0)
+    monitor: zmq.Socket | None = None  # the socket's disconnection events
+    hung_up: bool = False        # the server closed the connection: its process is gone (a crash, a kill, a restart)
 
     def answering(self, now: float) -> bool:
         return self.last_heard >= self.connected_at and now - self.last_heard <= SERVER_TIMEOUT_S
@@ -121,8 +125,7 @@ class InferenceClient:
 
     def _connect(self, link: Link) -> None:
         if link.socket is not None:
-            self._poller.unregister(link.socket)
-            link.socket.close(linger=0)
+            self._close(link)
             self.reconnects += 1
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.IDENTITY, f"{self.name}-{uuid.uuid4().hex[:8]}".encode())
@@ -132,9 +135,20 @@ class InferenceClient:
         if self.server_key is not None:
             s.curve_serverkey = self.server_key
             s.curve_publickey, s.curve_secretkey = self.kiosk_key or zmq.curve_keypair()
+        # A server whose process ends (a crash, a kill) closes the connection, which says so at once; only one that
+        # falls silent (a power cut, a cable) costs the heartbeat's SERVER_TIMEOUT_S.
+        link.monitor = s.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         s.connect(link.address)
-        link.socket, link.connected_at, link.last_ping = s, time.monotonic(), 0.0
+        link.socket, link.connected_at, link.last_ping, link.hung_up = s, time.monotonic(), 0.0, False
         self._poller.register(s, zmq.POLLIN)
+        self._poller.register(link.monitor, zmq.POLLIN)
+
+    def _close(self, link: Link) -> None:
+        self._poller.unregister(link.socket)
+        self._poller.unregister(link.monitor)
+        link.socket.disable_monitor()
+        link.monitor.close(linger=0)
+        link.socket.close(linger=0)
 
     def _use(self, link: Link) -> None:
         """Be heard and dreamt by `link` from now on: a session there, with the steering and the picture on screen."""
@@ -191,6 +205,10 @@ class InferenceClient:
         results, newest = [], None
         ready = dict(self._poller.poll(timeout_ms))
         for link in self.links:
+            while link.monitor in ready and link.monitor.poll(0):
+                event = recv_monitor_message(link.monitor)["event"]
+                # Only a server that was answering hung up; a refused handshake closes connections that never were.
+                link.hung_up = link.hung_up or (event == zmq.EVENT_DISCONNECTED and link.last_heard >= link.connected_at)
             while link.socket in ready:
                 try:
                     parts = link.socket.recv_multipart(zmq.NOBLOCK)
@@ -255,8 +273,7 @@ class InferenceClient:
         found = self.discovery.found()
         for link in [link for link in self.links if link.address not in self.listed and link.address not in found]:
             log.info("server %s is gone from the network", link.address)
-            self._poller.unregister(link.socket)
-            link.socket.close(linger=0)
+            self._close(link)
             self.links.remove(link)
             if link is self.active:
                 self.active = None
@@ -271,9 +288,10 @@ class InferenceClient:
             self._follow_discovery()
         for link in self.links:
             silent_since = max(link.last_heard, link.connected_at)
-            if now - silent_since > SERVER_TIMEOUT_S:
+            if link.hung_up or now - silent_since > SERVER_TIMEOUT_S:
                 if link is self.active:
-                    log.warning("server %s silent for %.1f s: reconnecting", link.address, now - silent_since)
+                    log.warning("server %s %s: reconnecting", link.address, "hung up" if link.hung_up else
+                                f"silent for {now - silent_since:.1f} s")
                     self.active = None
                 self._connect(link)  # lazy pirate: a fresh socket; it is pinged again below
             if now - link.last_ping >= PING_INTERVAL_S:
@@ -300,4 +318,4 @@ class InferenceClient:
 
     def close(self) -> None:
         for link in self.links:
-            link.socket.close(linger=0)
+            self._close(link)

@@ -87,6 +87,7 @@ class Settings:
     dream_intensity: float = 1.0
     dream_blend: float | None = None
     dream_batch: int = 0                 # kiosks' dream steps in one batch at most; 0: the server's device decides
+    hear_batch: int = 0                  # kiosks' windows heard in one pass at most; 0: the server's default (1)
     exit_chord: str = "ctrl+shift+q"     # quits in every mode; in the gallery nothing else does
     osc_port: int = 0                    # UDP port for OSC control; 0: none
     osc_host: str = "127.0.0.1"          # loopback: only this machine may freeze or black out the show
@@ -332,6 +333,7 @@ RULES: dict[str, Rule] = {
     "dream_intensity": number(0.0, 1.0),
     "dream_blend": optional(number(0.0, 1.0, above_low=True), "no pull back to the seed"),
     "dream_batch": Rule(integer(0, 64).parse, "0 (the device's default) or a whole number of kiosks within 1..64"),
+    "hear_batch": Rule(integer(0, 64).parse, "0 (the server's default) or a whole number of windows within 1..64"),
     "exit_chord": Rule(_chord, "modifiers then one key, e.g. 'ctrl+shift+q'"),
     "osc_port": integer(0, 65535),
     "osc_host": Rule(_ip, "an IP address, e.g. 127.0.0.1"),

@@ -46,10 +46,13 @@ LOAD_WINDOW_S = 10.0        # keyframes/s is counted over this long, and the loa
 # window's round trip p95 doubled (0.33 -> 0.74 s with 2 kiosks), so a CPU takes turns. On CUDA (not measured yet) one
 # image's step should leave much of the GPU idle; 8 is a first guess that benchmarks/device_bench.py is there to check.
 BATCH = {"cuda": 8}
-# Windows heard in one pass at most: the windows of every client that arrived while the server was busy (a dream
-# step, or classifying). Each is its window heard alone to 1e-5, and a window waits for no other to arrive; on a
-# 2-core CPU, hearing several in one pass ... (BENCHMARKS.md, "Many kiosks on one server").
-HEAR_BATCH = 8
+# Windows heard in one pass at most, by default: the windows of every client that arrived while the server was busy
+# (a dream step, or classifying), each its window heard alone to 1e-5. On a 2-core CPU, 1: a pass of 2 windows cost
+# 1.4 times one, but with 4 kiosks only 1.2-1.4 windows were waiting at once, and each waited for the others in its
+# pass: the round trip's p95 went from 0.23 to 0.44 s and keyframes/s fell by a tenth (BENCHMARKS.md, "Many kiosks
+# on one server"). A GPU box may gain (not measured): the venue's hear_batch, and benchmarks/batch_bench.py
+# --compare windows to decide.
+HEAR_BATCH = 1
 
 
 @dataclass
@@ -106,6 +109,7 @@ class Session:
     dreaming_for: tuple | None = None  # (label, layer) it is for: a change drops it
     next_step: GradientStep | None = None  # the step the keyframe in progress waits for
     stepped_at: int = 0               # the server's step count when this client's dream last took one
+    handed_over: bool = False         # taken over from a lost server, and no frame from this one yet: dreamt first
     frames_sent: int = 0
     asked_class: str | None = None  # the class the client's STEER asks to be dreamt whatever is heard
     intensity: float = 1.0       # the client's scale on the dream's strength
@@ -129,7 +133,7 @@ class InferenceServer:
                  bind: str, gate: GateSettings = GateSettings(),
                  dream: DreamSettings = DreamSettings(), curve_secret_key: bytes | None = None,
                  context: zmq.Context | None = None, kiosk_keys: str | Path | None = None,
-                 taught_dir: str | Path | None = None, hear_batch: int = HEAR_BATCH):
+                 taught_dir: str | Path | None = None, hear_batch: int = 0):
         if not protocol.is_loopback(bind) and curve_secret_key is None:
             raise UserError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
                             f"(run `hear-and-see keys`, then pass --server-secret-key)")
@@ -145,7 +149,7 @@ class InferenceServer:
         self._dream_net = None  # one dream network for every client's engine: what lets their steps share a batch
         device = next(backbone_for_dreams.parameters()).device
         self.batch = max(1, dream.batch or BATCH.get(device.type, 1))
-        self.hear_batch = max(1, hear_batch)  # windows heard in one pass at most; 1: each as it arrives
+        self.hear_batch = hear_batch or HEAR_BATCH  # windows heard in one pass at most; 1: each as it arrives
         self._windows: list[Window] = []
         self._strangers = TokenBucket(RATE_LIMIT_PER_S, RATE_BURST)
         self._seed_cache: dict[str, np.ndarray] = {}
@@ -317,6 +321,7 @@ class InferenceServer:
         session.dreaming = session.next_step = None
         session.gate.carry_on(label, time.monotonic())
         session.label, session.confidence = label, confidence  # dreamt at once, as the old server did
+        session.handed_over = True
         log.info("client %s handed over its %s picture (%dx%d)", session.name, label, image.shape[1], image.shape[0])
 
     def _new_engine(self, layer: str | None) -> DreamEngine:
@@ -426,11 +431,14 @@ class InferenceServer:
         ms) before it is heard, and a keyframe slower than the clients' 1 s liveness timeout (a loaded CPU) never
         reads as a dead server. Furthest first: a keyframe begun is finished before another client's begins (the
         clients take turns), and a dream that fell out of step with the others (it began alone, or its credit ran
-        out) finishes its keyframe while they wait at the start of theirs, then starts its next with them."""
+        out) finishes its keyframe while they wait at the start of theirs, then starts its next with them. A kiosk
+        just taken over from a lost server goes before them all: its screen has had no live frame since the loss, the
+        others' have theirs."""
         waiting = [i for i in list(self.sessions) if self._wants_frames(self.sessions[i]) and self._next_step(i)]
         if not waiting:
             return
-        waiting.sort(key=lambda i: (tuple(-n for n in self.sessions[i].next_step.stage), self.sessions[i].stepped_at))
+        waiting.sort(key=lambda i: (not self.sessions[i].handed_over,
+                                    tuple(-n for n in self.sessions[i].next_step.stage), self.sessions[i].stepped_at))
         lead = self.sessions[waiting[0]].next_step
         # Only steps at the same point of their keyframes: a dream one step behind another would otherwise be
         # batched with it one step behind for ever, each batch half of it alone (at another image size).
@@ -519,6 +527,7 @@ class InferenceServer:
     def _send_frame(self, identity: bytes, frame: np.ndarray) -> None:
         session = self.sessions[identity]
         session.dreaming = session.next_step = None
+        session.handed_over = False
         session.credits -= 1
         session.frames_sent += 1
         self.stats["frames"] += 1
@@ -559,10 +568,11 @@ def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, devic
           gate: GateSettings = GateSettings(), dream: DreamSettings = DreamSettings(),
           backbone: str | None = None, curve_secret_key: bytes | None = None, threads: int | None = None,
           kiosk_keys: str | Path | None = None, should_stop=lambda: False, taught_dir: str | Path | None = None,
-          advertise: bool = False):
+          advertise: bool = False, hear_batch: int = 0):
     """Load the classifier and the dream backbone, then serve until `should_stop()`. The venue's taught sounds are
     heard from `taught_dir` (default: common.paths.default_taught_dir()). `advertise`: announced on the local
-    network while it serves (common/discovery.py), with its public key's fingerprint when it has keys."""
+    network while it serves (common/discovery.py), with its public key's fingerprint when it has keys. `hear_batch`:
+    windows heard in one pass at most (0: HEAR_BATCH)."""
     if advertise and not bind.startswith("tcp://"):  # said before minutes of loading, not after
         raise UserError(f"only a tcp:// address can be advertised on the network, not {bind}")
     device = torch.device(device) if device else default_device()
@@ -580,7 +590,8 @@ def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, devic
     imagenet_name = classifier.backbone.name if classifier.backbone.name in DREAM_LAYERS else DREAM_BACKBONE
     dream_backbone = create_backbone(imagenet_name).to(device).eval()
     server = InferenceServer(classifier, dream_backbone, seeds_dir, bind, gate, dream, curve_secret_key,
-                             kiosk_keys=kiosk_keys, taught_dir=taught_dir or default_taught_dir())
+                             kiosk_keys=kiosk_keys, taught_dir=taught_dir or default_taught_dir(),
+                             hear_batch=hear_batch)
     advertisement = None
     if advertise:
         from common.discovery import Advertisement
