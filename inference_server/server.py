@@ -49,9 +49,9 @@ BATCH = {"cuda": 8}
 # Windows heard in one pass at most, by default: the windows of every client that arrived while the server was busy
 # (a dream step, or classifying), each its window heard alone to 1e-5. On a 2-core CPU, 1: a pass of 2 windows cost
 # 1.4 times one, but with 4 kiosks only 1.2-1.4 windows were waiting at once, and each waited for the others in its
-# pass: the round trip's p95 went from 0.23 to 0.44 s and keyframes/s fell by a tenth (BENCHMARKS.md, "Many kiosks
-# on one server"). A GPU box may gain (not measured): the venue's hear_batch, and benchmarks/batch_bench.py
-# --compare windows to decide.
+# pass: the round trip's p95 went from 0.18-0.28 to 0.43 s and keyframes/s fell by a tenth
+# (BENCHMARKS.md, "Many kiosks on one server"). A GPU box may gain (not measured): the venue's hear_batch, and
+# benchmarks/batch_bench.py --compare windows to decide.
 HEAR_BATCH = 1
 
 
@@ -173,8 +173,13 @@ class InferenceServer:
             self.socket.curve_secretkey = curve_secret_key
             self.socket.curve_publickey = zmq.curve_public(curve_secret_key)
             self.socket.curve_server = True
-        # The first forward pass pays for lazy initialisation; pay it now, not in a client's first window.
+        # The first forward pass pays for lazy initialisation; pay it now, not in a client's first window. The same
+        # for the dream (its network made, each octave's first step): a kiosk taken over from a lost server by one
+        # that has not dreamt yet would otherwise wait for it (0.2 s and more on a 2-core CPU) before its first frame.
         classifier.predict(np.zeros((1, audio.N_SAMPLES), dtype=np.float32))
+        warm = self._new_engine(dream.layer)
+        warm.set_seed("warm-up", np.full((64, 64, 3), 128, np.uint8))
+        warm.next_keyframe(1.0)
         self.socket.bind(bind)
         self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         # dream_steps: forward and backward passes; dream_images: images they stepped (their ratio: the mean batch)
