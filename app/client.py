@@ -4,9 +4,8 @@ by itself.
 A venue may list several servers. The client follows the ZeroMQ guide's brokerless reliability ("freelance",
 model 2: every server is pinged, one is used) with its heartbeating and lazy-pirate patterns: it pings every server
 every PING_INTERVAL_S (a server answers with its load), counts one dead after SERVER_TIMEOUT_S of silence (or at
-once when it closes the connection: its process ended), then
-closes that socket and opens a fresh one (so no stale request survives). The kiosk is heard and dreamt by one
-server, the least loaded that answers, and stays with it while it answers (no flapping); when it stops, the next
+once when it closes the connection: its process ended), then closes that socket and opens a fresh one (so no stale
+request survives). The kiosk is heard and dreamt by one server, the least loaded that answers, and stays with it while it answers (no flapping); when it stops, the next
 least loaded takes over at once, and is handed the picture on screen (IMAGE) so the dream goes on from there.
 Servers found on the network (common/discovery.py) join the list as they appear and leave it as they go.
 Frames are "latest wins": the server sends a frame only while fewer than CREDIT_WINDOW are unacknowledged

@@ -1,9 +1,9 @@
 """The inference server: a ZeroMQ ROUTER that classifies each client's 4-second windows and dreams for it.
 
-One thread, one loop: poll the socket, answer what arrived (the audio windows that arrived together, from every
-client, are heard in one pass of the classifier, each answered its own RESULT), then spend the idle time on one
-gradient step of a dream keyframe for the clients that have frame credit: the steps of clients dreaming at the same
-layer and size go through the network together, in one batch. A client's message can be refused (an ERROR back, and
+One thread, one loop: poll the socket, answer what arrived (classify audio windows at once; with `hear_batch`, the
+windows that arrived together from every client in one pass, each answered its own RESULT), then spend the idle
+time on one gradient step of a dream keyframe for the clients that have frame credit: the steps of clients dreaming
+at the same layer and size go through the network together, in one batch. A client's message can be refused (an ERROR back, and
 a log line) but never stops the loop, and one client's failed window or dream costs that client its answer or its
 frame, nobody else theirs.
 """
