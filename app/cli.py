@@ -385,10 +385,9 @@ def _teach(args) -> int:
 def _teach_from_microphone(args, root: Path) -> int:
     """Takes from the microphone in this process, which stays free of torch like the app's; a child process checks
     and stores them with the library, so a take is judged by the same rules as a file."""
-    import subprocess
     import tempfile
 
-    from app.takes import record_takes
+    from app.takes import record_takes, teach_in_child
     from models import taught
 
     taught.check_name(args.name, taught.builtin_classes())
@@ -398,10 +397,8 @@ def _teach_from_microphone(args, root: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="hear-and-see-takes-") as tmp:
         takes = record_takes(args.record, Path(tmp), device, say=print,
                              show=lambda line: print(f"\r{line}", end="", file=sys.stderr, flush=True))
-        command = [sys.executable, "-m", "app.cli", "teach", args.name, *map(str, takes), "--taught-dir", str(root)]
-        command += ["--picture", args.picture] if args.picture else []
-        command += ["--as", args.as_] if args.as_ else []
-        return subprocess.run(command).returncode
+        print(teach_in_child(args.name, takes, args.picture, args.as_, root))
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -12,6 +12,10 @@ with nobody watching the console costs the loop one queue poll per frame (BENCHM
 Who may use it: requests from this machine (loopback) need no password; any other needs the venue's password
 (`console_password_hash`) and then a session cookie. Every state-changing request must come from the console's
 own page (its Origin) and carry its token: another site open in the same browser cannot steer the show.
+
+Teaching a sound: takes are cut from the loop's own ring (app/takes.py, as the command line cuts them) on a worker
+thread, wait in a draft folder outside the taught sounds' folder, and are taught by the library in a child process:
+this process checks names, takes and pictures with models/taught.py's rules, which need no torch, and never loads it.
 """
 from __future__ import annotations
 
@@ -40,7 +44,10 @@ from app.config import RULES, ConfigError, Settings, check, save_setting
 from app.controls import OSC_PREFIX, Bindings, ControlError, Controls, changed
 from app.hours import is_open, parse_hours, scheduled_open
 from app.passwords import check_password
+from app.takes import COUNTDOWN_S, Draft, Take, TakeError, teach_in_child
 from common.paths import DEMO_AUDIO
+from models import taught
+from models.seeds import SeedImageError, seed_classes, seed_image_path
 
 log = logging.getLogger("hear_and_see.console")
 
@@ -51,6 +58,9 @@ EVENTS_KEPT = 50
 LOG_LINES_KEPT = 100
 COMMAND_QUEUE_SIZE = 256     # a flood of requests is refused, not queued without end
 MAX_BODY_BYTES = 64 * 1024
+MAX_PICTURE_BYTES = 16 * 1024 * 1024   # a phone's photograph, with room to spare
+PICTURE_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
+THUMBNAIL_SIDE = 240
 SESSION_SECONDS = 12 * 3600
 LOGIN_FAILURES_ALLOWED = 5   # then the address waits LOGIN_LOCK_S before it may try again
 LOGIN_LOCK_S = 60.0
@@ -87,11 +97,13 @@ class Shared:
     atomic in Python); commands go the other way through a bounded queue."""
 
     def __init__(self, settings: Settings, config_path: str | Path | None, bindings: Bindings,
-                 local_server: bool):
+                 local_server: bool, ring=None):
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.settings, self.config_path, self.bindings = settings, config_path, bindings
         self.local_server = local_server
+        self.ring = ring               # the loop's microphone ring: takes are cut from it
+        self.draft = Draft()           # the sound being taught
         self.snapshot: dict = {"running": True}
         self.picture: tuple[int, bytes] | None = None  # (number, JPEG)
         self.watchers = 0
@@ -135,6 +147,19 @@ def mic_dbfs(ring, seconds: float = 0.1) -> float:
     newest = ring.latest()[-int(seconds * SAMPLE_RATE):]
     rms = float(np.sqrt(np.mean(np.square(newest, dtype=np.float64)))) if newest.size else 0.0
     return max(-100.0, 20 * np.log10(rms)) if rms > 0 else -100.0
+
+
+def thumbnail(path: Path) -> bytes:
+    """A picture as a small JPEG for the page (transparency laid on white, as the dream sees it)."""
+    with Image.open(path) as image:
+        image.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))  # a JPEG decodes at a fraction of its size
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        if image.mode in ("RGBA", "LA", "P", "PA"):
+            image = image.convert("RGBA")
+            image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+        out = BytesIO()
+        image.convert("RGB").save(out, "JPEG", quality=80)
+    return out.getvalue()
 
 
 def jpeg(pixels: np.ndarray) -> bytes:
@@ -200,7 +225,7 @@ class Console:
                  source, started: float):
         self.client, self.server, self.ring, self.started = client, server, ring, started
         self.source = SteerableSource(source, ring)
-        self.shared = Shared(settings, config_path, bindings, local_server=server is not None)
+        self.shared = Shared(settings, config_path, bindings, local_server=server is not None, ring=ring)
         self.openings = parse_hours(settings.hours)
         self.open_override = False
         self.open = True
@@ -360,6 +385,7 @@ class Console:
             logging.getLogger().removeHandler(self.shared.log_tail)
         if self._encoder is not None:
             self._encoder.shutdown(wait=True)
+        self.shared.draft.close()
 
 
 class WebServer:
@@ -499,15 +525,21 @@ def same_origin(request) -> bool:
     return url.scheme in ("http", "https") and url.netloc == host
 
 
-async def json_body(request) -> dict:
+async def body_of(request, limit: int, too_large: str) -> bytes:
+    """The request's body, refused (413, `too_large`) as soon as it is known to be over `limit` bytes."""
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        raise Refused(413, f"the request is larger than {MAX_BODY_BYTES // 1024} kB")
-    body = b""
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise Refused(413, too_large)
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise Refused(413, f"the request is larger than {MAX_BODY_BYTES // 1024} kB")
+        if len(body) > limit:
+            raise Refused(413, too_large)
+    return bytes(body)
+
+
+async def json_body(request) -> dict:
+    body = await body_of(request, MAX_BODY_BYTES, f"the request is larger than {MAX_BODY_BYTES // 1024} kB")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -581,7 +613,8 @@ def build_app(shared: Shared):
         now = time.monotonic()
         if now - machine_cache["at"] >= MACHINE_EVERY_S:
             machine_cache.update(at=now, info=machine())
-        return {**shared.snapshot, "machine": machine_cache["info"], "watchers": shared.watchers}
+        return {**shared.snapshot, "machine": machine_cache["info"], "watchers": shared.watchers,
+                "take": shared.draft.progress()}
 
     async def status(request):
         return JSONResponse(state(), headers={"Cache-Control": "no-store"})
@@ -674,6 +707,206 @@ def build_app(shared: Shared):
             shared.settings = replace(shared.settings, **{key: value})
         return JSONResponse({"saved": True, "live": key in LIVE_SETTINGS}, 200)
 
+    # --- teach: a sound of the venue's own, recorded from the show's microphone ------------------------------------
+    draft = shared.draft
+    builtins = sorted(taught.builtin_classes())
+    seeds = seed_classes()
+
+    def taught_root() -> Path:
+        return Path(shared.settings.taught_dir)
+
+    def draft_view() -> dict:
+        picture = draft.picture
+        return {"examples": [{k: e[k] for k in ("id", "seconds", "dbfs", "problem")} for e in draft.examples],
+                "picture": None if picture is None else picture if picture.startswith(taught.SEED_PREFIX) else "upload"}
+
+    def taught_view() -> list[dict]:
+        return [{"name": s.name, "shows": s.shows, "as": s.as_, "examples": len(s.examples), "created": s.created}
+                for s in taught.taught_sounds(taught_root())]
+
+    async def teach_state(request):
+        return JSONResponse({"taught": await asyncio.to_thread(taught_view), "draft": draft_view(), "seeds": seeds,
+                             "builtins": builtins, "examples": [taught.MIN_EXAMPLES, taught.MAX_EXAMPLES],
+                             "max_picture_mb": MAX_PICTURE_BYTES // 2 ** 20}, headers={"Cache-Control": "no-store"})
+
+    def hold_draft():
+        """One take, save or change of the draft at a time: a second is refused, not queued."""
+        if not draft.lock.acquire(blocking=False):
+            raise Refused(409, "busy: a take is being recorded or the sound saved; wait for it")
+
+    async def record(request):
+        if shared.ring is None:
+            raise Refused(409, "this show has no microphone to record from")
+        if not shared.snapshot.get("open", True):
+            raise Refused(409, "closed (opening hours): the microphone is off; open now (Steer) to record")
+        if len(draft.examples) >= taught.MAX_EXAMPLES:
+            raise Refused(409, f"already {taught.MAX_EXAMPLES} examples, the most a sound takes: drop one first")
+        hold_draft()
+        try:
+            draft.take = Take(shared.ring, countdown=COUNTDOWN_S)
+            try:
+                samples = await asyncio.to_thread(draft.take.run)
+            except TakeError as exc:
+                raise Refused(422, str(exc)) from None
+            finally:
+                draft.take = None
+            try:  # the library's rule for an example, said now (clipped, silent, too short), not at Save
+                taught.cut_to_sound(samples, "this take")
+                problem = None
+            except taught.TaughtError as exc:
+                problem = str(exc)
+            example = draft.add(samples, problem)
+        finally:
+            draft.lock.release()
+        return JSONResponse({"example": example["id"], "draft": draft_view()})
+
+    async def take_wav(request):
+        example = draft.find(request.path_params["number"])
+        if example is None:
+            raise Refused(404, "no such take in the draft")
+        return FileResponse(example["path"], media_type="audio/wav", headers={"Cache-Control": "no-store"})
+
+    async def drop(request):
+        number = (await json_body(request)).get("example")
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise Refused(400, "example: takes a take's number")
+        hold_draft()
+        try:
+            example = draft.find(number)
+            if example is None:
+                raise Refused(404, f"no take {number} in the draft")
+            draft.drop(example)
+        finally:
+            draft.lock.release()
+        return JSONResponse({"draft": draft_view()})
+
+    async def clear(request):
+        hold_draft()
+        try:
+            draft.clear()
+        finally:
+            draft.lock.release()
+        return JSONResponse({"draft": draft_view()})
+
+    def set_picture(picture: str) -> None:
+        if draft.picture and not draft.picture.startswith(taught.SEED_PREFIX) and draft.picture != picture:
+            Path(draft.picture).unlink(missing_ok=True)
+        draft.picture = picture
+
+    async def upload_picture(request):
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in PICTURE_TYPES:
+            raise Refused(415, f"a picture must be a JPEG, PNG or WebP file, not {kind or 'a file of no type'}")
+        body = await body_of(request, MAX_PICTURE_BYTES,
+                             f"the picture is larger than {MAX_PICTURE_BYTES // 2 ** 20} MB: make it smaller")
+        if not body:
+            raise Refused(400, "the picture is empty")
+        hold_draft()
+        try:
+            path = draft.folder / f"upload_{secrets.token_hex(4)}{PICTURE_TYPES[kind]}"
+            path.write_bytes(body)
+            try:  # the library's checks (format, size read from the header before decoding, truncation)
+                await asyncio.to_thread(taught.read_picture, path, "the upload")
+            except taught.TaughtError as exc:
+                path.unlink(missing_ok=True)
+                raise Refused(400, str(exc)) from None
+            set_picture(str(path))
+        finally:
+            draft.lock.release()
+        return JSONResponse({"draft": draft_view()})
+
+    async def choose_seed(request):
+        seed = (await json_body(request)).get("seed")
+        if seed not in seeds:
+            raise Refused(400, f"no bundled picture {seed!r}; choose one of the list")
+        hold_draft()
+        try:
+            set_picture(taught.SEED_PREFIX + seed)
+        finally:
+            draft.lock.release()
+        return JSONResponse({"draft": draft_view()})
+
+    async def save(request):
+        body = await json_body(request)
+        name, as_ = body.get("name"), body.get("as") or None
+        try:
+            taught.check_name(name, builtins)
+        except taught.TaughtError as exc:
+            raise Refused(400, str(exc)) from None
+        if as_ is not None and as_ not in builtins:
+            raise Refused(400, f"as: {as_!r} is not a built-in class")
+        n = len(draft.examples)
+        if not taught.MIN_EXAMPLES <= n <= taught.MAX_EXAMPLES:
+            raise Refused(400, f"{n} example{'s' if n != 1 else ''}: record {taught.MIN_EXAMPLES} to "
+                               f"{taught.MAX_EXAMPLES} of the sound")
+        bad = next((e for e in draft.examples if e["problem"]), None)
+        if bad is not None:
+            raise Refused(400, f"take {bad['id']}: {bad['problem'].removeprefix('this take: ')}; drop it")
+        if as_ is None and draft.picture is None:
+            raise Refused(400, "choose a picture: a bundled one or your own")
+        if (taught_root() / name).exists():
+            raise Refused(409, f"{name!r} is already taught: forget it first, or choose another name")
+        hold_draft()
+        try:
+            said = await asyncio.to_thread(teach_in_child, name, [e["path"] for e in draft.examples],
+                                           None if as_ else draft.picture, as_, taught_root())
+            draft.clear()
+        except taught.TaughtError as exc:
+            raise Refused(400, str(exc)) from None
+        except RuntimeError as exc:
+            log.error("the console could not teach %s: %s", name, exc)
+            raise Refused(500, str(exc)) from None
+        finally:
+            draft.lock.release()
+        log.warning("the console %s", said)
+        return JSONResponse({"taught": name, "shows": as_ or name, "draft": draft_view()})
+
+    async def forget(request):
+        name = (await json_body(request)).get("name")
+        if not isinstance(name, str):
+            raise Refused(400, "name: takes a taught sound's name")
+        try:
+            await asyncio.to_thread(taught.forget, name, taught_root())
+        except taught.TaughtError as exc:
+            raise Refused(404, str(exc)) from None
+        log.warning("the console forgot the taught sound %s", name)
+        return JSONResponse({"forgot": name})
+
+    async def picture_of(path: Path | None) -> Response:
+        if path is None or not path.is_file():
+            raise Refused(404, "no picture")
+        try:
+            return Response(await asyncio.to_thread(thumbnail, path), media_type="image/jpeg",
+                            headers={"Cache-Control": "no-store"})
+        except OSError as exc:
+            raise Refused(404, f"the picture cannot be read ({exc})") from None
+
+    def seed_path(name: str) -> Path | None:
+        try:
+            return seed_image_path(name)
+        except SeedImageError:
+            return None
+
+    async def taught_picture(request):
+        name = request.path_params["name"]
+        try:
+            sound = taught.read_sound(taught_root() / name) if taught.NAME_RULE.fullmatch(name) else None
+        except taught.TaughtError:
+            sound = None
+        if sound is None:
+            raise Refused(404, f"no taught sound {name!r}")
+        return await picture_of(sound.picture or seed_path(sound.as_))
+
+    async def seed_picture(request):
+        name = request.path_params["name"]
+        return await picture_of(seed_path(name) if name in seeds else None)
+
+    async def draft_picture(request):
+        picture = draft.picture
+        if picture is not None and picture.startswith(taught.SEED_PREFIX):
+            return await picture_of(seed_path(picture[len(taught.SEED_PREFIX):]))
+        return await picture_of(Path(picture) if picture else None)
+
     async def healthz(request):
         why = []
         if time.monotonic() - shared.drawing_at > 2.0:
@@ -702,6 +935,18 @@ def build_app(shared: Shared):
         Route("/api/test-sound", handler(test_sound, change=True), methods=["POST"]),
         Route("/api/settings", handler(settings)),
         Route("/api/settings", handler(set_setting, change=True), methods=["POST"]),
+        Route("/api/teach", handler(teach_state)),
+        Route("/api/teach/record", handler(record, change=True), methods=["POST"]),
+        Route("/api/teach/takes/{number:int}.wav", handler(take_wav)),
+        Route("/api/teach/drop", handler(drop, change=True), methods=["POST"]),
+        Route("/api/teach/clear", handler(clear, change=True), methods=["POST"]),
+        Route("/api/teach/picture", handler(upload_picture, change=True), methods=["POST"]),
+        Route("/api/teach/picture.jpg", handler(draft_picture)),
+        Route("/api/teach/seed", handler(choose_seed, change=True), methods=["POST"]),
+        Route("/api/teach/seeds/{name}.jpg", handler(seed_picture)),
+        Route("/api/teach/save", handler(save, change=True), methods=["POST"]),
+        Route("/api/teach/forget", handler(forget, change=True), methods=["POST"]),
+        Route("/api/teach/sounds/{name}.jpg", handler(taught_picture)),
         Route("/healthz", handler(healthz, login=False)),
         Route("/metrics", handler(metrics, login=False)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

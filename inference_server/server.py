@@ -138,7 +138,7 @@ class InferenceServer:
             raise UserError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
                             f"(run `hear-and-see keys`, then pass --server-secret-key)")
         # A venue's taught sounds are heard from the classifier's own pass (models/taught.py); the folder is looked at
-        # once a second, so a sound taught or forgotten while the server runs is heard (or not) within 2 s.
+        # every taught.RECHECK_S, so a sound taught or forgotten while the server runs is heard (or not) within 2 s.
         self.ear = TaughtEar(classifier, taught_dir) if taught_dir is not None and getattr(classifier, "tag_names", None) else None
         self.classifier = self.ear or classifier
         self.tag_names = list(getattr(classifier, "tag_names", None) or ())  # AudioSet's, when the classifier has them
@@ -201,6 +201,8 @@ class InferenceServer:
                 if poller.poll(0 if busy else POLL_IDLE_MS):
                     self._drain()
                 self._forget_silent_clients()
+                if self.ear is not None:
+                    self.ear.refresh()  # a sound just taught is fitted now, not when the next window waits for it
                 self._dream_step()
                 self._log_load()
         finally:

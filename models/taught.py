@@ -8,10 +8,12 @@ per sound:
     <taught_dir>/<name>/picture.png       what the dream starts from (none for a sound taught `as` a built-in)
     <taught_dir>/<name>/embeddings.npz    what the ear made of the examples, kept while the ear's weights are the same
 
-This module loads torch only to hear (TaughtEar) and to decode (models.audio): the app's side checks a name or a
-picture with it before the microphone records. Nothing is stored half-way: a sound is written to a hidden folder beside the others and renamed into place, and
-forgotten by renaming it out of the way before it is deleted. Every way in (files, the microphone's takes, a zip)
-goes through `teach`, so every example and picture is checked by one set of rules.
+This module loads torch only to hear (TaughtEar): teaching, listing and forgetting need none, so the app's side (the
+command line before the microphone records, and the console) checks a name, a take or a picture with it, and the
+child process that stores a sound for them starts quickly. Nothing is stored half-way: a sound is written to a hidden
+folder beside the others and renamed into place, and forgotten by renaming it out of the way before it is deleted.
+Every way in (files, the microphone's takes, the console, a zip) goes through `teach`, so every example and picture
+is checked by one set of rules.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import numpy as np
 from common.errors import UserError
 from common.levels import frame_db
 from common.paths import default_taught_dir
+from common.sound import SAMPLE_RATE, WINDOW_SAMPLES, AudioFileError, load_audio
 
 MIN_EXAMPLES, MAX_EXAMPLES = 3, 10
 NAME_RULE = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # a folder name on every system, and a word on the screen
@@ -89,9 +92,7 @@ def check_name(name: str, builtins=()) -> str:
 def cut_to_sound(wave: np.ndarray, where: str = "example") -> np.ndarray:
     """Check one example (16 kHz mono) and cut it to its sound, as the ear's onset rule reads it: from the first to
     the last 10 ms within CUT_BELOW_PEAK_DB of its loudest, with a margin, at most one 4 s window."""
-    from models import audio
-
-    sr, frame = audio.SAMPLE_RATE, audio.SAMPLE_RATE // 100
+    sr, frame = SAMPLE_RATE, SAMPLE_RATE // 100
     if len(wave) > MAX_EXAMPLE_SECONDS * sr:
         raise TaughtError(f"{where}: {len(wave) / sr:.0f} s long; an example is one sound, cut it to under "
                           f"{MAX_EXAMPLE_SECONDS:.0f} s")
@@ -113,15 +114,13 @@ def cut_to_sound(wave: np.ndarray, where: str = "example") -> np.ndarray:
                           f"{MIN_SOUND_SECONDS} s")
     margin = int(CUT_MARGIN_SECONDS * sr)
     start = max(0, first * frame - margin)
-    return wave[start:min(len(wave), last * frame + margin, start + audio.N_SAMPLES)].astype(np.float32)
+    return wave[start:min(len(wave), last * frame + margin, start + WINDOW_SAMPLES)].astype(np.float32)
 
 
 def read_example(path: str | Path) -> np.ndarray:
-    from models import audio
-
     try:
-        wave = audio.load_audio(path)
-    except audio.AudioFileError as exc:
+        wave = load_audio(path)
+    except AudioFileError as exc:
         raise TaughtError(f"example {exc}") from None
     return cut_to_sound(wave, f"example {path}")
 
@@ -140,21 +139,23 @@ def seed_picture(spec: str) -> Path:
         raise TaughtError(f"picture {spec}: {exc}") from None
 
 
-def read_picture(path: str | Path):
+def read_picture(path: str | Path, where: str | None = None):
     """A JPEG, PNG or WebP file as a PIL RGB image no longer than PICTURE_LONG_SIDE; anything else (not an image,
-    another format, truncated, or so large it would take the machine's memory to decode) is a TaughtError."""
+    another format, truncated, or so large it would take the machine's memory to decode) is a TaughtError, which
+    names the picture as `where` (default: its path)."""
     from PIL import Image, ImageOps
 
     path = Path(path)
+    where = where or str(path)
     if not path.is_file():
-        raise TaughtError(f"picture {path}: no such file")
+        raise TaughtError(f"picture {where}: no such file")
     try:
         with Image.open(path) as im:
             if im.format not in PICTURE_FORMATS:
-                raise TaughtError(f"picture {path}: a {im.format} image; use a JPEG, PNG or WebP picture")
+                raise TaughtError(f"picture {where}: a {im.format} image; use a JPEG, PNG or WebP picture")
             width, height = im.size
             if width * height > MAX_PICTURE_PIXELS:  # read from the header: nothing decoded yet
-                raise TaughtError(f"picture {path}: {width}x{height} pixels is more than "
+                raise TaughtError(f"picture {where}: {width}x{height} pixels is more than "
                                   f"{MAX_PICTURE_PIXELS // 1_000_000} megapixels; make it smaller")
             im.load()
             im = ImageOps.exif_transpose(im)
@@ -165,11 +166,11 @@ def read_picture(path: str | Path):
     except TaughtError:
         raise
     except Image.DecompressionBombError as exc:
-        raise TaughtError(f"picture {path}: too many pixels to decode safely ({exc})") from None
+        raise TaughtError(f"picture {where}: too many pixels to decode safely ({exc})") from None
     except Exception as exc:  # PIL raises many types for a broken file (UnidentifiedImageError, OSError ...)
-        raise TaughtError(f"picture {path}: not a readable image ({type(exc).__name__}: {exc})") from None
+        raise TaughtError(f"picture {where}: not a readable image ({type(exc).__name__}: {exc})") from None
     if min(im.size) < 8:
-        raise TaughtError(f"picture {path}: too small ({im.size[0]}x{im.size[1]})")
+        raise TaughtError(f"picture {where}: too small ({im.size[0]}x{im.size[1]})")
     im.thumbnail((PICTURE_LONG_SIDE, PICTURE_LONG_SIDE))
     return im
 
@@ -197,8 +198,6 @@ def teach(name: str, examples: list, picture: str | Path | None = None, as_: str
         raise TaughtError(f"{name}: needs a picture (a JPEG/PNG/WebP file, or seed:CLASS for a bundled one)")
     if not MIN_EXAMPLES <= len(examples) <= MAX_EXAMPLES:
         raise TaughtError(f"{name}: {len(examples)} examples; teach a sound with {MIN_EXAMPLES} to {MAX_EXAMPLES}")
-    from models import audio
-
     root = taught_folder(taught_dir)
     if (root / name).exists():
         raise TaughtError(f"{name}: already taught in {root}; forget it first (`teach --forget {name}`)")
@@ -217,7 +216,7 @@ def teach(name: str, examples: list, picture: str | Path | None = None, as_: str
         names = []
         for i, sound in enumerate(sounds, 1):
             names.append(f"examples/{i:02d}.wav")
-            soundfile.write(staging / names[-1], sound, audio.SAMPLE_RATE, subtype="PCM_16")
+            soundfile.write(staging / names[-1], sound, SAMPLE_RATE, subtype="PCM_16")
         if image is not None:
             image.save(staging / "picture.png")
         manifest = dict(name=name, **{"as": as_}, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), examples=names,
@@ -403,7 +402,7 @@ NEGATIVES = Path(__file__).parent / "weights" / "taught_negatives.npz"
 NEAR_COSINE = 0.9   # a taught sound made with a voice passes the speech rule only this near one of its examples
 EXAMPLE_LOOKS_S = (0.5, 1.0)  # an example is heard as the app sends a sound: windows ending this long after
 # its onset (silence before), and one ending half a second after the sound
-RECHECK_S = 1.0      # how often the ear looks at the folder (a stat per sound): a new sound is heard within 2 s
+RECHECK_S = 0.25     # how often the ear looks at the folder (a stat per sound): a new sound is heard within 2 s
 
 
 def example_windows(sound: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 client's address faked to stand on this machine or beyond it), and what the loop's side does per frame."""
 from __future__ import annotations
 
+import io
 import json
 import queue
 import socket
@@ -20,6 +21,7 @@ from app.controls import Bindings, Controls, class_list, parse_chord
 from app.hours import is_open, parse_hours
 from app.modes import Plan, Scene, ShowState
 from app.passwords import check_password, hash_password, is_password_hash
+from models import taught
 
 HERE = ("127.0.0.1", 50000)
 AWAY = ("192.0.2.7", 50000)      # TEST-NET-1: an address beyond this machine
@@ -141,14 +143,16 @@ def test_save_setting_is_checked_and_keeps_comments(tmp_path):
 
 # --- the web side ----------------------------------------------------------------------------------------------
 
-def shared_for(tmp_path=None, password_hash=None, local_server=True, mode="performance") -> Shared:
+def shared_for(tmp_path=None, password_hash=None, local_server=True, mode="performance", ring=None,
+               taught_dir=None) -> Shared:
     config = None
     if tmp_path is not None:
         config = tmp_path / "venue.toml"
         config.write_text("# the venue\nvignette = 0.2\n")
-    settings = Settings(mode=mode, console_password_hash=password_hash)
+    settings = Settings(mode=mode, console_password_hash=password_hash,
+                        **({"taught_dir": str(taught_dir)} if taught_dir else {}))
     bindings = Bindings(mode, class_list("animals"), parse_chord(settings.exit_chord))
-    return Shared(settings, config, bindings, local_server)
+    return Shared(settings, config, bindings, local_server, ring)
 
 
 def client_for(shared: Shared, where=HERE) -> TestClient:
@@ -193,9 +197,12 @@ def test_beyond_this_machine_the_password_is_required():
     shared = shared_for(password_hash=PASSWORD_HASH)
     client = client_for(shared, AWAY)
     assert client.get("/api/session").json() == {"logged_in": False, "token": None, "password_set": True}
-    for path in ("/api/state", "/api/settings", "/api/picture.jpg", "/api/stream"):
+    for path in ("/api/state", "/api/settings", "/api/picture.jpg", "/api/stream", "/api/teach",
+                 "/api/teach/takes/1.wav", "/api/teach/picture.jpg", "/api/teach/seeds/cow.jpg"):
         assert client.get(path).status_code == 401, path
     assert post(client, "/api/control", {"control": "blackout"}).status_code == 401
+    for path in ("/api/teach/record", "/api/teach/save", "/api/teach/forget", "/api/teach/picture"):
+        assert post(client, path, {}).status_code == 401, path
     assert post(client, "/api/login", {"password": "wrong"}).status_code == 401
     answer = post(client, "/api/login", {"password": PASSWORD})
     assert answer.status_code == 200
@@ -352,6 +359,383 @@ def test_unknown_paths_and_methods_are_4xx():
     assert client.get("/nothing").status_code == 404
     assert client.put("/api/control", json={}).status_code == 405
     assert client.get("/api/control").status_code == 405
+
+
+# --- teach: a sound of the venue's own, from the console -------------------------------------------------------
+
+def teacher(tmp_path, monkeypatch, ring=None):
+    """A console whose takes begin at once (no countdown), its taught sounds in tmp_path/taught."""
+    monkeypatch.setattr("app.console.COUNTDOWN_S", 0)
+    shared = shared_for(ring=ring, taught_dir=tmp_path / "taught")
+    client = client_for(shared)
+    return shared, client, token_of(client)
+
+
+def sound_file(tmp_path, freq=700.0):
+    from tests.test_taught import tone, wav
+
+    return wav(tmp_path / f"sound_{freq:.0f}.wav", tone(0.9, freq=freq, lead=0.5))
+
+
+def record(client, token, ring, sound):
+    """A take through the console while `sound` plays into the ring, as the microphone would hear it."""
+    from app.capture import FileSource
+
+    source = FileSource(ring, sound, loop=False).start()
+    try:
+        return post(client, "/api/teach/record", {}, token)
+    finally:
+        source.stop()
+
+
+def good_takes(shared, n=3):
+    from tests.test_taught import tone
+
+    for _ in range(n):
+        shared.draft.add(tone(0.9)[7000:], None)
+
+
+def test_a_sound_recorded_through_the_console_is_taught_listed_and_forgotten(tmp_path, monkeypatch):
+    """The happy path, over the API as the page uses it: three takes cut from the show's ring, each playable; a
+    bundled picture; Save (the library, in a child process); the list; Forget."""
+    from app.capture import RingBuffer
+
+    ring = RingBuffer()
+    shared, client, token = teacher(tmp_path, monkeypatch, ring)
+    sound = sound_file(tmp_path)
+    for i in range(1, 4):
+        answer = record(client, token, ring, sound)
+        assert answer.status_code == 200, answer.text
+        taken = answer.json()["draft"]["examples"][-1]
+        assert taken["id"] == i and taken["problem"] is None
+        assert 0.9 <= taken["seconds"] <= 1.6 and -20 < taken["dbfs"] < 0  # the tone, cut from the quiet around it
+    wave = client.get("/api/teach/takes/2.wav")
+    assert wave.status_code == 200 and wave.content[:4] == b"RIFF" and wave.headers["content-type"] == "audio/wav"
+    assert post(client, "/api/teach/seed", {"seed": "cow"}, token).json()["draft"]["picture"] == "seed:cow"
+    assert client.get("/api/teach/picture.jpg").content[:2] == b"\xff\xd8"
+    assert not (tmp_path / "taught").exists(), "nothing is in the taught sounds' folder before it is saved"
+    saved = post(client, "/api/teach/save", {"name": "zap", "as": None}, token)
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["shows"] == "zap" and saved.json()["draft"] == {"examples": [], "picture": None}
+    listed = client.get("/api/teach").json()
+    assert [(t["name"], t["shows"], t["examples"]) for t in listed["taught"]] == [("zap", "zap", 3)]
+    assert "cow" in listed["seeds"] and "cow" in listed["builtins"] and listed["examples"] == [3, 10]
+    assert client.get("/api/teach/sounds/zap.jpg").content[:2] == b"\xff\xd8"
+    assert not list(shared.draft.folder.iterdir()), "the draft's files went with it"
+    assert post(client, "/api/teach/forget", {"name": "zap"}, token).status_code == 200
+    assert client.get("/api/teach").json()["taught"] == []
+    shared.draft.close()
+
+
+def test_a_taught_sound_shown_as_a_builtin_needs_no_picture(tmp_path, monkeypatch):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    good_takes(shared)
+    post(client, "/api/teach/seed", {"seed": "dog"}, token)  # set aside: a sound shown as cow shows cow's
+    saved = post(client, "/api/teach/save", {"name": "moo", "as": "cow"}, token)
+    assert saved.status_code == 200, saved.text
+    assert client.get("/api/teach").json()["taught"][0]["shows"] == "cow"
+    assert client.get("/api/teach/sounds/moo.jpg").status_code == 200  # cow's own picture
+
+
+def test_the_picture_upload_is_checked_and_kept_in_the_draft(tmp_path, monkeypatch):
+    from tests.test_taught import picture
+
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    png = picture(tmp_path / "p.png", size=(300, 200)).read_bytes()
+    answer = post_picture(client, token, png, "image/png")
+    assert answer.status_code == 200 and answer.json()["draft"]["picture"] == "upload"
+    assert client.get("/api/teach/picture.jpg").content[:2] == b"\xff\xd8"
+    assert [p.suffix for p in shared.draft.folder.iterdir()] == [".png"]
+    post_picture(client, token, png, "image/png")
+    assert len(list(shared.draft.folder.iterdir())) == 1, "a new upload replaces the last"
+    shared.draft.close()
+
+
+def test_teaching_from_the_console_loads_no_torch(tmp_path):
+    """The console lives in the show's process, which never loads torch: takes, pictures, seeds and the list are
+    checked with models/taught.py's rules, which need none (the child that saves loads it)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    probe = f"""
+import sys
+import app.console
+assert "torch" not in sys.modules, "importing the console"
+from pathlib import Path
+from starlette.testclient import TestClient
+from tests.test_console import shared_for, token_of, post, post_picture, good_takes
+from tests.test_taught import picture
+from app.console import build_app
+from models import taught
+shared = shared_for(taught_dir=Path({str(tmp_path)!r}) / "taught")
+client = TestClient(build_app(shared), base_url="http://127.0.0.1", client=("127.0.0.1", 1))
+token = token_of(client)
+good_takes(shared)
+import soundfile
+taught.cut_to_sound(soundfile.read(shared.draft.examples[0]["path"], dtype="float32")[0])  # a take's check
+assert post_picture(client, token, picture(Path({str(tmp_path)!r}) / "p.png").read_bytes(), "image/png").status_code == 200
+assert post(client, "/api/teach/seed", {{"seed": "cow"}}, token).status_code == 200
+assert client.get("/api/teach").status_code == 200 and client.get("/api/teach/seeds/cow.jpg").status_code == 200
+assert post(client, "/api/teach/save", {{"name": "Bad!"}}, token).status_code == 400
+print(sorted(m for m in ("torch", "librosa", "models.audio") if m in sys.modules))
+shared.draft.close()
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def post_picture(client, token, data: bytes, content_type: str):
+    return client.post("/api/teach/picture", content=data,
+                       headers={**OWN, "x-csrf-token": token, "content-type": content_type})
+
+
+# Each bad input: a 4xx that says why, and nothing stored, in the draft or among the taught sounds.
+
+def nothing_taught(tmp_path) -> bool:
+    root = tmp_path / "taught"
+    return not root.exists() or not any(root.iterdir())
+
+
+@pytest.mark.parametrize("name, message", [("Moo!", "not a name"), ("", "not a name"), ("dog", "built-in"),
+                                           (7, "not a name"), ("x" * 40, "not a name")])
+def test_teach_a_bad_name_is_400(tmp_path, monkeypatch, name, message):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    good_takes(shared)
+    post(client, "/api/teach/seed", {"seed": "cow"}, token)
+    answer = post(client, "/api/teach/save", {"name": name}, token)
+    assert answer.status_code == 400 and message in answer.json()["error"]
+    assert nothing_taught(tmp_path) and len(shared.draft.examples) == 3
+    shared.draft.close()
+
+
+def test_teach_too_few_examples_is_400(tmp_path, monkeypatch):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    good_takes(shared, 2)
+    post(client, "/api/teach/seed", {"seed": "cow"}, token)
+    answer = post(client, "/api/teach/save", {"name": "zap"}, token)
+    assert answer.status_code == 400 and answer.json()["error"] == "2 examples: record 3 to 10 of the sound"
+    assert nothing_taught(tmp_path)
+    shared.draft.close()
+
+
+def test_teach_too_many_examples_is_409(tmp_path, monkeypatch):
+    from app.capture import RingBuffer
+
+    shared, client, token = teacher(tmp_path, monkeypatch, RingBuffer())
+    good_takes(shared, 10)
+    answer = post(client, "/api/teach/record", {}, token)
+    assert answer.status_code == 409 and "already 10 examples" in answer.json()["error"]
+    assert len(shared.draft.examples) == 10
+    shared.draft.close()
+
+
+def test_teach_a_take_with_no_sound_is_422(tmp_path, monkeypatch):
+    from app.capture import RingBuffer
+
+    monkeypatch.setattr("app.takes.WAIT_FOR_SOUND_S", 0.3)
+    shared, client, token = teacher(tmp_path, monkeypatch, RingBuffer())
+    answer = post(client, "/api/teach/record", {}, token)
+    assert answer.status_code == 422 and answer.json()["error"].startswith("no sound in 0 s")
+    assert shared.draft.examples == [] and shared.draft.take is None
+    assert client.get("/api/state").json()["take"] is None
+
+
+def test_teach_a_clipped_take_is_marked_and_saving_it_is_400(tmp_path, monkeypatch):
+    from app.capture import RingBuffer
+    from tests.test_taught import tone, wav
+
+    ring = RingBuffer()
+    shared, client, token = teacher(tmp_path, monkeypatch, ring)
+    loud = wav(tmp_path / "loud.wav", np.clip(tone(0.9, level=3.0, lead=0.5), -1, 1))
+    answer = record(client, token, ring, loud)
+    assert answer.status_code == 200 and "clipped" in answer.json()["draft"]["examples"][0]["problem"]
+    good_takes(shared, 2)
+    post(client, "/api/teach/seed", {"seed": "cow"}, token)
+    refused = post(client, "/api/teach/save", {"name": "zap"}, token)
+    assert refused.status_code == 400 and refused.json()["error"].startswith("take 1: clipped")
+    assert refused.json()["error"].endswith("drop it") and nothing_taught(tmp_path)
+    assert post(client, "/api/teach/drop", {"example": 1}, token).json()["draft"]["examples"][0]["id"] == 2
+    shared.draft.close()
+
+
+def test_teach_without_a_picture_is_400(tmp_path, monkeypatch):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    good_takes(shared)
+    answer = post(client, "/api/teach/save", {"name": "zap"}, token)
+    assert answer.status_code == 400 and "choose a picture" in answer.json()["error"] and nothing_taught(tmp_path)
+    shared.draft.close()
+
+
+def test_teach_a_name_already_taught_is_409(tmp_path, monkeypatch):
+    from tests.test_taught import examples
+
+    taught.teach("zap", examples(tmp_path / "in"), "seed:cow", taught_dir=tmp_path / "taught")
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    good_takes(shared)
+    post(client, "/api/teach/seed", {"seed": "cow"}, token)
+    answer = post(client, "/api/teach/save", {"name": "zap"}, token)
+    assert answer.status_code == 409 and "already taught" in answer.json()["error"]
+    assert len(shared.draft.examples) == 3
+    shared.draft.close()
+
+
+def test_teach_an_unknown_builtin_is_400(tmp_path, monkeypatch):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    good_takes(shared)
+    answer = post(client, "/api/teach/save", {"name": "zap", "as": "unicorn"}, token)
+    assert answer.status_code == 400 and "not a built-in" in answer.json()["error"] and nothing_taught(tmp_path)
+    shared.draft.close()
+
+
+def test_teach_an_upload_too_large_is_413(tmp_path, monkeypatch):
+    monkeypatch.setattr("app.console.MAX_PICTURE_BYTES", 1000)
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    answer = post_picture(client, token, b"\xff\xd8" + b"x" * 2000, "image/jpeg")
+    assert answer.status_code == 413 and "larger than" in answer.json()["error"]
+    assert shared.draft.picture is None
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "image/gif", ""])
+def test_teach_an_upload_of_another_type_is_415(tmp_path, monkeypatch, content_type):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    answer = post_picture(client, token, b"GIF89a", content_type)
+    assert answer.status_code == 415 and "JPEG, PNG or WebP" in answer.json()["error"]
+    assert shared.draft.picture is None
+
+
+def test_teach_an_upload_that_is_not_an_image_is_400(tmp_path, monkeypatch):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    answer = post_picture(client, token, b"this is not a picture", "image/png")
+    assert answer.status_code == 400 and answer.json()["error"].startswith("picture the upload: not a readable image")
+    assert shared.draft.picture is None and not list(shared.draft.folder.iterdir())
+    shared.draft.close()
+
+
+def test_teach_a_truncated_upload_is_400(tmp_path, monkeypatch):
+    from PIL import Image
+
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    out = io.BytesIO()
+    Image.effect_noise((400, 300), 60).convert("RGB").save(out, "JPEG")
+    answer = post_picture(client, token, out.getvalue()[:len(out.getvalue()) // 2], "image/jpeg")
+    assert answer.status_code == 400 and "not a readable image" in answer.json()["error"]
+    assert shared.draft.picture is None and not list(shared.draft.folder.iterdir())
+    shared.draft.close()
+
+
+def test_teach_an_image_bomb_is_400(tmp_path, monkeypatch):
+    from PIL import Image
+
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    out = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(out, "PNG")  # 64 megapixels in a few kB: refused before it is decoded
+    answer = post_picture(client, token, out.getvalue(), "image/png")
+    assert answer.status_code == 400 and "more than 40 megapixels" in answer.json()["error"]
+    assert shared.draft.picture is None
+    shared.draft.close()
+
+
+def test_teach_an_unknown_seed_is_400(tmp_path, monkeypatch):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    for seed in ("unicorn", "../../etc", None, ["cow"]):
+        answer = post(client, "/api/teach/seed", {"seed": seed}, token)
+        assert answer.status_code == 400 and "no bundled picture" in answer.json()["error"]
+    assert shared.draft.picture is None
+    assert client.get("/api/teach/seeds/unicorn.jpg").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/api/teach/save", "/api/teach/forget", "/api/teach/seed", "/api/teach/drop"])
+@pytest.mark.parametrize("body", ["{not json", "[1, 2]"])
+def test_teach_malformed_json_is_400(tmp_path, monkeypatch, path, body):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    answer = client.post(path, content=body, headers={**OWN, "x-csrf-token": token,
+                                                      "content-type": "application/json"})
+    assert answer.status_code == 400 and "JSON" in answer.json()["error"]
+
+
+def test_teach_forgetting_a_name_not_taught_is_404(tmp_path, monkeypatch):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    for name in ("nothing", "../taught", ""):
+        answer = post(client, "/api/teach/forget", {"name": name}, token)
+        assert answer.status_code == 404 and "is not a taught sound" in answer.json()["error"]
+    assert post(client, "/api/teach/forget", {"name": 3}, token).status_code == 400
+
+
+def test_teach_dropping_a_take_not_in_the_draft_is_4xx(tmp_path, monkeypatch):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    good_takes(shared, 1)
+    assert post(client, "/api/teach/drop", {"example": 9}, token).status_code == 404
+    assert post(client, "/api/teach/drop", {"example": "1"}, token).status_code == 400
+    assert client.get("/api/teach/takes/9.wav").status_code == 404
+    assert len(shared.draft.examples) == 1
+    shared.draft.close()
+
+
+def test_teach_from_another_origin_or_without_the_token_is_403(tmp_path, monkeypatch):
+    shared, client, token = teacher(tmp_path, monkeypatch)
+    good_takes(shared)
+    for headers in ({"origin": "http://evil.example", "x-csrf-token": token}, {**OWN, "x-csrf-token": "nope"}):
+        assert client.post("/api/teach/clear", json={}, headers=headers).status_code == 403
+        assert client.post("/api/teach/picture", content=b"x", headers={**headers, "content-type": "image/png"}
+                           ).status_code == 403
+    assert len(shared.draft.examples) == 3
+    assert post(client, "/api/teach/clear", {}, token).json()["draft"]["examples"] == []
+    shared.draft.close()
+
+
+def test_teach_a_second_take_at_once_is_409_and_closed_hours_refuse_takes(tmp_path, monkeypatch):
+    from app.capture import RingBuffer
+
+    shared, client, token = teacher(tmp_path, monkeypatch, RingBuffer())
+    shared.draft.lock.acquire()  # a take under way
+    answer = post(client, "/api/teach/record", {}, token)
+    assert answer.status_code == 409 and "busy" in answer.json()["error"]
+    shared.draft.lock.release()
+    shared.snapshot = {"open": False}
+    answer = post(client, "/api/teach/record", {}, token)
+    assert answer.status_code == 409 and "opening hours" in answer.json()["error"]
+
+
+def test_the_childs_refusal_comes_back_as_its_one_line(tmp_path):
+    from app.takes import teach_in_child
+    from tests.test_taught import examples, wav
+
+    takes = examples(tmp_path / "in", 3)
+    wav(takes[1], np.zeros(16000, np.float32))
+    with pytest.raises(taught.TaughtError) as refused:
+        teach_in_child("zap", takes, "seed:cow", None, tmp_path / "taught")
+    assert str(refused.value).startswith(f"example {takes[1]}: silent") and "\n" not in str(refused.value)
+    assert nothing_taught(tmp_path)
+
+
+def test_a_take_waits_for_the_countdown_and_the_onset_and_ends_when_the_sound_dies_away():
+    """app/takes.Take, polled as the console's worker polls it, on a clock of its own."""
+    from app.capture import RingBuffer
+    from app.takes import Take
+    from tests.test_taught import tone
+
+    now = [0.0]
+    ring = RingBuffer()
+    take = Take(ring, countdown=3.0, clock=lambda: now[0])
+    sound = tone(0.9, freq=700.0, lead=0.0)
+    quiet = lambda seconds: 0.0005 * np.random.default_rng(1).standard_normal(int(seconds * 16000))  # noqa: E731
+    # a sound during the countdown (it begins nothing), then one at 3.9 s
+    stream = np.concatenate([quiet(1.0), sound, quiet(2.0), sound, quiet(1.0)]).astype(np.float32)
+    states = []
+    for i in range(0, len(stream), 800):  # 50 ms blocks, as a file source writes them
+        ring.write(stream[i:i + 800])
+        now[0] += 0.05
+        if take.poll() is not None:
+            break
+        states.append((round(now[0], 2), take.state))
+    assert take.state == "done"
+    assert {state for t, state in states if t < 3.0} == {"countdown"}
+    assert {state for t, state in states if 3.0 < t < 3.9} == {"waiting"}
+    began = next(t for t, state in states if state == "recording")
+    assert 3.9 <= began <= 4.0 and 0.9 <= len(take.samples) / 16000 <= 1.6
 
 
 # --- the loop's side -------------------------------------------------------------------------------------------
