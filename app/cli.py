@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from app.config import ADDRESS, MODES, RULES, Rule, Settings, integer, load_settings, number, path
+from app.config import ADDRESS, MODES, RULES, SERVER_ADDRESS, Rule, Settings, integer, load_settings, number, path
 from common.errors import UserError
 from common.paths import DEMO_AUDIO
 
@@ -114,9 +115,10 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", type=flag(FILE_OR_FOLDER),
                    help="play this recording (or a folder of them) in real time instead of a microphone")
     p.add_argument("--device", help="input device index or name (see `hear-and-see devices`)")
-    p.add_argument("--server", type=flag(ADDRESS), nargs="+", metavar="tcp://HOST:PORT",
+    p.add_argument("--server", type=flag(SERVER_ADDRESS), nargs="+", metavar="tcp://HOST:PORT|mdns",
                    help="running servers, one or several: the least loaded that answers hears this kiosk, another "
-                        "takes over if it is lost (default: the venue's, else start one on this machine)")
+                        "takes over if it is lost; 'mdns': also those that `serve --advertise` on the local network "
+                        "(default: the venue's, else start one on this machine)")
     p.add_argument("--server-key", type=flag(FILE), help="the servers' CurveZMQ public key file (`hear-and-see keys`)")
     p.add_argument("--kiosk-key", type=flag(FILE),
                    help="this kiosk's CurveZMQ secret key file (`hear-and-see keys --kiosks N`), for servers that "
@@ -185,6 +187,9 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
                    help="CurveZMQ secret key file (`hear-and-see keys`), needed to bind beyond loopback")
     p.add_argument("--kiosk-keys", type=flag(FOLDER),
                    help="admit only kiosks whose public key is in this folder (`hear-and-see keys --kiosks N`)")
+    p.add_argument("--advertise", action="store_true", default=None,
+                   help="announce this server on the local network (DNS-SD, _hear-and-see._tcp), with its key's "
+                        "fingerprint: kiosks with servers = [\"mdns\"] find it")
 
 
 def _torch_device(value) -> str:
@@ -200,14 +205,20 @@ def _serve(args) -> int:
 
     settings = load_settings(args.config, mode=args.mode, bind=args.bind, checkpoint=args.checkpoint,
                              backbone=args.backbone, seeds_dir=args.seeds, dream_size=args.dream_size,
-                             kiosk_keys=args.kiosk_keys)
+                             kiosk_keys=args.kiosk_keys, advertise=args.advertise)
+    # systemctl stop (SIGTERM) ends the server as Ctrl-C does, through its `finally`s: an advertised server says
+    # goodbye on the network, so kiosks drop it at once rather than when its record expires.
+    terminate = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         serve(settings.checkpoint, settings.seeds_dir, settings.bind, device=args.device, backbone=settings.backbone,
               gate=gate_settings(settings), dream=dream_settings(settings),
               curve_secret_key=_secret_key(args.server_secret_key), threads=args.threads,
-              kiosk_keys=settings.kiosk_keys, taught_dir=settings.taught_dir)
+              kiosk_keys=settings.kiosk_keys, taught_dir=settings.taught_dir, advertise=settings.advertise,
+              hear_batch=settings.hear_batch)
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGTERM, terminate)
     return 0
 
 
@@ -677,11 +688,13 @@ COMMANDS = [  # in the order a user meets them
   hear-and-see run --input app/demo_audio --headless --duration 60 --output out/run
   hear-and-see run --server tcp://192.168.1.20:5555 --server-key keys/server.key
   hear-and-see run --server tcp://10.0.0.11:5555 tcp://10.0.0.12:5555 --server-key keys/server.key \
-      --kiosk-key keys/kiosk_secrets/kiosk-1.key_secret     # a venue's kiosk: docs/venue.md"""),
+      --kiosk-key keys/kiosk_secrets/kiosk-1.key_secret     # a venue's kiosk: docs/venue.md
+  hear-and-see run --server mdns --server-key keys/server.key   # the servers that advertise on the network"""),
     Command("serve", "run the inference server", _serve_flags, _serve, APP_LOG, """
   hear-and-see serve                                 # loopback, tcp://127.0.0.1:5555
   hear-and-see serve --bind tcp://0.0.0.0:5555 --server-secret-key keys/server.key_secret --device cuda
-  hear-and-see serve --bind tcp://0.0.0.0:5555 --server-secret-key keys/server.key_secret --kiosk-keys keys/kiosks/"""),
+  hear-and-see serve --bind tcp://0.0.0.0:5555 --server-secret-key keys/server.key_secret --kiosk-keys keys/kiosks/
+  hear-and-see serve --bind tcp://10.0.0.11:5555 --server-secret-key keys/server.key_secret --advertise"""),
     Command("devices", "list audio input devices", _no_flags, _devices, APP_LOG, """
   hear-and-see devices"""),
     Command("keys", "generate CurveZMQ keys for servers reachable beyond loopback, and their kiosks'", _keys_flags,

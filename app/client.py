@@ -3,10 +3,11 @@ by itself.
 
 A venue may list several servers. The client follows the ZeroMQ guide's brokerless reliability ("freelance",
 model 2: every server is pinged, one is used) with its heartbeating and lazy-pirate patterns: it pings every server
-every PING_INTERVAL_S (a server answers with its load), counts one dead after SERVER_TIMEOUT_S of silence, then
-closes that socket and opens a fresh one (so no stale request survives). The kiosk is heard and dreamt by one
-server, the least loaded that answers, and stays with it while it answers (no flapping); when it stops, the next
+every PING_INTERVAL_S (a server answers with its load), counts one dead after SERVER_TIMEOUT_S of silence (or at
+once when it closes the connection: its process ended), then closes that socket and opens a fresh one (so no stale
+request survives). The kiosk is heard and dreamt by one server, the least loaded that answers, and stays with it while it answers (no flapping); when it stops, the next
 least loaded takes over at once, and is handed the picture on screen (IMAGE) so the dream goes on from there.
+Servers found on the network (common/discovery.py) join the list as they appear and leave it as they go.
 Frames are "latest wins": the server sends a frame only while fewer than CREDIT_WINDOW are unacknowledged
 (credit-based flow control), and `poll` keeps only the newest of those that arrived.
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from common import protocol
 
@@ -72,6 +74,8 @@ class Link:
     kiosks: int = 0
     keyframes_per_s: float = 0.0
     last_ping: float = field(default=0.0)
+    monitor: zmq.Socket | None = None  # the socket's disconnection events
+    hung_up: bool = False        # the server closed the connection: its process is gone (a crash, a kill, a restart)
 
     def answering(self, now: float) -> bool:
         return self.last_heard >= self.connected_at and now - self.last_heard <= SERVER_TIMEOUT_S
@@ -80,8 +84,11 @@ class Link:
 class InferenceClient:
     def __init__(self, addresses: str | Sequence[str], name: str = "app", classes=None,
                  context: zmq.Context | None = None, server_key: bytes | None = None,
-                 kiosk_key: tuple[bytes, bytes] | None = None):
+                 kiosk_key: tuple[bytes, bytes] | None = None, discovery=None):
+        """`discovery`: where more servers come from as they appear and go (common.discovery.Browser: its
+        `found()`), beside the fixed `addresses`."""
         addresses = [addresses] if isinstance(addresses, str) else list(addresses)
+        self.listed, self.discovery = tuple(addresses), discovery
         self.name, self.classes = name, classes
         self.kiosk = uuid.uuid4().hex  # this kiosk, whichever socket and server it is on
         self.server_key, self.kiosk_key = server_key, kiosk_key
@@ -106,6 +113,8 @@ class InferenceClient:
 
     @property
     def address(self) -> str:
+        if self.active is None and not self.links:
+            return "none found yet on the network"
         return (self.active or self.links[0]).address
 
     @property
@@ -115,8 +124,7 @@ class InferenceClient:
 
     def _connect(self, link: Link) -> None:
         if link.socket is not None:
-            self._poller.unregister(link.socket)
-            link.socket.close(linger=0)
+            self._close(link)
             self.reconnects += 1
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.IDENTITY, f"{self.name}-{uuid.uuid4().hex[:8]}".encode())
@@ -126,9 +134,20 @@ class InferenceClient:
         if self.server_key is not None:
             s.curve_serverkey = self.server_key
             s.curve_publickey, s.curve_secretkey = self.kiosk_key or zmq.curve_keypair()
+        # A server whose process ends (a crash, a kill) closes the connection, which says so at once; only one that
+        # falls silent (a power cut, a cable) costs the heartbeat's SERVER_TIMEOUT_S.
+        link.monitor = s.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         s.connect(link.address)
-        link.socket, link.connected_at, link.last_ping = s, time.monotonic(), 0.0
+        link.socket, link.connected_at, link.last_ping, link.hung_up = s, time.monotonic(), 0.0, False
         self._poller.register(s, zmq.POLLIN)
+        self._poller.register(link.monitor, zmq.POLLIN)
+
+    def _close(self, link: Link) -> None:
+        self._poller.unregister(link.socket)
+        self._poller.unregister(link.monitor)
+        link.socket.disable_monitor()
+        link.monitor.close(linger=0)
+        link.socket.close(linger=0)
 
     def _use(self, link: Link) -> None:
         """Be heard and dreamt by `link` from now on: a session there, with the steering and the picture on screen."""
@@ -185,6 +204,10 @@ class InferenceClient:
         results, newest = [], None
         ready = dict(self._poller.poll(timeout_ms))
         for link in self.links:
+            while link.monitor in ready and link.monitor.poll(0):
+                event = recv_monitor_message(link.monitor)["event"]
+                # Only a server that was answering hung up; a refused handshake closes connections that never were.
+                link.hung_up = link.hung_up or (event == zmq.EVENT_DISCONNECTED and link.last_heard >= link.connected_at)
             while link.socket in ready:
                 try:
                     parts = link.socket.recv_multipart(zmq.NOBLOCK)
@@ -243,12 +266,31 @@ class InferenceClient:
                 self._hello()
         return None
 
+    def _follow_discovery(self) -> None:
+        """The listed servers and those found on the network now: a new one is pinged from now on, one gone is
+        dropped (and if it heard this kiosk, the least loaded other takes over, as from a silent one)."""
+        found = self.discovery.found()
+        for link in [link for link in self.links if link.address not in self.listed and link.address not in found]:
+            log.info("server %s is gone from the network", link.address)
+            self._close(link)
+            self.links.remove(link)
+            if link is self.active:
+                self.active = None
+        for address in found:
+            if all(link.address != address for link in self.links):
+                log.info("server %s found on the network", address)
+                self.links.append(Link(address))
+                self._connect(self.links[-1])
+
     def _keep_alive(self, now: float) -> None:
+        if self.discovery is not None:
+            self._follow_discovery()
         for link in self.links:
             silent_since = max(link.last_heard, link.connected_at)
-            if now - silent_since > SERVER_TIMEOUT_S:
+            if link.hung_up or now - silent_since > SERVER_TIMEOUT_S:
                 if link is self.active:
-                    log.warning("server %s silent for %.1f s: reconnecting", link.address, now - silent_since)
+                    log.warning("server %s %s: reconnecting", link.address, "hung up" if link.hung_up else
+                                f"silent for {now - silent_since:.1f} s")
                     self.active = None
                 self._connect(link)  # lazy pirate: a fresh socket; it is pinged again below
             if now - link.last_ping >= PING_INTERVAL_S:
@@ -275,4 +317,4 @@ class InferenceClient:
 
     def close(self) -> None:
         for link in self.links:
-            link.socket.close(linger=0)
+            self._close(link)

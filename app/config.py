@@ -6,6 +6,7 @@ Example venue.toml (every key is a field of Settings below; RULES says what each
     classes = "animals"         # "all", a set name (animals, natural, human, domestic, urban, farm) or a list
     server = "tcp://192.168.1.20:5555"   # "auto" (the default): start a server on this machine
     # servers = ["tcp://192.168.1.20:5555", "tcp://192.168.1.21:5555"]  # several: docs/venue.md
+    # servers = ["mdns"]        # those that `serve --advertise` on the local network (DNS-SD); with addresses too
     hop_seconds = 0.5
     min_confidence = 0.4
     speech = "ignore"           # talking shows nothing; "show": it is shown as the class "speech"
@@ -49,11 +50,13 @@ class Settings:
     mode: str = "default"
     classes: str | list[str] = "all"
     server: str = "auto"                 # where `run` is heard and dreamt; "auto": a server it starts itself
-    servers: tuple[str, ...] = ()        # several servers (instead of `server`): the least loaded that answers
+    servers: tuple[str, ...] = ()        # several servers (instead of `server`): the least loaded that answers;
+                                         # "mdns" among them: also those found on the local network (DNS-SD)
     server_key: str | None = None        # the servers' CurveZMQ public key: a kiosk connects to no other server
     kiosk_key: str | None = None         # this kiosk's CurveZMQ secret key file (`hear-and-see keys --kiosks N`)
     bind: str = "tcp://127.0.0.1:5555"   # where `serve` listens
     kiosk_keys: str | None = None        # `serve`: the folder of kiosk public keys it admits; no other kiosk gets in
+    advertise: bool = False              # `serve`: announce itself on the local network, for kiosks' "mdns"
     hop_seconds: float = 0.5
     # The gate (models/gate.py says what each does); defaults defined once, there.
     silence_dbfs: float = GateSettings.silence_dbfs
@@ -84,6 +87,7 @@ class Settings:
     dream_intensity: float = 1.0
     dream_blend: float | None = None
     dream_batch: int = 0                 # kiosks' dream steps in one batch at most; 0: the server's device decides
+    hear_batch: int = 0                  # kiosks' windows heard in one pass at most; 0: the server's default (1)
     exit_chord: str = "ctrl+shift+q"     # quits in every mode; in the gallery nothing else does
     osc_port: int = 0                    # UDP port for OSC control; 0: none
     osc_host: str = "127.0.0.1"          # loopback: only this machine may freeze or black out the show
@@ -186,14 +190,25 @@ def _address(value) -> str:
 ADDRESS = Rule(_address, "a ZeroMQ address: tcp://HOST:PORT or ipc:///path")
 
 
+DISCOVER = "mdns"  # a server entry that stands for those found on the local network (common/discovery.py)
+
+
+def _server_address(value) -> str:
+    return value if value == DISCOVER else _address(value)
+
+
+SERVER_ADDRESS = Rule(_server_address, f"a ZeroMQ address: tcp://HOST:PORT or ipc:///path, or '{DISCOVER}': the "
+                                       f"servers found on the local network")
+
+
 def _server(value) -> str:
-    return value if value == "auto" else _address(value)
+    return value if value == "auto" else _server_address(value)
 
 
 def _servers(value) -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or len(value) > 64 or len(set(value)) != len(value):
         raise ValueError
-    return tuple(_address(v) for v in value)
+    return tuple(_server_address(v) for v in value)
 
 
 def _class_set(value):
@@ -281,11 +296,14 @@ RULES: dict[str, Rule] = {
     "mode": choice(*MODES),
     "classes": Rule(_class_set, f"'all', 'taught' (the taught sounds alone), one of {', '.join(sorted(CLASS_SETS))}, "
                                 f"or a list of class names (ESC-50's, or {', '.join(AUDIOSET_CLASSES)}); the taught sounds join every set"),
-    "server": Rule(_server, "'auto' or a ZeroMQ address: tcp://HOST:PORT or ipc:///path"),
-    "servers": Rule(_servers, "a list of up to 64 different ZeroMQ addresses, e.g. [\"tcp://a:5555\", \"tcp://b:5555\"]"),
+    "server": Rule(_server, f"'auto', a ZeroMQ address (tcp://HOST:PORT or ipc:///path) or '{DISCOVER}' (found on "
+                            f"the local network)"),
+    "servers": Rule(_servers, f"a list of up to 64 different ZeroMQ addresses, e.g. [\"tcp://a:5555\", \"tcp://b:5555\"]; "
+                              f"\"{DISCOVER}\" among them adds the servers found on the local network"),
     "server_key": optional(path("file", "an existing CurveZMQ public key file"), "no encryption"),
     "kiosk_key": optional(path("file", "an existing CurveZMQ secret key file"), "a fresh key per connection"),
     "bind": ADDRESS,
+    "advertise": boolean(),
     "kiosk_keys": optional(path("folder", "an existing folder of kiosk public keys"), "any kiosk with the server key"),
     "hop_seconds": number(0.05, MAX_HOP_SECONDS),
     "silence_dbfs": number(-120.0, 0.0),
@@ -315,6 +333,7 @@ RULES: dict[str, Rule] = {
     "dream_intensity": number(0.0, 1.0),
     "dream_blend": optional(number(0.0, 1.0, above_low=True), "no pull back to the seed"),
     "dream_batch": Rule(integer(0, 64).parse, "0 (the device's default) or a whole number of kiosks within 1..64"),
+    "hear_batch": Rule(integer(0, 64).parse, "0 (the server's default) or a whole number of windows within 1..64"),
     "exit_chord": Rule(_chord, "modifiers then one key, e.g. 'ctrl+shift+q'"),
     "osc_port": integer(0, 65535),
     "osc_host": Rule(_ip, "an IP address, e.g. 127.0.0.1"),

@@ -22,7 +22,7 @@ import pygame  # noqa: E402
 
 from app.capture import SAMPLE_RATE, RingBuffer, sound_began
 from app.client import InferenceClient, free_tcp_address
-from app.config import Settings, server_addresses
+from app.config import DISCOVER, Settings, server_addresses
 from app.console import Console
 from app.controls import Bindings, ControlError, Controls, FreezableClock, OscListener, changed, class_list, parse_chord
 from app.modes import FALLBACK, LIVE, Plan, ShowState, Steering, step
@@ -135,6 +135,8 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
     """The show, until `duration` or a quit. Everything it starts is stopped on every way out, in reverse order:
     a recording that cannot be read, a display that cannot open or a crash leave no server behind."""
     addresses = server_addresses(settings)
+    discover = DISCOVER in addresses
+    addresses = tuple(a for a in addresses if a != DISCOVER)
     beyond = [a for a in addresses if not is_loopback(a)]
     if beyond and server_key is None:  # a kiosk connects to no server whose key it does not know
         raise UserError(f"{beyond[0]} is beyond this machine: give the servers' public key (--server-key or the "
@@ -146,7 +148,7 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
         source = RecordingPlayer(ring, input_file, started) if input_file is not None else MicrophoneSupervisor(ring, device)
         stack.callback(source.stop)
         server = None
-        if not addresses:
+        if not addresses and not discover:
             addresses = (free_tcp_address(),)
             server = ServerSupervisor(server_command(settings, addresses[0], config_path)).start()
             stack.callback(server.stop)
@@ -166,8 +168,14 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
         renderer = Renderer(display.ctx, *display.size, palette=settings.palette, vignette=settings.vignette,
                             label_style=settings.label_style, zoom_rate=settings.zoom_rate)
         fallback = FallbackPlayer(settings.prerendered_dir, settings.seeds_dir, taught_dir=settings.taught_dir)
+        browser = None
+        if discover:  # beyond this machine, only the servers whose key this kiosk knows (common/discovery.py)
+            from common.discovery import Browser, fingerprint
+
+            browser = Browser(fingerprint(server_key) if server_key is not None else None)
+            stack.callback(browser.close)
         client = InferenceClient(addresses, name=settings.mode, classes=settings.classes, server_key=server_key,
-                                 kiosk_key=kiosk_key)
+                                 kiosk_key=kiosk_key, discovery=browser)
         stack.callback(client.close)
         osc = None
         if settings.osc_port:

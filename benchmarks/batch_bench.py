@@ -14,8 +14,12 @@ the server's time per dream step
 (what a window waits for at most before it is heard) and the mean batch; and each batched setting's ratio to the
 turn-taking.
 
+With `--compare windows`, what is compared instead is the hearing: every kiosk's windows that arrived together
+heard in one pass (up to 8) against one window at a time, the dream at the device's default batch; its
+rows add the mean windows per pass.
+
 Usage: python benchmarks/batch_bench.py [--device cpu] [--kiosks 1,2,4,8] [--seconds 20] [--rounds 2] [--hop 0.5]
-       [--out runs/batch_bench.json]
+       [--compare dreams|windows] [--out runs/batch_bench.json]
 """
 from __future__ import annotations
 
@@ -53,7 +57,13 @@ class TimedServer(InferenceServer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.step_ms: list[float] = []
+        self.heard_together: list[int] = []  # windows per pass of the classifier
         self.cuda = next(self.dream_backbone.parameters()).is_cuda
+
+    def _hear_windows(self) -> None:
+        if self._windows:
+            self.heard_together.append(len(self._windows))
+        super()._hear_windows()
 
     def _dream_step(self) -> None:
         steps = self.stats["dream_steps"]
@@ -70,12 +80,13 @@ def tone(hz: float) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
-def run(classifier, backbone, seeds_dir: Path, kiosks: int, batch: int, seconds: float, hop: float) -> dict:
-    """`kiosks` clients against a fresh server with this batch setting for WARM_UP_S + `seconds`."""
+def run(classifier, backbone, seeds_dir: Path, kiosks: int, batch: int, seconds: float, hop: float,
+        hear_batch: int = 0) -> dict:
+    """`kiosks` clients against a fresh server with these batch settings for WARM_UP_S + `seconds`."""
     address = free_tcp_address()
     server = TimedServer(classifier, backbone, seeds_dir, address, context=zmq.Context(),
                          gate=GateSettings(silence_dbfs=-200, min_confidence=0.0, enter_windows=1),
-                         dream=DreamSettings(batch=batch))
+                         dream=DreamSettings(batch=batch), hear_batch=hear_batch)
     stop = threading.Event()
     thread = threading.Thread(target=server.serve_forever, args=(stop.is_set,), daemon=True)
     thread.start()
@@ -110,7 +121,7 @@ def run(classifier, backbone, seeds_dir: Path, kiosks: int, batch: int, seconds:
             measuring = now >= measure_from
             if measuring and steps_before is None:
                 steps_before, images_before = server.stats["dream_steps"], server.stats["dream_images"]
-                step_count = len(server.step_ms)
+                step_count, passes_before = len(server.step_ms), len(server.heard_together)
             for k, sock in enumerate(socks):
                 if now >= next_window[k]:
                     next_window[k] += hop
@@ -133,7 +144,9 @@ def run(classifier, backbone, seeds_dir: Path, kiosks: int, batch: int, seconds:
                             classify_ms.append(header["ms"])
         steps = server.stats["dream_steps"] - steps_before
         step_ms = server.step_ms[step_count:]
-        return dict(kiosks=kiosks, batch=batch, seconds=seconds, keyframes_per_s=round(sum(frames) / seconds, 2),
+        passes = server.heard_together[passes_before:]
+        return dict(kiosks=kiosks, batch=batch, hear_batch=hear_batch,
+                    windows_per_pass=round(float(np.mean(passes)), 2) if passes else None, seconds=seconds, keyframes_per_s=round(sum(frames) / seconds, 2),
                     frames_min=min(frames), frames_max=max(frames), windows=len(latencies),
                     round_trip_p50_ms=round(float(np.percentile(latencies, 50)), 1) if latencies else None,
                     round_trip_p95_ms=round(float(np.percentile(latencies, 95)), 1) if latencies else None,
@@ -159,29 +172,34 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--hop", type=float, default=0.5, help="seconds between a kiosk's windows; 0: no windows")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0: as `serve` sets them")
+    p.add_argument("--compare", choices=("dreams", "windows"), default="dreams",
+                   help="dreams: dream steps batched against turns; windows: windows heard together against alone")
     p.add_argument("--out", default="runs/batch_bench.json")
     args = p.parse_args(argv)
     return bench(torch.device(args.device), [int(n) for n in args.kiosks.split(",")], args.seconds, args.rounds,
-                 args.hop, args.threads, args.out)
+                 args.hop, args.threads, args.out, args.compare)
 
 
 def bench(device: torch.device, kiosk_counts: list[int], seconds: float, rounds: int, hop: float = 0.5,
-          threads: int = 0, out: str | None = None) -> dict:
+          threads: int = 0, out: str | None = None, compare: str = "dreams") -> dict:
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))  # as `serve` does
     classifier = load_model(device=device)
     backbone = create_backbone(DREAM_BACKBONE).to(device).eval()
     summary = dict(date=time.strftime("%Y-%m-%d %H:%M"), machine=f"{platform.machine()}, {os.cpu_count()} cores",
                    device=str(device), accelerator=torch.cuda.get_device_name() if device.type == "cuda" else None,
                    torch_threads=torch.get_num_threads(), dream_size=profile_size(device),
-                   default_batch=BATCH.get(device.type, 1), hop_s=hop, runs=[])
+                   default_batch=BATCH.get(device.type, 1), hop_s=hop, compare=compare, runs=[])
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}), flush=True)
-    settings = [(n, b) for n in kiosk_counts for b in sorted({1, min(2, n), n})]
+    if compare == "dreams":
+        settings = [(n, b, 0) for n in kiosk_counts for b in sorted({1, min(2, n), n})]
+    else:
+        settings = [(n, BATCH.get(device.type, 1), h) for n in kiosk_counts for h in (1, 8)]
     for r in range(rounds):
-        for n, b in settings if r % 2 == 0 else settings[::-1]:
-            row = run(classifier, backbone, ROOT / "seed_images", n, b, seconds, hop)
+        for n, b, h in settings if r % 2 == 0 else settings[::-1]:
+            row = run(classifier, backbone, ROOT / "seed_images", n, b, seconds, hop, h)
             summary["runs"].append(row)
             print(json.dumps(row), flush=True)
-    summary["ratios"] = ratios(summary["runs"])
+    summary["ratios"] = ratios(summary["runs"], "batch" if compare == "dreams" else "hear_batch")
     print(json.dumps(summary["ratios"]), flush=True)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -189,19 +207,20 @@ def bench(device: torch.device, kiosk_counts: list[int], seconds: float, rounds:
     return summary
 
 
-def ratios(runs: list[dict]) -> list[dict]:
-    """Per kiosk count and batch: against the turn-taking (batch 1), means over all rounds (None where nothing came)."""
+def ratios(runs: list[dict], varied: str = "batch") -> list[dict]:
+    """Per kiosk count and setting of `varied` ("batch" or "hear_batch"): against one at a time (1), means over all
+    rounds (None where nothing came)."""
     def mean(n, b, key):
-        values = [r[key] for r in runs if r["kiosks"] == n and r["batch"] == b and r[key] is not None]
+        values = [r[key] for r in runs if r["kiosks"] == n and r[varied] == b and r[key] is not None]
         return float(np.mean(values)) if values else None
 
     def ratio(a, b):
         return round(a / b, 2) if a is not None and b else None
 
     out = []
-    for n, b in sorted({(r["kiosks"], r["batch"]) for r in runs if r["batch"] > 1}):
-        row = dict(kiosks=n, batch=b)
-        for key in ("keyframes_per_s", "round_trip_p50_ms", "step_p50_ms"):
+    for n, b in sorted({(r["kiosks"], r[varied]) for r in runs if r[varied] > 1}):
+        row = {"kiosks": n, varied: b}
+        for key in ("keyframes_per_s", "round_trip_p50_ms", "round_trip_p95_ms", "step_p50_ms"):
             turns, batched = mean(n, 1, key), mean(n, b, key)
             row.update({f"{key}_turns": turns and round(turns, 2), f"{key}_batched": batched and round(batched, 2),
                         f"{key}_ratio": ratio(batched, turns)})

@@ -1,10 +1,11 @@
 """The inference server: a ZeroMQ ROUTER that classifies each client's 4-second windows and dreams for it.
 
-One thread, one loop: poll the socket, answer what arrived (classify audio windows at once), then spend
-the idle time on one gradient step of a dream keyframe for the clients that have frame credit: the steps of
-clients dreaming at the same layer and size go through the network together, in one batch. A client's message
-can be refused (an ERROR back, and a log line) but never stops the loop, and one client's failed dream costs
-that client its frame, nobody else theirs.
+One thread, one loop: poll the socket, answer what arrived (classify audio windows at once; with `hear_batch`, the
+windows that arrived together from every client in one pass, each answered its own RESULT), then spend the idle
+time on one gradient step of a dream keyframe for the clients that have frame credit: the steps of clients dreaming
+at the same layer and size go through the network together, in one batch. A client's message can be refused (an ERROR back, and
+a log line) but never stops the loop, and one client's failed window or dream costs that client its answer or its
+frame, nobody else theirs.
 """
 from __future__ import annotations
 
@@ -45,6 +46,13 @@ LOAD_WINDOW_S = 10.0        # keyframes/s is counted over this long, and the loa
 # window's round trip p95 doubled (0.33 -> 0.74 s with 2 kiosks), so a CPU takes turns. On CUDA (not measured yet) one
 # image's step should leave much of the GPU idle; 8 is a first guess that benchmarks/device_bench.py is there to check.
 BATCH = {"cuda": 8}
+# Windows heard in one pass at most, by default: the windows of every client that arrived while the server was busy
+# (a dream step, or classifying), each its window heard alone to 1e-5. On a 2-core CPU, 1: a pass of 2 windows cost
+# 1.4 times one, but with 4 kiosks only 1.2-1.4 windows were waiting at once, and each waited for the others in its
+# pass: the round trip's p95 went from 0.18-0.28 to 0.43 s and keyframes/s fell by a tenth
+# (BENCHMARKS.md, "Many kiosks on one server"). A GPU box may gain (not measured): the venue's hear_batch, and
+# benchmarks/batch_bench.py --compare windows to decide.
+HEAR_BATCH = 1
 
 
 @dataclass
@@ -74,6 +82,16 @@ class TokenBucket:
 
 
 @dataclass
+class Window:
+    """A client's window, checked, waiting to be heard with the others that arrived with it."""
+    identity: bytes
+    session: "Session"
+    id: int | None
+    samples: np.ndarray
+    dbfs: float
+
+
+@dataclass
 class Session:
     """What the server knows of one connected app."""
     name: str
@@ -91,6 +109,7 @@ class Session:
     dreaming_for: tuple | None = None  # (label, layer) it is for: a change drops it
     next_step: GradientStep | None = None  # the step the keyframe in progress waits for
     stepped_at: int = 0               # the server's step count when this client's dream last took one
+    handed_over: bool = False         # taken over from a lost server, and no frame from this one yet: dreamt first
     frames_sent: int = 0
     asked_class: str | None = None  # the class the client's STEER asks to be dreamt whatever is heard
     intensity: float = 1.0       # the client's scale on the dream's strength
@@ -114,7 +133,7 @@ class InferenceServer:
                  bind: str, gate: GateSettings = GateSettings(),
                  dream: DreamSettings = DreamSettings(), curve_secret_key: bytes | None = None,
                  context: zmq.Context | None = None, kiosk_keys: str | Path | None = None,
-                 taught_dir: str | Path | None = None):
+                 taught_dir: str | Path | None = None, hear_batch: int = 0):
         if not protocol.is_loopback(bind) and curve_secret_key is None:
             raise UserError(f"refusing to bind {bind}: a non-loopback address needs CurveZMQ keys "
                             f"(run `hear-and-see keys`, then pass --server-secret-key)")
@@ -130,6 +149,8 @@ class InferenceServer:
         self._dream_net = None  # one dream network for every client's engine: what lets their steps share a batch
         device = next(backbone_for_dreams.parameters()).device
         self.batch = max(1, dream.batch or BATCH.get(device.type, 1))
+        self.hear_batch = hear_batch or HEAR_BATCH  # windows heard in one pass at most; 1: each as it arrives
+        self._windows: list[Window] = []
         self._strangers = TokenBucket(RATE_LIMIT_PER_S, RATE_BURST)
         self._seed_cache: dict[str, np.ndarray] = {}
         self._missing_seeds: set[str] = set()
@@ -152,8 +173,13 @@ class InferenceServer:
             self.socket.curve_secretkey = curve_secret_key
             self.socket.curve_publickey = zmq.curve_public(curve_secret_key)
             self.socket.curve_server = True
-        # The first forward pass pays for lazy initialisation; pay it now, not in a client's first window.
+        # The first forward pass pays for lazy initialisation; pay it now, not in a client's first window. The same
+        # for the dream (its network made, each octave's first step): a kiosk taken over from a lost server by one
+        # that has not dreamt yet would otherwise wait for it (0.2 s and more on a 2-core CPU) before its first frame.
         classifier.predict(np.zeros((1, audio.N_SAMPLES), dtype=np.float32))
+        warm = self._new_engine(dream.layer)
+        warm.set_seed("warm-up", np.full((64, 64, 3), 128, np.uint8))
+        warm.next_keyframe(1.0)
         self.socket.bind(bind)
         self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         # dream_steps: forward and backward passes; dream_images: images they stepped (their ratio: the mean batch)
@@ -180,17 +206,21 @@ class InferenceServer:
                 self._dream_step()
                 self._log_load()
         finally:
-            self.socket.close(linger=0)
-            if self.authenticator is not None:
-                self.authenticator.stop()
+            self.close()
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
 
     def _drain(self, limit: int = 64) -> None:
         for _ in range(limit):
             try:
                 parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
-                return
+                break
             self.handle(parts[0], parts[1:])
+        self._hear_windows()
 
     def handle(self, identity: bytes, parts: list[bytes]) -> None:
         """Answer one message from one client; every failure ends here as a log line and an ERROR."""
@@ -210,6 +240,8 @@ class InferenceServer:
         try:
             header, payload = protocol.decode(parts)
             kind = header["kind"]
+            if kind in (protocol.HELLO, protocol.IMAGE, protocol.STEER):
+                self._hear_windows()  # a client's windows are heard before what it says after them
             if kind == protocol.HELLO:
                 self._hello(identity, header, now)
                 return
@@ -231,7 +263,7 @@ class InferenceServer:
             elif kind == protocol.STEER:
                 self._steer(session, header)
             elif kind == protocol.AUDIO:
-                self._classify(identity, session, header, payload)
+                self._listen(identity, session, header, payload)
             else:
                 raise protocol.ProtocolError("bad_kind", f"a client does not send {kind!r}")
             # Stamped after the work: time spent classifying must not count as the client's silence.
@@ -296,6 +328,7 @@ class InferenceServer:
         session.dreaming = session.next_step = None
         session.gate.carry_on(label, time.monotonic())
         session.label, session.confidence = label, confidence  # dreamt at once, as the old server did
+        session.handed_over = True
         log.info("client %s handed over its %s picture (%dx%d)", session.name, label, image.shape[1], image.shape[0])
 
     def _new_engine(self, layer: str | None) -> DreamEngine:
@@ -319,30 +352,69 @@ class InferenceServer:
         session.asked_class, session.intensity, session.layer = asked, float(intensity), layer
         log.info("client %s steers: class %s, intensity %.2f, layer %s", session.name, asked, intensity, layer)
 
-    def _classify(self, identity: bytes, session: Session, header: dict, samples: np.ndarray) -> None:
+    def _listen(self, identity: bytes, session: Session, header: dict, samples: np.ndarray) -> None:
+        """Check a window and queue it, to be heard with the others that arrived with it (_hear_windows)."""
         protocol.check_audio(header, samples, audio.SAMPLE_RATE, audio.N_SAMPLES)
         request_id = header.get("id") if isinstance(header.get("id"), int) else None
+        self._windows.append(Window(identity, session, request_id,
+                                    audio.pad_or_trim(samples.astype(np.float32), audio.N_SAMPLES),
+                                    audio.rms_dbfs(samples)))
+        if len(self._windows) >= self.hear_batch:
+            self._hear_windows()
+
+    def _hear_windows(self) -> None:
+        """Hear the waiting windows in one pass and answer each client its own RESULT, through its own gate. Should
+        the pass fail, each window is heard alone, so a window that breaks the classifier costs its client an ERROR
+        and nobody else anything."""
+        windows, self._windows = self._windows, []
+        if not windows:
+            return
         start = time.perf_counter()
-        window = audio.pad_or_trim(samples.astype(np.float32), audio.N_SAMPLES)
-        dbfs = audio.rms_dbfs(samples)
-        voiced = set()
+        try:
+            heard = self._hear(np.stack([w.samples for w in windows]))
+        except Exception:
+            if len(windows) > 1:
+                log.warning("hearing %d windows together failed; hearing each alone", len(windows), exc_info=True)
+            heard = []
+            for w in windows:
+                try:
+                    heard.extend(self._hear(w.samples[None]))
+                except Exception:
+                    heard.append(None)
+        ms = (time.perf_counter() - start) * 1000
+        for w, one in zip(windows, heard):
+            try:
+                if one is None:
+                    raise RuntimeError("the classifier failed on this window")
+                self._answer(w, *one, ms)
+            except Exception:
+                self.stats["errors"] += 1
+                log.exception("failed to hear a window from %s", w.session.name)
+                self._send(w.identity, protocol.encode(protocol.ERROR, code="internal", message="server error",
+                                                       id=w.id))
+            w.session.last_seen = time.monotonic()  # time spent hearing must not count as the client's silence
+
+    def _hear(self, windows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None, set]]:
+        """(B, N_SAMPLES) windows -> per window: class probabilities, AudioSet tags (or None), taught sounds voiced."""
         if self.ear is not None:
-            heard = self.ear.listen(window[None])
-            probs, tags, voiced = heard.probs[0], heard.tags[0], heard.voiced[0]
-        else:
-            probs, tags = hear(self.classifier, window[None])
-            probs, tags = probs[0], (None if tags is None else tags[0])
+            heard = self.ear.listen(windows)
+            return [(heard.probs[i], heard.tags[i], heard.voiced[i]) for i in range(len(windows))]
+        probs, tags = hear(self.classifier, windows)
+        return [(probs[i], None if tags is None else tags[i], set()) for i in range(len(windows))]
+
+    def _answer(self, w: Window, probs: np.ndarray, tags: np.ndarray | None, voiced: set, ms: float) -> None:
+        session = w.session
         names = self._names(session)
         if names != self.classifier.class_names:
             probs = class_set_probabilities(probs, self.classifier.class_names, names, tags, self.tag_names)
-        label, confidence = session.gate.update(dict(zip(names, probs.tolist())), dbfs, time.monotonic(), tags, voiced)
-        session.label, session.confidence, session.dbfs = label, confidence, dbfs
+        label, confidence = session.gate.update(dict(zip(names, probs.tolist())), w.dbfs, time.monotonic(), tags,
+                                                voiced)
+        session.label, session.confidence, session.dbfs = label, confidence, w.dbfs
         order = np.argsort(probs)[::-1][:5]
         heard = [] if tags is None else [[self.tag_names[i], float(tags[i])] for i in np.argsort(tags)[::-1][:3]]
-        ms = (time.perf_counter() - start) * 1000
         self.stats["windows"] += 1
-        self._send(identity, protocol.encode(
-            protocol.RESULT, id=request_id, label=label, confidence=float(confidence), dbfs=float(dbfs),
+        self._send(w.identity, protocol.encode(
+            protocol.RESULT, id=w.id, label=label, confidence=float(confidence), dbfs=float(w.dbfs),
             top=[[names[i], float(probs[i])] for i in order], tags=heard, trained=self.classifier.trained, ms=ms))
 
     def _names(self, session: Session) -> list[str]:
@@ -366,11 +438,14 @@ class InferenceServer:
         ms) before it is heard, and a keyframe slower than the clients' 1 s liveness timeout (a loaded CPU) never
         reads as a dead server. Furthest first: a keyframe begun is finished before another client's begins (the
         clients take turns), and a dream that fell out of step with the others (it began alone, or its credit ran
-        out) finishes its keyframe while they wait at the start of theirs, then starts its next with them."""
+        out) finishes its keyframe while they wait at the start of theirs, then starts its next with them. A kiosk
+        just taken over from a lost server goes before them all: its screen has had no live frame since the loss, the
+        others' have theirs."""
         waiting = [i for i in list(self.sessions) if self._wants_frames(self.sessions[i]) and self._next_step(i)]
         if not waiting:
             return
-        waiting.sort(key=lambda i: (tuple(-n for n in self.sessions[i].next_step.stage), self.sessions[i].stepped_at))
+        waiting.sort(key=lambda i: (not self.sessions[i].handed_over,
+                                    tuple(-n for n in self.sessions[i].next_step.stage), self.sessions[i].stepped_at))
         lead = self.sessions[waiting[0]].next_step
         # Only steps at the same point of their keyframes: a dream one step behind another would otherwise be
         # batched with it one step behind for ever, each batch half of it alone (at another image size).
@@ -459,6 +534,7 @@ class InferenceServer:
     def _send_frame(self, identity: bytes, frame: np.ndarray) -> None:
         session = self.sessions[identity]
         session.dreaming = session.next_step = None
+        session.handed_over = False
         session.credits -= 1
         session.frames_sent += 1
         self.stats["frames"] += 1
@@ -498,9 +574,14 @@ class InferenceServer:
 def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, device: str | None = None,
           gate: GateSettings = GateSettings(), dream: DreamSettings = DreamSettings(),
           backbone: str | None = None, curve_secret_key: bytes | None = None, threads: int | None = None,
-          kiosk_keys: str | Path | None = None, should_stop=lambda: False, taught_dir: str | Path | None = None):
+          kiosk_keys: str | Path | None = None, should_stop=lambda: False, taught_dir: str | Path | None = None,
+          advertise: bool = False, hear_batch: int = 0):
     """Load the classifier and the dream backbone, then serve until `should_stop()`. The venue's taught sounds are
-    heard from `taught_dir` (default: common.paths.default_taught_dir())."""
+    heard from `taught_dir` (default: common.paths.default_taught_dir()). `advertise`: announced on the local
+    network while it serves (common/discovery.py), with its public key's fingerprint when it has keys. `hear_batch`:
+    windows heard in one pass at most (0: HEAR_BATCH)."""
+    if advertise and not bind.startswith("tcp://"):  # said before minutes of loading, not after
+        raise UserError(f"only a tcp:// address can be advertised on the network, not {bind}")
     device = torch.device(device) if device else default_device()
     # One core stays free for the app's renderer when both run on one machine (as `make run` does);
     # oversubscribed torch threads spin-wait and make every window late.
@@ -516,6 +597,20 @@ def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, devic
     imagenet_name = classifier.backbone.name if classifier.backbone.name in DREAM_LAYERS else DREAM_BACKBONE
     dream_backbone = create_backbone(imagenet_name).to(device).eval()
     server = InferenceServer(classifier, dream_backbone, seeds_dir, bind, gate, dream, curve_secret_key,
-                             kiosk_keys=kiosk_keys, taught_dir=taught_dir or default_taught_dir())
-    server.serve_forever(should_stop)
+                             kiosk_keys=kiosk_keys, taught_dir=taught_dir or default_taught_dir(),
+                             hear_batch=hear_batch)
+    advertisement = None
+    if advertise:
+        from common.discovery import Advertisement
+
+        try:
+            advertisement = Advertisement(server.address, zmq.curve_public(curve_secret_key) if curve_secret_key else None)
+        except (UserError, OSError) as exc:
+            server.close()
+            raise UserError(f"cannot advertise {server.address} on the local network: {exc}") from exc
+    try:
+        server.serve_forever(should_stop)
+    finally:
+        if advertisement is not None:
+            advertisement.close()
     return server

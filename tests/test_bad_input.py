@@ -31,6 +31,9 @@ BAD = [
     (["run", "--server", "tcp://127.0.0.1:5555", "bogus"], None, ["--server", "'bogus'", "tcp://HOST:PORT"]),
     (["run", "--server", "tcp://10.9.8.7:5555"], None, ["10.9.8.7", "--server-key"]),  # no key: never connects
     (["run", "--kiosk-key", "/nonexistent.key_secret"], None, ["--kiosk-key", "an existing file"]),
+    (["run", "--server", "mDNS"], None, ["--server", "'mDNS'", "'mdns'"]),
+    (["run", "--config", VENUE], 'servers = ["mdns", "mdns"]\n', ["servers", "different"]),
+    (["run", "--config", VENUE], 'servers = "mdns"\n', ["servers = 'mdns'", "a list"]),
     (["run", "--config", VENUE], 'servers = ["tcp://a:1", "tcp://a:1"]\n', ["servers", "different"]),
     (["run", "--config", VENUE], 'server = "tcp://a:1"\nservers = ["tcp://b:1"]\n', ["server and servers"]),
     (["run", "--config", VENUE], 'palette = "sepia"\n', ["palette = 'sepia'", "neutral, warm", "three numbers"]),
@@ -48,6 +51,8 @@ BAD = [
     (["serve", "--config", VENUE], 'seeds_dir = "/no/such/seeds"\n', ["seeds_dir", "an existing folder"]),
     (["serve", "--server-secret-key", VENUE], "", ["not a CurveZMQ key file"]),
     (["serve", "--kiosk-keys", "/no/such/keys"], None, ["--kiosk-keys", "an existing folder"]),
+    (["serve", "--config", VENUE], 'advertise = "yes"\n', ["advertise = 'yes'", "true or false"]),
+    (["serve", "--advertise", "--bind", "ipc:///tmp/hear-and-see-never"], None, ["ipc://", "advertised"]),
     (["classify", "/nonexistent.wav"], None, ["files", "an existing file"]),
     (["classify", NOT_AUDIO], None, [NOT_AUDIO, "cannot"]),
     (["classify", "--hop", "0", DEMO_WAV], None, ["--hop", "'0'", "0.05..4"]),

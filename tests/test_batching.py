@@ -1,5 +1,6 @@
-"""Several dreams in one batch: each equals its dream alone, and a server dreaming for several clients at once keeps
-every client's frames, ids and labels its own."""
+"""Several dreams in one batch, and several kiosks' windows heard in one pass: each equals its dream or its window
+alone, and a server dreaming and hearing for several clients at once keeps every client's frames, results, ids and
+labels its own; one client's bad window or broken dream costs nobody else anything."""
 from __future__ import annotations
 
 import itertools
@@ -13,7 +14,8 @@ import zmq
 from common import protocol
 from models.backbones import create_backbone
 from models.dream import DreamEngine, GradientStep, dream_network, step_together
-from tests.conftest import RunningServer
+from models.classes import ESC50_CLASSES
+from tests.conftest import RunningServer, wait_until
 from tests.test_dream import _synthetic_seed
 
 
@@ -199,3 +201,126 @@ def test_a_failing_dream_in_a_batch_costs_only_its_own_client_frames(networks, s
         assert running.thread.is_alive()
     finally:
         running.close()
+
+
+@pytest.fixture(scope="module")
+def shipped_ear():
+    """The shipped classifier (mn04 with its AudioSet tags): it hears each window from its sound's onset, so windows
+    cut to other lengths go through the network in groups of their own."""
+    from models.model import load_model
+
+    return load_model(device="cpu")
+
+
+def _sounds():
+    """Four kiosks' windows: a tone filling the window, a tone that began late (heard from its onset), noise, a chirp."""
+    t = np.arange(64000) / 16000
+    rng = np.random.default_rng(0)
+    late = np.where(t > 2.5, 0.3 * np.sin(2 * np.pi * 660 * t), 0.0)
+    return [(0.3 * np.sin(2 * np.pi * 440 * t)), late, 0.05 * rng.standard_normal(64000),
+            0.2 * np.sin(2 * np.pi * (200 + 300 * t) * t)]
+
+
+def _answers(server, windows, bad=None, classes=None):
+    """Each of `windows` from its own kiosk (of class set `classes[k]`: every other one the animals alone), all
+    arrived together (and `bad`, from another kiosk, second among them); returns what each kiosk got back, in order."""
+    ctx, call = server.ctx, server.stats["windows"]
+    classes = list(classes or [None, "animals"] * len(windows))[:len(windows)]
+    if bad is not None:
+        classes.insert(1, None)
+    names = [f"kiosk{k}-{call}".encode() for k in range(len(classes))]
+    socks = []
+    for k, name in enumerate(names):
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, name)
+        sock.connect(server.address)
+        sock.send_multipart(protocol.encode(protocol.HELLO, client=name.decode(), classes=classes[k]))
+        socks.append(sock)
+    wait_until("every kiosk's HELLO", lambda: server._drain() or set(server.sessions), lambda seen: set(names) <= seen)
+    for sock in socks:
+        assert sock.poll(5000)
+        sock.recv_multipart()  # HELLO's PONG
+    # As the loop finds them after a busy moment: every window in, then heard (handle is the loop's one entrance)
+    messages = [protocol.encode(protocol.AUDIO, w.astype(np.float32), id=k + 1, sample_rate=16000)
+                for k, w in enumerate(windows)]
+    if bad is not None:
+        messages.insert(1, bad)
+    for name, parts in zip(names, messages):
+        server.handle(name, parts)
+    server._hear_windows()
+    answers = []
+    for sock in socks:
+        assert sock.poll(5000)
+        answers.append(protocol.decode(sock.recv_multipart())[0])
+        sock.close()
+    return answers
+
+
+def _server(networks_or_ear, seeds, hear_batch):
+    from inference_server.server import InferenceServer
+    from models.gate import GateSettings
+
+    classifier, backbone = networks_or_ear
+    return InferenceServer(classifier, backbone, seeds, "tcp://127.0.0.1:0", context=zmq.Context(),
+                           gate=GateSettings(silence_dbfs=-200, min_confidence=0.0, enter_windows=1),
+                           hear_batch=hear_batch)
+
+
+@pytest.mark.parametrize("ear", ["random lite0", "shipped mn04"])
+def test_windows_heard_together_are_each_answered_as_if_heard_alone(networks, shipped_ear, seeds, ear):
+    classifier = networks[0] if ear == "random lite0" else shipped_ear
+    sounds = _sounds()
+    together_server = _server((classifier, networks[1]), seeds, hear_batch=8)
+    heard = []
+    together_server._hear = lambda windows, hear=together_server._hear: heard.append(len(windows)) or hear(windows)
+    try:
+        together = _answers(together_server, sounds)
+    finally:
+        together_server.close()
+    assert heard == [len(sounds)]  # one pass for every kiosk's window
+    for k, sound in enumerate(sounds):
+        alone_server = _server((classifier, networks[1]), seeds, hear_batch=1)
+        try:
+            alone = _answers(alone_server, [sound])[0] if k % 2 == 0 else _answers(alone_server, [sound, sound])[1]
+        finally:
+            alone_server.close()
+        got = together[k]
+        assert got["kind"] == protocol.RESULT and got["id"] == k + 1, got
+        assert got["label"] == alone["label"] and got["dbfs"] == alone["dbfs"]  # each its own gate, its own sound
+        assert [c for c, _ in got["top"]] == [c for c, _ in alone["top"]]
+        assert np.allclose([p for _, p in got["top"]], [p for _, p in alone["top"]], atol=1e-5), (k, got, alone)
+        assert np.allclose([p for _, p in got["tags"]], [p for _, p in alone["tags"]], atol=1e-5)
+        assert abs(got["confidence"] - alone["confidence"]) <= 1e-5
+        if k % 2:  # a kiosk of the animals alone hears only animals
+            assert {c for c, _ in got["top"]} <= set(ESC50_CLASSES[:10])
+
+
+def test_a_bad_window_among_others_costs_only_its_own_kiosk(networks, seeds, caplog):
+    """A window the wire refuses (NaN samples), and one that breaks the classifier itself: each costs its own kiosk
+    an ERROR, and every other kiosk's answer is the one it gets alone."""
+    sounds, classes = _sounds()[:3], [None, "animals", None]
+    alone_server = _server(networks, seeds, hear_batch=1)
+    try:
+        alone = _answers(alone_server, sounds, classes=classes)
+    finally:
+        alone_server.close()
+    server = _server(networks, seeds, hear_batch=8)
+    try:
+        nan = protocol.encode(protocol.AUDIO, np.full(64000, np.nan, np.float32), id=99, sample_rate=16000)
+        answers = _answers(server, sounds, bad=nan, classes=classes)
+        assert answers[1]["kind"] == protocol.ERROR and answers[1]["code"] == "bad_samples"
+        got = [answers[0], *answers[2:]]
+        poison = np.float32(0.123)  # a window the classifier cannot hear (a stand-in for a bug that only it triggers)
+        hear = server._hear
+        server._hear = lambda windows: hear(windows) if not (windows == poison).all(1).any() else 1 / 0
+        answers = _answers(server, sounds, bad=protocol.encode(protocol.AUDIO, np.full(64000, poison), id=2,
+                                                               sample_rate=16000), classes=classes)
+        assert answers[1]["kind"] == protocol.ERROR and answers[1]["code"] == "internal" and answers[1]["id"] == 2
+        assert "hearing 4 windows together failed" in caplog.text
+        for a in (got, [answers[0], *answers[2:]]):
+            for mine, alone_one in zip(a, alone):
+                assert mine["kind"] == protocol.RESULT, mine
+                assert np.allclose([p for _, p in mine["top"]], [p for _, p in alone_one["top"]], atol=1e-5)
+    finally:
+        server.close()

@@ -29,6 +29,9 @@ def test_a_venue_lists_several_servers_and_a_flag_names_others(tmp_path):
     assert server_addresses(load_settings(venue, servers=["tcp://127.0.0.1:7"])) == ("tcp://127.0.0.1:7",)
     assert server_addresses(load_settings(server="tcp://10.0.0.9:1")) == ("tcp://10.0.0.9:1",)
     assert server_addresses(load_settings()) == ()  # none: the app starts its own
+    venue.write_text('servers = ["mdns", "tcp://10.0.0.2:5555"]\n')  # those found on the network, and one listed
+    assert server_addresses(load_settings(venue)) == ("mdns", "tcp://10.0.0.2:5555")
+    assert server_addresses(load_settings(server="mdns")) == ("mdns",)
 
 
 def test_the_venue_gate_reaches_the_server_by_name(tmp_path):

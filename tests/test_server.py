@@ -188,7 +188,7 @@ def _frame_collector(sock):
     return collect
 
 
-def test_client_gets_results_and_frames_and_recovers_from_a_server_restart(networks, seeds, address):
+def test_client_gets_results_and_frames_and_recovers_from_a_server_restart(networks, seeds, address, caplog):
     server = RunningServer(networks, seeds, address)
     client = InferenceClient(address, name="app")
     try:
@@ -199,6 +199,7 @@ def test_client_gets_results_and_frames_and_recovers_from_a_server_restart(netwo
         while client.alive and time.monotonic() - lost_at < 5:
             client.poll(50)
         assert not client.alive and time.monotonic() - lost_at < 2.0
+        assert "hung up" in caplog.text  # the closed connection said so, before the heartbeat's timeout could
         server = RunningServer(networks, seeds, address)
         back_at = time.monotonic()
         while not client.alive and time.monotonic() - back_at < 10:

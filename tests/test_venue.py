@@ -1,5 +1,5 @@
-"""A venue on one machine, with real processes: headless kiosks share two servers, one server is killed (SIGKILL)
-and started again. Every kiosk it heard is taken over by the other within 2 s (and shows its live frames again within
+"""A venue on one machine, with real processes: headless kiosks share two servers, one server is killed (SIGKILL;
+or stopped, HEAR_AND_SEE_VENUE_SIGNAL=SIGSTOP: silent as in a power cut) and started again. Every kiosk it heard is taken over by the other within 2 s (and shows its live frames again within
 2 s in the heavy tests: that part is the dream's speed on a shared CPU), with no black frame, its dream going on from
 the picture on screen; no kiosk ever shows another's classes; a server that comes back takes new kiosks and
 leaves the others where they are. The always-run test has 2 kiosks; 6 kiosks and a 10-minute soak (a server killed
@@ -94,14 +94,20 @@ class Venue:
         self.root = root
         self.addresses = [free_tcp_address(), free_tcp_address()]
         self.servers: dict[str, subprocess.Popen] = {}
+        self.silent: dict[str, subprocess.Popen] = {}  # killed or stopped, until started again
         self.kiosks: list[Kiosk] = []
         (root / "server.toml").write_text(SERVER_VENUE)
 
-    def start_server(self, address: str) -> None:
-        log = open(self.root / f"server-{address.rsplit(':', 1)[1]}.log", "a")
+    def start_server(self, address: str, *flags: str) -> Path:
+        if address in self.silent:
+            stopped = self.silent.pop(address)
+            stopped.kill()
+            stopped.wait(timeout=10)
+        log_path = self.root / f"server-{address.rsplit(':', 1)[1]}.log"
         self.servers[address] = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve", "--bind", address, "--config", str(self.root / "server.toml"),
-             "--threads", "1"], cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+             "--threads", "1", *flags], cwd=REPO_ROOT, stdout=open(log_path, "a"), stderr=subprocess.STDOUT)
+        return log_path
 
     def start(self, kiosks: int, live_frames: int) -> None:
         """Every server, then `kiosks` kiosks, each until it has shown `live_frames` live frames."""
@@ -118,7 +124,8 @@ class Venue:
         for address in addresses:
             wait_until(f"a server at {address}", lambda: serving(address), timeout=timeout, interval=0.5)
 
-    def start_kiosk(self, n: int) -> Kiosk:
+    def start_kiosk(self, n: int, *flags: str) -> Kiosk:
+        """Kiosk n, with every server's address unless `flags` say where its servers are."""
         recording, classes = KIOSKS[n % len(KIOSKS)]
         name = f"kiosk{n}"
         venue = self.root / f"{name}.toml"
@@ -126,7 +133,8 @@ class Venue:
         out = self.root / name
         log = self.root / f"{name}.log"
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "run", "--headless", "--config", str(venue), "--server", *self.addresses,
+            [sys.executable, "-m", "app.cli", "run", "--headless", "--config", str(venue),
+             *(flags or ("--server", *self.addresses)),
              "--input", str(REPO_ROOT / "app/demo_audio" / recording), "--frame-log", str(self.root / f"{name}.tsv"),
              "--output", str(out)], cwd=REPO_ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
         kiosk = Kiosk(name, classes, process, self.root / f"{name}.tsv", out / "live", log)
@@ -137,9 +145,13 @@ class Venue:
         return [k for k in self.kiosks if k.servers_used()[-1:] == [address]]
 
     def kill(self, address: str) -> float:
-        self.servers[address].send_signal(signal.SIGKILL)
+        """SIGKILL: the process ends and its connections close, which kiosks hear at once. With
+        HEAR_AND_SEE_VENUE_SIGNAL=SIGSTOP the server falls silent instead, as in a power cut or a pulled cable, and
+        only the heartbeat's timeout tells; it is killed when it is started again."""
+        server = self.servers.pop(address)
+        server.send_signal(getattr(signal, os.environ.get("HEAR_AND_SEE_VENUE_SIGNAL", "SIGKILL")))
         killed = time.time()
-        self.servers.pop(address).wait(timeout=10)
+        self.silent[address] = server
         return killed
 
     def close(self) -> None:
@@ -151,6 +163,9 @@ class Venue:
                 kiosk.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 kiosk.process.kill()
+        for server in self.silent.values():
+            server.kill()
+            server.wait(timeout=10)
         for server in self.servers.values():
             server.terminate()
             try:
@@ -238,6 +253,27 @@ def check_screen(kiosk: Kiosk) -> None:
 
 def test_a_lost_server_kiosks_go_on_with_the_other(venue):
     failover(venue, kiosks=2, live_in_time=False)
+
+
+def test_a_kiosk_finds_an_advertised_server_and_drops_it_when_it_goes(venue):
+    """DNS-SD on this machine's network: a server with keys advertises itself, a kiosk that lists "mdns" and knows the
+    key finds it and dreams with it, and drops it at its goodbye when it is stopped (systemctl's SIGTERM). Other
+    servers on the network (another venue, another test) carry another key or none, so this kiosk takes none of them."""
+    keys = venue.root / "keys"
+    subprocess.run([sys.executable, "-m", "app.cli", "keys", str(keys)], cwd=REPO_ROOT, check=True,
+                   capture_output=True, timeout=60)
+    address = venue.addresses[0]
+    server_log = venue.start_server(address, "--server-secret-key", str(keys / "server.key_secret"), "--advertise")
+    kiosk = venue.start_kiosk(0, "--server", "mdns", "--server-key", str(keys / "server.key"))
+    wait_until("the kiosk's live frames from the advertised server", lambda: len(kiosk.live_since(0)) >= 2,
+               timeout=120, interval=0.2)
+    assert kiosk.servers_used() == [address]
+    assert "advertised as" in server_log.read_text()
+    venue.servers.pop(address).terminate()
+    wait_until("the kiosk to drop the server at its goodbye",
+               lambda: f"server {address} is gone from the network" in kiosk.log_path.read_text(), timeout=30)
+    assert kiosk.process.poll() is None, kiosk.log_path.read_text()[-2000:]
+    check_screen(kiosk)
 
 
 @pytest.mark.heavy
