@@ -7,14 +7,15 @@
     python benchmarks/teach_bench.py timing      # time to teach, and the live cost per window against none taught
     python benchmarks/teach_bench.py false-triggers  # evaluate --false-triggers' conditions with ten taught sounds
 
-Leave-classes-out protocol: the ear's frozen member (AudioSet's mn04, never tuned to ESC-50) embeds every clip as
-the server hears it. For a split, 10 classes are left out: the known head is the project's probe recipe (logistic
-regression, L2 1e-2, every window and each sound's first half second) fitted on the 40 other classes of the
-training folds; each left-out class is then taught with 5 examples drawn from the training folds (clips that pass
-the teaching checks, cut to their sound as `teach` cuts them); the held-out fold's clips of all 50 classes are
-scored by the mean of their windows' probabilities. The full model beside it is the same recipe on all 50 classes.
-The head's two numbers (TEMPERATURE, CENTER) are chosen on splits whose test fold is 1, 2 or 3 (trained on the
-other two of those three), and scored on fold 4 (trained on 1-3) with 10 random class draws.
+Leave-classes-out protocol: the ear's frozen member (AudioSet's mn04, never tuned to ESC-50) embeds every clip of
+folds 1-4 cut to its sound as `teach` cuts it, in the windows the app sends of it (`taught.example_windows`). For a
+split, 10 classes are left out: the known head is the project's probe recipe (logistic regression, L2 1e-2, each
+clip's whole sound and its first half second) fitted on the 40 other classes of the training folds; each left-out
+class is then taught with 5 examples drawn from the training folds (clips that pass the teaching checks); the
+held-out fold's clips of all 50 classes are each named by the mean of their windows' probabilities. The full
+model beside it is the same recipe on all 50 classes. The shift added to the taught logits is chosen on splits
+whose test fold is 1, 2 or 3 (trained on the other two of those three), and scored on fold 4 (trained on 1-3) with
+random draws of the 10 classes.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models import audio, taught  # noqa: E402
 from offline.datasets import cache_dir, load_dataset, windows  # noqa: E402
 
-CACHE = cache_dir() / "teach_bench_embeddings.npz"
+CACHE = cache_dir() / "teach_bench_clips.npz"
 
 
 def ear_network():
@@ -48,40 +49,30 @@ def embed(net, wins: np.ndarray, batch: int = 64) -> np.ndarray:
 
 
 def embed_all() -> None:
-    """Embed each clip as a taught example (folds 1-3, where examples are drawn from), each clip's first window and
-    its first half second (as the probe recipe fits them), in batches across clips; each part cached as it is done.
-    A clip is scored by its first window (4 s of its 5 s, heard from the onset) to keep this within minutes here."""
-    from offline.train_tagger import early_windows
-
+    """Embed every clip of folds 1-4 as a taught example is heard (`taught.example_windows` of it cut to its sound:
+    the windows the app sends as the sound begins and as it travels through them), in batches across clips; cached."""
     torch.set_num_threads(2)
     ds = load_dataset(None, progress=False)
     _, net = ear_network()
-    parts = {"examples": [], "test": []}
+    rows = []
     for i, wave in enumerate(ds.waveforms):
-        if ds.folds[i] == 4:
-            parts["test"].append((i, windows(wave, 0.5)[0]))
-            continue
         try:
-            parts["examples"] += [(i, w) for w in taught.example_windows(taught.cut_to_sound(wave))]
-        except taught.TaughtError:
+            rows += [(i, w) for w in taught.example_windows(taught.cut_to_sound(wave))]
+        except taught.TaughtError:  # silent or clipped: not an example, and not scored
             pass
     CACHE.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    for key, rows in parts.items():
-        if CACHE.with_name(f"teach_bench_{key}.npz").is_file():
-            continue
-        chunks = []
-        for s in range(0, len(rows), 256):
-            chunks.append(embed(net, np.stack([w for _, w in rows[s:s + 256]])))
-            print(f"{key}: {s + 256}/{len(rows)} windows, {time.time() - t0:.0f} s", flush=True)
-        np.savez(CACHE.with_name(f"teach_bench_{key}.npz"), embeddings=np.concatenate(chunks),
-                 owner=np.array([i for i, _ in rows]), labels=ds.labels, folds=ds.folds,
-                 class_names=np.array(ds.class_names))
+    chunks = []
+    for s in range(0, len(rows), 256):
+        chunks.append(embed(net, np.stack([w for _, w in rows[s:s + 256]])))
+        print(f"{min(s + 256, len(rows))}/{len(rows)} windows, {time.time() - t0:.0f} s", flush=True)
+    np.savez(CACHE, embeddings=np.concatenate(chunks), owner=np.array([i for i, _ in rows]), labels=ds.labels,
+             folds=ds.folds, class_names=np.array(ds.class_names))
     print(f"cached {len(ds.waveforms)} clips in {time.time() - t0:.0f} s", flush=True)
 
 
-def load_part(key: str) -> dict:
-    with np.load(CACHE.with_name(f"teach_bench_{key}.npz")) as z:
+def load_cache() -> dict:
+    with np.load(CACHE) as z:
         return {k: z[k] for k in z.files}
 
 
@@ -96,7 +87,9 @@ def fit_known(X: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndar
     return head.head.weight.detach().numpy(), head.head.bias.detach().numpy()
 
 
-NEGATIVES_PER_CLASS = 8  # clips of each built-in class whose whole sound and first half second the taught head fits against
+NEGATIVES_PER_CLASS = 16  # clips of each built-in class the taught head fits against: each clip's first look and
+# its whole sound at each of the example tails (chosen on folds 1-3 with PROBE_L2, against 8 clips' first look and
+# whole sound and with the taught examples' 0.5 s tail alone)
 
 
 def negatives(sp: "Splits", folds, classes, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -105,8 +98,10 @@ def negatives(sp: "Splits", folds, classes, rng) -> tuple[np.ndarray, np.ndarray
     for i, c in enumerate(classes):
         clips = sp.clips(folds, [c])
         for clip in rng.choice(clips, min(NEGATIVES_PER_CLASS, len(clips)), replace=False):
-            x += [sp.whole[clip], sp.first[clip]]
-            y += [i, i]
+            rows = sp.rows[clip]
+            picked = [rows[0], *rows[-len(taught.EXAMPLE_TAILS_S):]]
+            x += [sp.ex["embeddings"][r] for r in picked]
+            y += [i] * len(picked)
     return np.stack(x), np.array(y)
 
 
@@ -125,13 +120,15 @@ class Splits:
 
     def __init__(self):
         self._full = {}  # training folds -> the full model's head
-        self.ex = load_part("examples")
+        self.ex = load_cache()
         self.labels, self.folds = self.ex["labels"], self.ex["folds"]
-        owner = self.ex["owner"]
-        last = np.r_[owner[1:] != owner[:-1], True]
-        first = np.r_[True, owner[1:] != owner[:-1]]
-        self.whole = dict(zip(owner[last], self.ex["embeddings"][last]))   # clip -> the whole sound's window
-        self.first = dict(zip(owner[first], self.ex["embeddings"][first]))  # clip -> its first half second
+        owner, emb = self.ex["owner"], self.ex["embeddings"]
+        self.rows = {}                                                    # clip -> its example windows' rows
+        for r, clip in enumerate(owner):
+            self.rows.setdefault(int(clip), []).append(r)
+        whole_at = -len(taught.EXAMPLE_TAILS_S)                           # the whole sound, half a second after
+        self.whole = {c: emb[rows[whole_at]] for c, rows in self.rows.items()}
+        self.first = {c: emb[rows[0]] for c, rows in self.rows.items()}  # clip -> its first half second
 
     def clips(self, folds, classes) -> list[int]:
         return [c for c in self.whole if self.folds[c] in folds and self.labels[c] in classes]
@@ -152,12 +149,13 @@ class Splits:
             vecs.append(self.ex["embeddings"][rows]); who += [j] * int(rows.sum())
         return np.concatenate(vecs), np.array(who)
 
-    def test_set(self, fold: int) -> tuple[np.ndarray, np.ndarray]:
-        if fold == 4:
-            test = load_part("test")
-            return test["embeddings"], self.labels[test["owner"]]
+    def test_set(self, fold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fold's clips as the app hears them: every example window of each (embeddings), the clip of each
+        window (0..clips-1), and each clip's class. A clip is named by the mean of its windows' probabilities."""
         clips = self.clips([fold], range(50))
-        return np.stack([self.whole[c] for c in clips]), self.labels[clips]
+        rows = [self.rows[c] for c in clips]
+        return (self.ex["embeddings"][np.concatenate(rows)], np.repeat(np.arange(len(clips)), [len(r) for r in rows]),
+                self.labels[clips])
 
     def run(self, test_fold: int, train_folds, left: list[int], shots: int, rng, shifts):
         """{shift: (taught right, known right, known right by the full model, seconds to fit)} on the test fold."""
@@ -172,13 +170,21 @@ class Splits:
         t0 = time.perf_counter()
         Wt, bt = taught.fit_taught_head(neg_x, neg_x @ W.T + b, neg_y, examples, examples @ W.T + b, who, len(left))
         fit_s = time.perf_counter() - t0
-        emb, y = self.test_set(test_fold)
+        emb, clip_of, y = self.test_set(test_fold)
         order = np.array(kept + left)          # column -> class
-        full_right = (emb @ Wf.T + bf).argmax(1) == y
+
+        def named(logits: np.ndarray) -> np.ndarray:  # each clip's class: the mean of its windows' probabilities
+            p = np.exp(logits - logits.max(1, keepdims=True))
+            p /= p.sum(1, keepdims=True)
+            summed = np.zeros((len(y), p.shape[1]))
+            np.add.at(summed, clip_of, p)
+            return summed.argmax(1)
+
+        full_right = named(emb @ Wf.T + bf) == y
         is_left = np.isin(y, left)
         out = {}
         for shift in shifts:
-            right = order[np.concatenate([emb @ W.T + b, emb @ Wt + bt + shift], 1).argmax(1)] == y
+            right = order[named(np.concatenate([emb @ W.T + b, emb @ Wt + bt + shift], 1))] == y
             out[shift] = (right[is_left].mean(), right[~is_left].mean(), full_right[~is_left].mean(), fit_s)
         return out
 
@@ -187,7 +193,7 @@ SHIFTS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 KNOWN_COST = 0.015  # the shift chosen is the largest whose known classes lose at most this much on the tuning folds
 
 
-def leave_classes_out(draws: int = 6, shots: int = 5) -> dict:
+def leave_classes_out(draws: int = 12, shots: int = 5) -> dict:
     torch.set_num_threads(2)
     sp = Splits()
     rng = np.random.default_rng(0)

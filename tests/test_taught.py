@@ -241,3 +241,17 @@ def test_default_folder_follows_xdg(monkeypatch, tmp_path):
     assert default_taught_dir() == tmp_path / "hear-and-see" / "taught"
     monkeypatch.delenv("XDG_DATA_HOME")
     assert default_taught_dir() == Path.home() / ".local/share/hear-and-see/taught"
+
+
+def test_an_example_is_heard_in_the_windows_the_app_sends_of_it():
+    sr = 16000
+    sound = np.ones(int(1.2 * sr), np.float32)  # 1.2 s of sound, cut to start at its onset
+    wins = taught.example_windows(sound)
+    assert wins.shape == (len(taught.EXAMPLE_LOOKS_S) + len(taught.EXAMPLE_TAILS_S), 4 * sr)
+    for win, look in zip(wins, taught.EXAMPLE_LOOKS_S):  # the sound so far, at the end of a window of silence
+        heard = int((look + taught.CUT_MARGIN_SECONDS) * sr)
+        assert win[-heard:].all() and not win[:-heard].any()
+    for win, tail in zip(wins[len(taught.EXAMPLE_LOOKS_S):], taught.EXAMPLE_TAILS_S):  # the whole, then silence
+        after = int(tail * sr)
+        assert not win[-after:].any() and win[-after - len(sound):-after].all()
+        assert not win[:-after - len(sound)].any()
