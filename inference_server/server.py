@@ -1,15 +1,21 @@
 """The inference server: a ZeroMQ ROUTER that classifies each client's 4-second windows and dreams for it.
 
-One thread, one loop: poll the socket, answer what arrived (classify audio windows at once; with `hear_batch`, the
-windows that arrived together from every client in one pass, each answered its own RESULT), then spend the idle
-time on one gradient step of a dream keyframe for the clients that have frame credit: the steps of clients dreaming
-at the same layer and size go through the network together, in one batch. A client's message can be refused (an ERROR back, and
-a log line) but never stops the loop, and one client's failed window or dream costs that client its answer or its
-frame, nobody else theirs.
+One thread, one loop: poll the socket, answer what arrived (classify the audio windows that arrived, each answered
+its own RESULT; with `hear_batch`, several clients' windows in one pass), then spend the idle time on one gradient
+step of a dream keyframe for the clients that have frame credit: the steps of clients dreaming at the same layer and
+size go through the network together, in one batch. A client's message can be refused (an ERROR back, and a log
+line) but never stops the loop, and one client's failed window or dream costs that client its answer or its frame,
+nobody else theirs.
+
+An overloaded server degrades instead of queueing: of a client's windows waiting together only the newest is heard
+(the others are answered with its result), hearing that takes more than HEAR_SHARE of the server's time is spread
+thinner (each client's windows heard every n-th, the rest answered with its newest result, said in every PONG), and a
+kiosk just handed over from a lost server has its short first keyframe dreamt before any window is heard.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -53,6 +59,16 @@ BATCH = {"cuda": 8}
 # (BENCHMARKS.md, "Many kiosks on one server"). A GPU box may gain (not measured): the venue's hear_batch, and
 # benchmarks/batch_bench.py --compare windows to decide.
 HEAR_BATCH = 1
+# Hearing may take this share of the server's time, measured every HEAR_BUDGET_S; over it, each client's windows are
+# heard every n-th (up to MAX_HEAR_EVERY), the others answered with that client's newest result, so the dreams are not
+# starved (6 kiosks on a 2-core CPU send 12 windows a second at 80-150 ms each: BENCHMARKS.md, "Failover").
+HEAR_SHARE = 0.6
+HEAR_BUDGET_S = 1.0
+MAX_HEAR_EVERY = 4
+# Windows wait, conflated, while a kiosk just handed over dreams its first keyframe (a short one: FIRST_ITERATIONS
+# steps per octave), but never longer than this.
+HANDOVER_WAIT_S = 0.5
+FIRST_ITERATIONS = 1
 
 
 @dataclass
@@ -89,6 +105,8 @@ class Window:
     id: int | None
     samples: np.ndarray
     dbfs: float
+    arrived: float
+    superseded: list = field(default_factory=list)  # ids of the client's older windows this one's result answers
 
 
 @dataclass
@@ -111,6 +129,8 @@ class Session:
     stepped_at: int = 0               # the server's step count when this client's dream last took one
     handed_over: bool = False         # taken over from a lost server, and no frame from this one yet: dreamt first
     frames_sent: int = 0
+    windows_seen: int = 0
+    last_result: dict | None = None  # the RESULT of its newest window heard: what a window not heard is answered
     asked_class: str | None = None  # the class the client's STEER asks to be dreamt whatever is heard
     intensity: float = 1.0       # the client's scale on the dream's strength
     layer: str | None = None     # the client's dream layer; None: the server's
@@ -150,7 +170,9 @@ class InferenceServer:
         device = next(backbone_for_dreams.parameters()).device
         self.batch = max(1, dream.batch or BATCH.get(device.type, 1))
         self.hear_batch = hear_batch or HEAR_BATCH  # windows heard in one pass at most; 1: each as it arrives
-        self._windows: list[Window] = []
+        self._windows: list[Window] = []  # at most one per client: its newest
+        self.hear_every = 1  # each client's windows heard every n-th: more than 1 when hearing is over its budget
+        self._hearing_s, self._budget_at = 0.0, time.monotonic()
         self._strangers = TokenBucket(RATE_LIMIT_PER_S, RATE_BURST)
         self._seed_cache: dict[str, np.ndarray] = {}
         self._missing_seeds: set[str] = set()
@@ -183,7 +205,9 @@ class InferenceServer:
         self.socket.bind(bind)
         self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         # dream_steps: forward and backward passes; dream_images: images they stepped (their ratio: the mean batch)
-        self.stats = {"windows": 0, "frames": 0, "errors": 0, "dropped": 0, "dream_steps": 0, "dream_images": 0}
+        # windows: heard; conflated: answered with a newer window's result; skipped: with the last one's (over budget)
+        self.stats = {"windows": 0, "conflated": 0, "skipped": 0, "frames": 0, "errors": 0, "dropped": 0,
+                      "dream_steps": 0, "dream_images": 0}
         self._frame_times: list[float] = []  # when the keyframes of the last LOAD_WINDOW_S went out
         self._load_logged_at = time.monotonic()
         log.info("serving on %s with %s classifier (%s%s), %d classes; dreams in batches of up to %d", self.address,
@@ -200,10 +224,13 @@ class InferenceServer:
                 busy = any(self._wants_frames(s) for s in self.sessions.values())
                 if poller.poll(0 if busy else POLL_IDLE_MS):
                     self._drain()
+                if self._windows and not self._handing_over():
+                    self._hear_windows()
                 self._forget_silent_clients()
                 if self.ear is not None:
                     self.ear.refresh()  # a sound just taught is fitted now, not when the next window waits for it
                 self._dream_step()
+                self._rebudget()
                 self._log_load()
         finally:
             self.close()
@@ -220,7 +247,6 @@ class InferenceServer:
             except zmq.Again:
                 break
             self.handle(parts[0], parts[1:])
-        self._hear_windows()
 
     def handle(self, identity: bytes, parts: list[bytes]) -> None:
         """Answer one message from one client; every failure ends here as a log line and an ERROR."""
@@ -240,8 +266,8 @@ class InferenceServer:
         try:
             header, payload = protocol.decode(parts)
             kind = header["kind"]
-            if kind in (protocol.HELLO, protocol.IMAGE, protocol.STEER):
-                self._hear_windows()  # a client's windows are heard before what it says after them
+            if kind in (protocol.HELLO, protocol.IMAGE, protocol.STEER) and session is not None:
+                self._hear_windows(session)  # a client's window is heard before what it says after it
             if kind == protocol.HELLO:
                 self._hello(identity, header, now)
                 return
@@ -303,7 +329,7 @@ class InferenceServer:
         now = time.monotonic()
         self._frame_times = [t for t in self._frame_times if now - t <= LOAD_WINDOW_S]
         return {"kiosks": len(self.sessions), "keyframes_per_s": round(len(self._frame_times) / LOAD_WINDOW_S, 2),
-                "load": float(len(self.sessions))}
+                "load": float(len(self.sessions)), "hears_every": self.hear_every}
 
     def _pong(self, header: dict) -> list[bytes]:
         return protocol.encode(protocol.PONG, t=header.get("t"), **self.load())
@@ -313,7 +339,28 @@ class InferenceServer:
         if now - self._load_logged_at >= LOAD_WINDOW_S:
             self._load_logged_at = now
             load = self.load()
-            log.info("serving %d kiosks at %.2f keyframes/s", load["kiosks"], load["keyframes_per_s"])
+            log.info("serving %d kiosks at %.2f keyframes/s, hearing %s (windows so far: %d heard, %d conflated, "
+                     "%d skipped)", load["kiosks"], load["keyframes_per_s"], _every(self.hear_every),
+                     self.stats["windows"], self.stats["conflated"], self.stats["skipped"])
+
+    def _rebudget(self) -> None:
+        """Every HEAR_BUDGET_S: hear each client's windows every n-th, n the least that keeps hearing within
+        HEAR_SHARE of the time (1 when it fits)."""
+        now = time.monotonic()
+        if now - self._budget_at < HEAR_BUDGET_S:
+            return
+        every_window = self._hearing_s / (now - self._budget_at) * self.hear_every  # the share if all were heard
+        every = min(MAX_HEAR_EVERY, max(1, math.ceil(every_window / HEAR_SHARE)))
+        if every != self.hear_every:
+            log.info("hearing %s of each kiosk: hearing them all would take %.0f%% of the time", _every(every),
+                     every_window * 100)
+        self.hear_every, self._hearing_s, self._budget_at = every, 0.0, now
+
+    def _handing_over(self) -> bool:
+        """A kiosk just handed over is dreaming its first keyframe: the waiting windows wait (up to HANDOVER_WAIT_S),
+        since its screen has had no live frame since the loss, and the other kiosks' have their labels."""
+        return (any(s.handed_over and self._wants_frames(s) for s in self.sessions.values())
+                and time.monotonic() - min(w.arrived for w in self._windows) < HANDOVER_WAIT_S)
 
     def _take_over(self, session: Session, header: dict, image: np.ndarray) -> None:
         """A kiosk whose server was lost hands over the picture on its screen: its dream goes on from there
@@ -353,22 +400,39 @@ class InferenceServer:
         log.info("client %s steers: class %s, intensity %.2f, layer %s", session.name, asked, intensity, layer)
 
     def _listen(self, identity: bytes, session: Session, header: dict, samples: np.ndarray) -> None:
-        """Check a window and queue it, to be heard with the others that arrived with it (_hear_windows)."""
+        """Check a window and queue it, to be heard with the others' (_hear_windows). A client has one window
+        waiting at most, its newest: an older one is out of date (the app shows the newest result) and is answered
+        with the newer one's result. Over budget, a window not due to be heard is answered with the client's
+        newest result at once."""
         protocol.check_audio(header, samples, audio.SAMPLE_RATE, audio.N_SAMPLES)
         request_id = header.get("id") if isinstance(header.get("id"), int) else None
-        self._windows.append(Window(identity, session, request_id,
-                                    audio.pad_or_trim(samples.astype(np.float32), audio.N_SAMPLES),
-                                    audio.rms_dbfs(samples)))
-        if len(self._windows) >= self.hear_batch:
-            self._hear_windows()
-
-    def _hear_windows(self) -> None:
-        """Hear the waiting windows in one pass and answer each client its own RESULT, through its own gate. Should
-        the pass fail, each window is heard alone, so a window that breaks the classifier costs its client an ERROR
-        and nobody else anything."""
-        windows, self._windows = self._windows, []
-        if not windows:
+        session.windows_seen += 1
+        waiting = next((k for k, w in enumerate(self._windows) if w.session is session), None)
+        if waiting is None and session.last_result is not None and session.windows_seen % self.hear_every:
+            self.stats["skipped"] += 1
+            self._send(identity, protocol.encode(protocol.RESULT, **{**session.last_result, "id": request_id}))
             return
+        window = Window(identity, session, request_id, audio.pad_or_trim(samples.astype(np.float32), audio.N_SAMPLES),
+                        audio.rms_dbfs(samples), time.monotonic())
+        if waiting is None:
+            self._windows.append(window)
+            return
+        older = self._windows[waiting]
+        window.arrived, window.superseded = older.arrived, [*older.superseded, older.id]
+        self._windows[waiting] = window  # its place in the queue: a client that floods is not heard more often
+        self.stats["conflated"] += 1
+
+    def _hear_windows(self, only: Session | None = None) -> None:
+        """Hear the waiting windows (`only`'s, if given), `hear_batch` at a time."""
+        windows = [w for w in self._windows if only is None or w.session is only]
+        self._windows = [w for w in self._windows if only is not None and w.session is not only]
+        for start in range(0, len(windows), self.hear_batch):
+            self._hear_pass(windows[start:start + self.hear_batch])
+
+    def _hear_pass(self, windows: list[Window]) -> None:
+        """Hear windows in one pass and answer each client its own RESULT, through its own gate. Should the pass
+        fail, each window is heard alone, so a window that breaks the classifier costs its client an ERROR and
+        nobody else anything."""
         start = time.perf_counter()
         try:
             heard = self._hear(np.stack([w.samples for w in windows]))
@@ -381,6 +445,7 @@ class InferenceServer:
                     heard.extend(self._hear(w.samples[None]))
                 except Exception:
                     heard.append(None)
+        self._hearing_s += time.perf_counter() - start
         ms = (time.perf_counter() - start) * 1000
         for w, one in zip(windows, heard):
             try:
@@ -390,8 +455,9 @@ class InferenceServer:
             except Exception:
                 self.stats["errors"] += 1
                 log.exception("failed to hear a window from %s", w.session.name)
-                self._send(w.identity, protocol.encode(protocol.ERROR, code="internal", message="server error",
-                                                       id=w.id))
+                for request_id in [*w.superseded, w.id]:
+                    self._send(w.identity, protocol.encode(protocol.ERROR, code="internal", message="server error",
+                                                           id=request_id))
             w.session.last_seen = time.monotonic()  # time spent hearing must not count as the client's silence
 
     def _hear(self, windows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None, set]]:
@@ -413,9 +479,11 @@ class InferenceServer:
         order = np.argsort(probs)[::-1][:5]
         heard = [] if tags is None else [[self.tag_names[i], float(tags[i])] for i in np.argsort(tags)[::-1][:3]]
         self.stats["windows"] += 1
-        self._send(w.identity, protocol.encode(
-            protocol.RESULT, id=w.id, label=label, confidence=float(confidence), dbfs=float(w.dbfs),
-            top=[[names[i], float(probs[i])] for i in order], tags=heard, trained=self.classifier.trained, ms=ms))
+        session.last_result = dict(label=label, confidence=float(confidence), dbfs=float(w.dbfs),
+                                   top=[[names[i], float(probs[i])] for i in order], tags=heard,
+                                   trained=self.classifier.trained, ms=ms, heard_id=w.id)
+        for request_id in [*w.superseded, w.id]:  # oldest first, so the app's newest answer is its newest window's
+            self._send(w.identity, protocol.encode(protocol.RESULT, **{**session.last_result, "id": request_id}))
 
     def _names(self, session: Session) -> list[str]:
         """The classes a client's window is heard as: its class set (all, by default) and the taught sounds as they
@@ -451,7 +519,12 @@ class InferenceServer:
         # batched with it one step behind for ever, each batch half of it alone (at another image size).
         group = [i for i in waiting
                  if (self.sessions[i].next_step.key, self.sessions[i].next_step.stage) == (lead.key, lead.stage)]
-        group = group[:self.batch]
+        if self.sessions[waiting[0]].handed_over:
+            # Kiosks handed over together are dreamt together, whatever the batch: each waits for the slowest of
+            # them anyway, and a batch of 3 small steps costs 0.6 times 3 steps in turns on a CPU.
+            group = [i for i in group if self.sessions[i].handed_over]
+        else:
+            group = group[:self.batch]
         steps = [self.sessions[i].next_step for i in group]
         try:
             images = step_together(steps)
@@ -497,7 +570,8 @@ class InferenceServer:
                 # Loudness drives the zoom: -50 dBFS (quiet) .. -10 dBFS (loud) maps to 0 .. 1.
                 zoom_speed = float(np.clip((session.dbfs + 50.0) / 40.0, 0.0, 1.0))
                 session.dreaming = session.engine.keyframe_steps(
-                    intensity=confidence * session.intensity * d.intensity, zoom_speed=zoom_speed)
+                    intensity=confidence * session.intensity * d.intensity, zoom_speed=zoom_speed,
+                    iterations=FIRST_ITERATIONS if session.handed_over else None)
                 session.dreaming_for = (label, layer)
                 session.next_step = None
                 part = next(session.dreaming)
@@ -569,6 +643,10 @@ class InferenceServer:
             self.socket.send_multipart([identity, *parts], zmq.NOBLOCK, copy=False)
         except zmq.Again:  # the client is not reading: a stale reply is worthless, drop it
             self.stats["dropped"] += 1
+
+
+def _every(n: int) -> str:
+    return "every window" if n == 1 else f"one window in {n}"
 
 
 def serve(checkpoint: str | Path | None, seeds_dir: str | Path, bind: str, device: str | None = None,

@@ -160,12 +160,13 @@ class DreamEngine:
                 yield None
         yield part
 
-    def keyframe_steps(self, intensity: float = 1.0, zoom_speed: float = 0.5):
+    def keyframe_steps(self, intensity: float = 1.0, zoom_speed: float = 0.5, iterations: int | None = None):
         """next_keyframe as a coroutine: yields a GradientStep for each gradient step, to be sent back the stepped
         image (step_together's), then yields the frame. A server with one thread answers its clients between
         steps, so a window waits for one step of a dream, not a keyframe (which takes over a second on a loaded
         CPU), and it can step several clients' dreams in one batch. The keyframe is committed only when the frame
-        is yielded: a coroutine dropped half-way leaves the dream as it was."""
+        is yielded: a coroutine dropped half-way leaves the dream as it was. `iterations`: steps per octave at most
+        (a quick keyframe); None: the engine's."""
         if self.seed is None:
             raise RuntimeError("set_seed() before next_keyframe()")
         intensity = min(max(float(intensity), 0.0), 1.0)
@@ -180,7 +181,9 @@ class DreamEngine:
                 fade_left -= 1
             if rate > 0:
                 x = torch.lerp(x, self.seed, rate)
-        x = yield from self.dream_steps(x, math.ceil(self.iterations * intensity), self.step_size * intensity)
+        steps = math.ceil(self.iterations * intensity)
+        x = yield from self.dream_steps(x, steps if iterations is None else min(steps, iterations),
+                                        self.step_size * intensity)
         self.image, self.travelled, self._fade_left = x, travelled, fade_left
         self.last_zoom_step = -math.log1p(-amount)  # how much further in this keyframe is than the last one
         yield to_uint8(x)

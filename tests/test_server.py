@@ -14,7 +14,7 @@ from app.client import InferenceClient
 from common.errors import UserError
 from common import protocol
 from common.protocol import is_loopback
-from inference_server.server import InferenceServer, Session
+from inference_server.server import DreamSettings, InferenceServer, Session
 from models.classes import ESC50_CLASSES
 from models.dream import ASPECT
 from models.gate import GateSettings, OpenSetGate
@@ -281,3 +281,120 @@ def test_a_missing_seed_image_costs_frames_not_the_server(networks, address, tmp
         assert header["kind"] == protocol.RESULT and header["id"] == 5
     finally:
         server.close()
+
+
+# --- an overloaded server degrades instead of queueing ---------------------------------------------------------------
+@pytest.fixture
+def bare_server(networks, seeds):
+    """A server whose loop the test turns by hand: `handle` is the loop's one entrance, `_hear_windows` its hearing."""
+    server = InferenceServer(*networks, seeds, "tcp://127.0.0.1:0", context=zmq.Context(),
+                             gate=GateSettings(silence_dbfs=-200, min_confidence=0.0, enter_windows=1),
+                             dream=DreamSettings(size=DREAM_SIZE))
+    yield server
+    server.close()
+    server.ctx.destroy(linger=0)
+
+
+def _kiosks(server, classes):
+    """A socket per class set, each said HELLO on; returns (identity, socket) pairs."""
+    kiosks = []
+    for k, class_set in enumerate(classes):
+        sock = server.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IDENTITY, f"kiosk{k}".encode())
+        sock.connect(server.address)
+        sock.send_multipart(protocol.encode(protocol.HELLO, client=f"kiosk{k}", classes=class_set))
+        kiosks.append((f"kiosk{k}".encode(), sock))
+    wait_until("every kiosk's HELLO", lambda: server._drain() or len(server.sessions), lambda n: n == len(classes))
+    for _, sock in kiosks:
+        assert sock.poll(5000)
+        sock.recv_multipart()  # HELLO's PONG
+    return kiosks
+
+
+def _received(sock) -> list[dict]:
+    got = []
+    while sock.poll(1000):
+        got.append(protocol.decode(sock.recv_multipart())[0])
+    return got
+
+
+def test_a_kiosks_waiting_windows_are_answered_with_its_newest_windows_result_and_never_mixed(bare_server):
+    server = bare_server
+    (a, sock_a), (b, sock_b) = _kiosks(server, [["dog", "rooster"], ["pig", "cow"]])
+    passes = []
+    server._hear = lambda windows, hear=server._hear: passes.append(len(windows)) or hear(windows)
+    # As the loop finds them after a busy moment: three windows of A and two of B, each louder than the last
+    for request_id, amplitude in [(1, 0.01), (2, 0.02), (3, 0.04)]:
+        server.handle(a, protocol.encode(protocol.AUDIO, window(amplitude=amplitude), id=request_id, sample_rate=16000))
+    for request_id, amplitude in [(11, 0.1), (12, 0.2)]:
+        server.handle(b, protocol.encode(protocol.AUDIO, window(amplitude=amplitude), id=request_id, sample_rate=16000))
+    server._hear_windows()
+    assert passes == [1, 1]  # each kiosk's newest window heard, once
+    assert server.stats["conflated"] == 3 and server.stats["windows"] == 2
+    for sock, ids, amplitude, classes in [(sock_a, [1, 2, 3], 0.04, {"dog", "rooster"}),
+                                          (sock_b, [11, 12], 0.2, {"pig", "cow"})]:
+        answers = _received(sock)
+        assert [h["id"] for h in answers] == ids  # every window answered, in the order sent
+        assert all(h["kind"] == protocol.RESULT and h["heard_id"] == ids[-1] for h in answers)
+        assert all(abs(h["dbfs"] - 20 * np.log10(amplitude / np.sqrt(2))) < 0.5 for h in answers)  # its newest
+        assert all({h["label"], *(c for c, _ in h["top"])} <= classes for h in answers)  # its own classes only
+        assert len({(h["label"], h["confidence"], str(h["top"])) for h in answers}) == 1
+
+
+def test_a_kiosk_flooding_windows_cannot_starve_another(running, dealer):
+    rogue, kiosk = dealer(), dealer()
+    ask(rogue, protocol.encode(protocol.HELLO, client="rogue"))
+    ask(kiosk, protocol.encode(protocol.HELLO, client="kiosk"))
+    wave = window()
+    for request_id in range(150):  # within the rate limit's burst: every one is taken, and answered
+        rogue.send_multipart(protocol.encode(protocol.AUDIO, wave, id=request_id, sample_rate=16000))
+    header, _ = ask(kiosk, protocol.encode(protocol.AUDIO, window(), id=7, sample_rate=16000))
+    assert header["kind"] == protocol.RESULT and header["id"] == 7 and header["heard_id"] == 7
+    ids = []
+    wait_until("an answer to each of the rogue's windows", lambda: ids.extend(
+        h["id"] for h in _received(rogue) if h["kind"] == protocol.RESULT) or len(ids), lambda n: n >= 150,
+        timeout=60, interval=0.2)
+    assert sorted(ids) == list(range(150))
+    # The rogue's windows waiting together were heard as one: its flood did not take the server's time
+    assert running.server.stats["windows"] + running.server.stats["conflated"] == 151
+    assert running.server.stats["windows"] < 30
+
+
+def test_over_budget_each_kiosk_is_heard_every_nth_window_and_the_pong_says_so(bare_server):
+    server = bare_server
+    (a, sock), = _kiosks(server, [None])
+    server._hearing_s, server._budget_at = 0.9, time.monotonic() - 1.0  # hearing took 90 % of the last second
+    server._rebudget()
+    assert server.hear_every == 2
+    for request_id in range(1, 6):
+        server.handle(a, protocol.encode(protocol.AUDIO, window(amplitude=0.01 * request_id), id=request_id,
+                                         sample_rate=16000))
+        server._hear_windows()
+    answers = _received(sock)
+    assert [(h["id"], h["heard_id"]) for h in answers] == [(1, 1), (2, 2), (3, 2), (4, 4), (5, 4)]
+    assert server.stats["skipped"] == 2
+    server.handle(a, protocol.encode(protocol.PING, t=1.0))
+    assert _received(sock)[0]["hears_every"] == 2
+    server._hearing_s, server._budget_at = 0.1, time.monotonic() - 1.0  # all of them would take 20 %: back to all
+    server._rebudget()
+    assert server.hear_every == 1
+
+
+def test_kiosks_handed_over_get_a_short_first_keyframe_together_before_windows_are_heard(bare_server):
+    from models.dream import OCTAVES
+
+    server = bare_server
+    kiosks = _kiosks(server, [["dog", "rooster"], ["pig", "cow"], None])
+    picture = np.full((DREAM_SIZE, DREAM_SIZE * 16 // 9, 3), 128, np.uint8)
+    for (identity, _), label in zip(kiosks[:2], ["dog", "pig"]):
+        server.handle(identity, protocol.encode(protocol.IMAGE, picture, label=label, confidence=0.9))
+        server.handle(identity, protocol.encode(protocol.CREDIT, last_frame=0, window=2))
+    server.handle(kiosks[2][0], protocol.encode(protocol.AUDIO, window(), id=1, sample_rate=16000))
+    assert server._handing_over()  # the window waits for the handed-over kiosks' first frames
+    while any(s.handed_over for s in server.sessions.values()):
+        server._dream_step()
+    assert server.stats["dream_steps"] == OCTAVES and server.stats["dream_images"] == 2 * OCTAVES
+    assert not server._handing_over() and server._windows
+    for _, sock in kiosks[:2]:
+        assert [h["kind"] for h in _received(sock)] == [protocol.FRAME]
