@@ -48,12 +48,12 @@ POLL_IDLE_MS = 50
 LOAD_WINDOW_S = 10.0        # keyframes/s is counted over this long, and the load is logged this often
 # Clients' dream steps done in one batch at most, by device; elsewhere 1 (see
 # BENCHMARKS.md, "Many kiosks on one server"). A window waits for a whole batch's step before it is heard. On a 2-core
-# CPU a pair of steps costs 1.4-1.6 times one step: up to a third more keyframes while only dreaming, none measurable while hearing windows, and the
-# window's round trip p95 doubled (0.33 -> 0.74 s with 2 kiosks), so a CPU takes turns. On CUDA (not measured yet) one
+# CPU a pair of steps costs 1.4-1.6 times one step: up to a third more keyframes while only dreaming, none measurable
+# while hearing windows, and the window's round trip p95 doubled (0.33 -> 0.74 s with 2 kiosks), so a CPU takes turns. On CUDA (not measured yet) one
 # image's step should leave much of the GPU idle; 8 is a first guess that benchmarks/device_bench.py is there to check.
 BATCH = {"cuda": 8}
-# Windows heard in one pass at most, by default: the windows of every client that arrived while the server was busy
-# (a dream step, or classifying), each its window heard alone to 1e-5. On a 2-core CPU, 1: a pass of 2 windows cost
+# Windows heard in one pass at most, by default: the windows of every client waiting once the socket has been read
+# (each client's newest), each its window heard alone to 1e-5. On a 2-core CPU, 1: a pass of 2 windows cost
 # 1.4 times one, but with 4 kiosks only 1.2-1.4 windows were waiting at once, and each waited for the others in its
 # pass: the round trip's p95 went from 0.18-0.28 to 0.43 s and keyframes/s fell by a tenth
 # (BENCHMARKS.md, "Many kiosks on one server"). A GPU box may gain (not measured): the venue's hear_batch, and
@@ -169,7 +169,7 @@ class InferenceServer:
         self._dream_net = None  # one dream network for every client's engine: what lets their steps share a batch
         device = next(backbone_for_dreams.parameters()).device
         self.batch = max(1, dream.batch or BATCH.get(device.type, 1))
-        self.hear_batch = hear_batch or HEAR_BATCH  # windows heard in one pass at most; 1: each as it arrives
+        self.hear_batch = hear_batch or HEAR_BATCH  # windows heard in one pass at most; 1: one at a time
         self._windows: list[Window] = []  # at most one per client: its newest
         self.hear_every = 1  # each client's windows heard every n-th: more than 1 when hearing is over its budget
         self._hearing_s, self._budget_at = 0.0, time.monotonic()

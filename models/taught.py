@@ -397,7 +397,7 @@ def import_zip(path: str | Path, taught_dir: str | Path | None = None) -> list[T
 # visitor taught them to be seen (it costs the known classes a point, measured).
 PROBE_L2 = 3e-2
 PROBE_ITERATIONS = 100
-SHIFT = 0.75
+SHIFT = 1.25
 NEGATIVES = Path(__file__).parent / "weights" / "taught_negatives.npz"
 NEAR_COSINE = 0.9   # a taught sound made with a voice passes the speech rule only this near one of its examples
 EXAMPLE_LOOKS_S = (0.5, 1.0)  # an example is heard as the app sends a sound: windows ending this long after
