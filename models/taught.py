@@ -395,9 +395,9 @@ def import_zip(path: str | Path, taught_dir: str | Path | None = None) -> list[T
 # and the 50 compete in one softmax on one scale: the taught sounds' share of it is theirs, and the built-in classes
 # share the rest in the proportions the whole classifier gives them. SHIFT favours the taught sounds a little: a
 # visitor taught them to be seen (it costs the known classes a point, measured).
-PROBE_L2 = 3e-2
+PROBE_L2 = 1e-2
 PROBE_ITERATIONS = 100
-SHIFT = 1.25
+SHIFT = 1.0
 NEGATIVES = Path(__file__).parent / "weights" / "taught_negatives.npz"
 NEAR_COSINE = 0.9   # a taught sound made with a voice passes the speech rule only this near one of its examples
 EXAMPLE_LOOKS_S = (0.5, 1.0)  # an example is heard as the app sends a sound: windows ending this long after

@@ -150,6 +150,17 @@ def test_a_running_server_hears_a_sound_taught_and_forgotten_within_two_seconds(
             soundfile.write(p, tone(1.2, freq=600.0 + 10 * i), 16000)
         taught.teach("trill", takes, picture(tmp_path / "p.png"), taught_dir=root)
         within(2.0, lambda: top() == ("trill", "trill"))
+        # and it is dreamt from its own picture (orange), like any seed
+        sock.send_multipart(protocol.encode(protocol.STEER, **{"class": "trill", "intensity": 1.0, "layer": None}))
+        sock.send_multipart(protocol.encode(protocol.CREDIT, last_frame=0, window=1))
+        while True:
+            assert sock.poll(60000)
+            header, frame = protocol.decode(sock.recv_multipart())
+            if header["kind"] == protocol.FRAME:
+                break
+        assert header["label"] == "trill"
+        r, g, b = frame.reshape(-1, 3).mean(0)
+        assert r > g + 60 > b + 90, (r, g, b)
         taught.forget("trill", root)
         within(2.0, lambda: top()[0] != "trill")
     finally:
