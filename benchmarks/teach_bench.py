@@ -74,6 +74,12 @@ def embed_all() -> None:
     print(f"cached {len(ds.waveforms)} clips in {time.time() - t0:.0f} s", flush=True)
 
 
+def shipped_talk() -> np.ndarray:
+    """The talk the shipped head is fitted against (none in a negatives file made before it had any)."""
+    with np.load(taught.NEGATIVES) as z:
+        return z["talk"].astype(np.float32) if "talk" in z.files else np.zeros((0, 384), np.float32)
+
+
 def load_cache() -> dict:
     with np.load(CACHE) as z:
         return {k: z[k] for k in z.files}
@@ -108,12 +114,43 @@ def negatives(sp: "Splits", folds, classes, rng) -> tuple[np.ndarray, np.ndarray
     return np.stack(x), np.array(y)
 
 
+# Talk for the taught head's talk column: other sentences, and other voices, than the voice benchmark's (TALK,
+# TEACH_VOICES, TEST_VOICES below), some in other languages (a gallery hears more than English).
+TALK_FOR_HEAD = [("en-us-nyc+m4", 150, "Excuse me, do you know what time the museum closes today?"),
+                 ("en-gb-x-gbclan+f1", 135, "We went to the seaside last summer and it rained every single day."),
+                 ("en+Annie", 170, "Put your coats over there and come and sit down with us."),
+                 ("en-gb-x-gbcwmd+m2", 120, "This painting was made more than three hundred years ago."),
+                 ("en-us+Andy", 180, "Okay, okay, I hear you, let's talk about it after lunch."),
+                 ("en+Linda", 145, "Mummy, look, look, can we go and see the dinosaurs now?"),
+                 ("de+m1", 150, "Guten Morgen, wie geht es Ihnen heute? Das Wetter ist schoen."),
+                 ("fr+f2", 150, "Bonjour, est-ce que vous pouvez m'aider? Je cherche la sortie."),
+                 ("es+m3", 160, "Vamos a la playa manana por la tarde con los ninos."),
+                 ("it+f5", 140, "Questa mostra e bellissima, torniamo la settimana prossima."),
+                 ("nl+m2", 150, "Kijk eens naar die grote foto aan de muur daar."),
+                 ("en-029+m5", 130, "Hello, hello, can everybody hear me at the back of the room?")]
+
+
+def talk_windows(work: Path) -> np.ndarray:
+    """The windows the app would send of each TALK_FOR_HEAD sentence after quiet, those with the talk in them."""
+    wins = []
+    for i, (voice, speed, text) in enumerate(TALK_FOR_HEAD):
+        stream = stream_of(audio.load_audio(espeak(text, voice, speed, work / f"talk{i}.wav")), after=1.0)
+        wins += [w for w in windows(stream, 0.5, flush_end=False) if audio.rms_dbfs(w) > -45.0]
+    return np.stack(wins)
+
+
 def write_negatives() -> None:
-    """models/weights/taught_negatives.npz: the built-in classes' side of the live taught head (folds 1-3)."""
+    """models/weights/taught_negatives.npz: the built-in classes' side of the live taught head (folds 1-3), and talk."""
+    import tempfile
+
+    torch.set_num_threads(2)
     sp = Splits()
     x, y = negatives(sp, [1, 2, 3], list(range(50)), np.random.default_rng(0))
-    np.savez_compressed(taught.NEGATIVES, embeddings=x.astype(np.float16), labels=y.astype(np.int16))
-    print(f"wrote {taught.NEGATIVES}: {len(x)} embeddings of {len(set(y.tolist()))} classes")
+    _, net = ear_network()
+    talk = embed(net, talk_windows(Path(tempfile.mkdtemp(prefix="teach-bench-"))))
+    np.savez_compressed(taught.NEGATIVES, embeddings=x.astype(np.float16), labels=y.astype(np.int16),
+                        talk=talk.astype(np.float16))
+    print(f"wrote {taught.NEGATIVES}: {len(x)} embeddings of {len(set(y.tolist()))} classes, {len(talk)} of talk")
 
 
 class Splits:
@@ -171,11 +208,14 @@ class Splits:
         Wf, bf = self._full[key]
         examples, who = self.examples(train_folds, left, shots, rng)
         neg_x, neg_y = negatives(self, train_folds, kept, rng)
+        talk = shipped_talk()
         t0 = time.perf_counter()
-        Wt, bt = taught.fit_taught_head(neg_x, neg_x @ W.T + b, neg_y, examples, examples @ W.T + b, who, len(left))
+        Wt, bt = taught.fit_taught_head(neg_x, neg_x @ W.T + b, neg_y, examples, examples @ W.T + b, who, len(left),
+                                        talk_x=talk, talk_logits=talk @ W.T + b)
+        shift = np.r_[np.ones(len(left)), np.zeros(Wt.shape[1] - len(left))]  # the shift is the taught sounds' alone
         fit_s = time.perf_counter() - t0
         emb, clip_of, y = self.test_set(test_fold)
-        order = np.array(kept + left)          # column -> class
+        order = np.array(kept + left + [-1] * (Wt.shape[1] - len(left)))  # column -> class (talk: none)
 
         def named(logits: np.ndarray, column_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """Each clip named right (the class of the mean of its windows' probabilities), and named right as
@@ -191,9 +231,9 @@ class Splits:
         full_sure, full_top = named(emb @ Wf.T + bf, np.arange(50))
         known = ~np.isin(y, left)
         out = {}
-        for shift in shifts:
-            sure, top = named(np.concatenate([emb @ W.T + b, emb @ Wt + bt + shift], 1), order)
-            out[shift] = (sure[~known].mean(), sure[known].mean(), full_sure[known].mean(), fit_s,
+        for shift_by in shifts:
+            sure, top = named(np.concatenate([emb @ W.T + b, emb @ Wt + bt + shift_by * shift], 1), order)
+            out[shift_by] = (sure[~known].mean(), sure[known].mean(), full_sure[known].mean(), fit_s,
                           top[~known].mean(), top[known].mean(), full_top[known].mean())
         return out
 

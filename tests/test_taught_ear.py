@@ -44,7 +44,8 @@ def test_the_ear_hears_a_taught_sound_in_one_pass_and_caches_what_it_made(shippe
     assert cache.is_file()
     stamp = cache.stat().st_mtime_ns
     heard = ear.listen(np.stack([in_window(tone(1.2, freq=560.0, lead=0.0)), in_window(np.zeros(100, np.float32))]))
-    assert heard.probs.shape == (2, 51) and np.allclose(heard.probs.sum(1), 1, atol=1e-4)
+    # the classes' shares, less what the head hears as talk (shown as no class): a warble is hardly talk
+    assert heard.probs.shape == (2, 51) and (heard.probs.sum(1) <= 1 + 1e-4).all() and heard.probs[0].sum() > 0.95
     assert heard.probs[0].argmax() == 50 and "warble" in heard.voiced[0]
     # a second ear with the same weights reads the cache instead of hearing the examples again
     again = taught.TaughtEar(shipped, root)
@@ -106,6 +107,9 @@ def test_a_word_taught_in_voices_is_shown_through_the_speech_rule_and_talk_is_no
     assert shown(new_voice) == "cow"
     talk = espeak("Could you tell me where the station is, please?", "en+f4", 160, tmp_path / "talk.wav")
     assert shown(talk[:N]) is None
+    # and the head itself hears the sentence as talk more than as the taught word (its share is no class's)
+    heard = ear.listen(in_window(talk[:N])[None])
+    assert 1.0 - heard.probs[0].sum() > heard.probs[0][ear.class_names.index("cow")]
 
 
 def test_a_running_server_hears_a_sound_taught_and_forgotten_within_two_seconds(shipped, tmp_path, address):
