@@ -217,23 +217,25 @@ class InferenceServer:
 
     # --- the loop -------------------------------------------------------------------------------
     def serve_forever(self, should_stop=lambda: False) -> None:
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
         try:
             while not should_stop():
-                busy = any(self._wants_frames(s) for s in self.sessions.values())
-                if poller.poll(0 if busy else POLL_IDLE_MS):
-                    self._drain()
-                if self._windows and not self._handing_over():
-                    self._hear_windows()
-                self._forget_silent_clients()
-                if self.ear is not None:
-                    self.ear.refresh()  # a sound just taught is fitted now, not when the next window waits for it
-                self._dream_step()
-                self._rebudget()
-                self._log_load()
+                self.turn()
         finally:
             self.close()
+
+    def turn(self) -> None:
+        """One pass of the loop: read the socket, hear the windows waiting, dream one step."""
+        busy = any(self._wants_frames(s) for s in self.sessions.values())
+        if self.socket.poll(0 if busy else POLL_IDLE_MS):
+            self._drain()
+        if self._windows and not self._handing_over():
+            self._hear_windows()
+        self._forget_silent_clients()
+        if self.ear is not None:
+            self.ear.refresh()  # a sound just taught is fitted now, not when the next window waits for it
+        self._dream_step()
+        self._rebudget()
+        self._log_load()
 
     def close(self) -> None:
         self.socket.close(linger=0)

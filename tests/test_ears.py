@@ -216,7 +216,7 @@ def test_the_server_reads_the_tags_noise_is_never_a_picture_and_a_bark_is(tagger
     def answer(parts):
         sock.send_multipart(parts)
         for _ in range(200):
-            server._drain()
+            server.turn()
             if sock.poll(50):
                 return protocol.decode(sock.recv_multipart())[0]
         raise AssertionError("no answer")
