@@ -390,11 +390,12 @@ def import_zip(path: str | Path, taught_dir: str | Path | None = None) -> list[T
 
 # The head (chosen on ESC-50 folds 1-3 with ten classes left out and taught from five examples each, scored on fold 4:
 # BENCHMARKS.md, "Taught sounds"): a regularised logistic probe over the frozen member's embedding, one row per taught
-# sound, fitted beside that member's own 50 logits held fixed, on the taught examples against a few embeddings of each
-# built-in class (NEGATIVES, a file made from ESC-50's training folds by benchmarks/teach_bench.py). So a taught sound
-# and the 50 compete in one softmax on one scale: the taught sounds' share of it is theirs, and the built-in classes
-# share the rest in the proportions the whole classifier gives them. SHIFT favours the taught sounds a little: a
-# visitor taught them to be seen (it costs the known classes a point, measured).
+# sound and one for talk, fitted beside that member's own 50 logits held fixed, on the taught examples against a few
+# embeddings of each built-in class and of people talking (NEGATIVES, made from ESC-50's training folds and espeak-ng
+# sentences by benchmarks/teach_bench.py). So a taught sound, talk and the 50 compete in one softmax on one scale: the
+# taught sounds' share of it is theirs, talk's is no class's (a word taught in a voice is told from talk in general),
+# and the built-in classes share the rest in the proportions the whole classifier gives them. SHIFT favours the
+# taught sounds a little: a visitor taught them to be seen (it costs the known classes a point, measured).
 PROBE_L2 = 1e-2
 PROBE_ITERATIONS = 100
 SHIFT = 1.0
@@ -402,8 +403,7 @@ NEGATIVES = Path(__file__).parent / "weights" / "taught_negatives.npz"
 NEAR_COSINE = 0.92  # a taught sound made with a voice passes the speech rule only this near one of its examples
 EXAMPLE_LOOKS_S = (0.5, 1.0)  # an example is heard as the app sends a sound: windows ending this long after
 EXAMPLE_TAILS_S = (0.5, 1.5, 2.5)  # its onset (silence before), and the whole of it this long before a window's
-# end, as it travels through the windows sent every hop (choosing these on folds 1-3 named taught sounds a point
-# more often at the same cost to the known classes: BENCHMARKS.md, "Taught sounds")
+# end, as it travels through the windows sent every hop (BENCHMARKS.md, "Taught sounds": how the head was chosen)
 RECHECK_S = 0.25     # how often the ear looks at the folder (a stat per sound): a new sound is heard within 2 s
 
 
