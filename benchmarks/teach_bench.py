@@ -74,12 +74,6 @@ def embed_all() -> None:
     print(f"cached {len(ds.waveforms)} clips in {time.time() - t0:.0f} s", flush=True)
 
 
-def shipped_talk() -> np.ndarray:
-    """The talk the shipped head is fitted against (none in a negatives file made before it had any)."""
-    with np.load(taught.NEGATIVES) as z:
-        return z["talk"].astype(np.float32) if "talk" in z.files else np.zeros((0, 384), np.float32)
-
-
 def load_cache() -> dict:
     with np.load(CACHE) as z:
         return {k: z[k] for k in z.files}
@@ -161,6 +155,8 @@ class Splits:
     def __init__(self):
         self._full = {}  # training folds -> the full model's head
         self.ex = load_cache()
+        with np.load(taught.NEGATIVES) as z:
+            self.talk = z["talk"].astype(np.float32)  # the talk the shipped head is fitted against
         self.labels, self.folds = self.ex["labels"], self.ex["folds"]
         owner, emb = self.ex["owner"], self.ex["embeddings"]
         self.rows = {}                                                    # clip -> its example windows' rows
@@ -208,14 +204,13 @@ class Splits:
         Wf, bf = self._full[key]
         examples, who = self.examples(train_folds, left, shots, rng)
         neg_x, neg_y = negatives(self, train_folds, kept, rng)
-        talk = shipped_talk()
         t0 = time.perf_counter()
-        Wt, bt = taught.fit_taught_head(neg_x, neg_x @ W.T + b, neg_y, examples, examples @ W.T + b, who, len(left),
-                                        talk_x=talk, talk_logits=talk @ W.T + b)
-        shift = np.r_[np.ones(len(left)), np.zeros(Wt.shape[1] - len(left))]  # the shift is the taught sounds' alone
+        Wt, bt = taught.fit_taught_head(neg_x, neg_x @ W.T + b, neg_y, self.talk, self.talk @ W.T + b,
+                                        examples, examples @ W.T + b, who, len(left))
+        shift = np.r_[np.ones(len(left)), 0.0]  # the shift is the taught sounds' alone, not talk's
         fit_s = time.perf_counter() - t0
         emb, clip_of, y = self.test_set(test_fold)
-        order = np.array(kept + left + [-1] * (Wt.shape[1] - len(left)))  # column -> class (talk: none)
+        order = np.array(kept + left + [-1])  # column -> class (talk: none)
 
         def named(logits: np.ndarray, column_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             """Each clip named right (the class of the mean of its windows' probabilities), and named right as

@@ -471,7 +471,7 @@ class TaughtEar:
         self.fingerprint = f"{weights_fingerprint(self.listener.backbone)} {EXAMPLE_LOOKS_S} {EXAMPLE_TAILS_S}"
         with np.load(NEGATIVES) as z:  # what the built-in classes sound like to the listener: the probe's other side
             self._negatives, self._negative_labels = z["embeddings"].astype(np.float32), z["labels"]
-            self._talk = z["talk"].astype(np.float32) if "talk" in z.files else np.zeros((0, 384), np.float32)
+            self._talk = z["talk"].astype(np.float32)
         self._negative_logits = self._known_logits(self._negatives)
         self._talk_logits = self._known_logits(self._talk)
         self._head = (np.zeros((384, 0), np.float32), np.zeros(0, np.float32))
@@ -525,8 +525,8 @@ class TaughtEar:
             self._examples = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-9)
             self._owner = np.concatenate([np.full(len(v), i, np.int64) for i, v in enumerate(vectors)])
             self._head = fit_taught_head(self._negatives, self._negative_logits, self._negative_labels,
-                                         x, self._known_logits(x), self._owner, len(kept),
-                                         talk_x=self._talk, talk_logits=self._talk_logits)
+                                         self._talk, self._talk_logits, x, self._known_logits(x), self._owner,
+                                         len(kept))
         else:
             self._examples, self._owner = np.zeros((0, 384), np.float32), np.zeros(0, np.int64)
         return True
@@ -566,11 +566,11 @@ class TaughtEar:
         logits, _, emb = outs[self.members.index(self.listener)]
         W, b = self._head
         n = len(self.sounds)
-        taught_logits = emb @ W + b                                     # the taught sounds', then talk's if known
+        taught_logits = emb @ W + b                                     # the taught sounds', then talk's
         taught_logits[:, :n] += SHIFT
         joint = _softmax(np.concatenate([logits, taught_logits], 1))
-        taught = joint[:, logits.shape[1]:logits.shape[1] + n]          # each taught sound's share
-        talk = joint[:, logits.shape[1] + n:].sum(1, keepdims=True)     # talk's: shown as no class at all
+        taught = joint[:, logits.shape[1]:-1]                           # each taught sound's share
+        talk = joint[:, -1:]                                            # talk's: shown as no class at all
         out = np.concatenate([probs * (1.0 - taught.sum(1, keepdims=True) - talk),
                               np.zeros((len(probs), len(self.class_names) - len(self.builtin_names)))], 1)
         index = {n: i for i, n in enumerate(self.class_names)}
@@ -601,25 +601,20 @@ class TaughtEar:
         return self.listen(waveforms).probs
 
 
-def fit_taught_head(neg_x: np.ndarray, neg_logits: np.ndarray, neg_labels: np.ndarray, pos_x: np.ndarray,
-                    pos_logits: np.ndarray, pos_labels: np.ndarray, n_taught: int, l2: float = PROBE_L2,
-                    talk_x: np.ndarray | None = None, talk_logits: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(W (384, n_taught [+ 1]), b): logistic regression for the taught sounds beside the known classes' fixed
-    logits, on the taught examples (labels 0..n_taught-1) and the known classes' negatives (their class indices),
-    L-BFGS on standardised features (as offline.train.fit_head), the standardisation folded into W and b. With
-    `talk_x` (windows of people talking), one more column learns talk: a word taught in a voice is then told from
-    talk in general by more than its nearness to its examples."""
+def fit_taught_head(neg_x: np.ndarray, neg_logits: np.ndarray, neg_labels: np.ndarray, talk_x: np.ndarray,
+                    talk_logits: np.ndarray, pos_x: np.ndarray, pos_logits: np.ndarray, pos_labels: np.ndarray,
+                    n_taught: int, l2: float = PROBE_L2) -> tuple[np.ndarray, np.ndarray]:
+    """(W (384, n_taught + 1), b): logistic regression for the taught sounds and talk beside the known classes'
+    fixed logits, on the taught examples (labels 0..n_taught-1), the known classes' negatives (their class indices)
+    and windows of people talking (the last column: a word taught in a voice is told from talk in general by more
+    than its nearness to its examples), L-BFGS on standardised features (as offline.train.fit_head), the
+    standardisation folded into W and b."""
     import torch
     import torch.nn.functional as F
 
-    if talk_x is not None and len(talk_x):
-        neg_x, neg_logits = np.concatenate([neg_x, talk_x]), np.concatenate([neg_logits, talk_logits])
-        # talk is the column after the taught sounds'
-        neg_labels = np.concatenate([neg_labels, np.full(len(talk_x), neg_logits.shape[1] + n_taught)])
-        n_columns = n_taught + 1
-    else:
-        n_columns = n_taught
+    talk_label = neg_logits.shape[1] + n_taught
+    neg_x, neg_logits = np.concatenate([neg_x, talk_x]), np.concatenate([neg_logits, talk_logits])
+    neg_labels = np.concatenate([neg_labels, np.full(len(talk_x), talk_label)])
 
     # float32, and stopped once a step changes the loss by less than a millionth: the same head to a few parts in
     # 1e5 of the loss, in a fifth of the time of float64 run to its end (most of the time to teach a sound)
@@ -628,8 +623,8 @@ def fit_taught_head(neg_x: np.ndarray, neg_logits: np.ndarray, neg_labels: np.nd
     y = torch.from_numpy(np.concatenate([neg_labels, fixed.shape[1] + pos_labels])).long()
     mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
     z = (x - mean) / std
-    W = torch.zeros(x.shape[1], n_columns, requires_grad=True)
-    b = torch.zeros(n_columns, requires_grad=True)
+    W = torch.zeros(x.shape[1], n_taught + 1, requires_grad=True)
+    b = torch.zeros(n_taught + 1, requires_grad=True)
     opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=PROBE_ITERATIONS, history_size=20, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-4, tolerance_change=1e-6)
 
