@@ -174,8 +174,9 @@ def run(settings: Settings, input_file: str | None = None, device=None, headless
 
             browser = Browser(fingerprint(server_key) if server_key is not None else None)
             stack.callback(browser.close)
-        client = InferenceClient(addresses, name=settings.mode, classes=settings.classes, server_key=server_key,
-                                 kiosk_key=kiosk_key, discovery=browser)
+        # named in the servers' logs by its machine and mode
+        client = InferenceClient(addresses, name=f"{socket.gethostname()}-{settings.mode}", classes=settings.classes,
+                                 server_key=server_key, kiosk_key=kiosk_key, discovery=browser)
         stack.callback(client.close)
         osc = None
         if settings.osc_port:

@@ -128,6 +128,7 @@ class Session:
     next_step: GradientStep | None = None  # the step the keyframe in progress waits for
     stepped_at: int = 0               # the server's step count when this client's dream last took one
     handed_over: bool = False         # taken over from a lost server, and no frame from this one yet: dreamt first
+    handed_at: float = 0.0            # when its picture was handed over
     frames_sent: int = 0
     windows_seen: int = 0
     last_result: dict | None = None  # the RESULT of its newest window heard: what a window not heard is answered
@@ -377,7 +378,7 @@ class InferenceServer:
         session.dreaming = session.next_step = None
         session.gate.carry_on(label, time.monotonic())
         session.label, session.confidence = label, confidence  # dreamt at once, as the old server did
-        session.handed_over = True
+        session.handed_over, session.handed_at = True, time.monotonic()
         log.info("client %s handed over its %s picture (%dx%d)", session.name, label, image.shape[1], image.shape[0])
 
     def _new_engine(self, layer: str | None) -> DreamEngine:
@@ -462,21 +463,23 @@ class InferenceServer:
                                                            id=request_id))
             w.session.last_seen = time.monotonic()  # time spent hearing must not count as the client's silence
 
-    def _hear(self, windows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None, set]]:
-        """(B, N_SAMPLES) windows -> per window: class probabilities, AudioSet tags (or None), taught sounds voiced."""
+    def _hear(self, windows: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None, set, set]]:
+        """(B, N_SAMPLES) windows -> per window: class probabilities, AudioSet tags (or None), the labels near a taught
+        sound's examples (voiced) and those taught sounds carry (models/taught.Heard)."""
         if self.ear is not None:
             heard = self.ear.listen(windows)
-            return [(heard.probs[i], heard.tags[i], heard.voiced[i]) for i in range(len(windows))]
+            return [(heard.probs[i], heard.tags[i], heard.voiced[i], heard.taught[i]) for i in range(len(windows))]
         probs, tags = hear(self.classifier, windows)
-        return [(probs[i], None if tags is None else tags[i], set()) for i in range(len(windows))]
+        return [(probs[i], None if tags is None else tags[i], set(), set()) for i in range(len(windows))]
 
-    def _answer(self, w: Window, probs: np.ndarray, tags: np.ndarray | None, voiced: set, ms: float) -> None:
+    def _answer(self, w: Window, probs: np.ndarray, tags: np.ndarray | None, voiced: set, taught: set,
+                ms: float) -> None:
         session = w.session
         names = self._names(session)
         if names != self.classifier.class_names:
             probs = class_set_probabilities(probs, self.classifier.class_names, names, tags, self.tag_names)
         label, confidence = session.gate.update(dict(zip(names, probs.tolist())), w.dbfs, time.monotonic(), tags,
-                                                voiced)
+                                                voiced, taught)
         session.label, session.confidence, session.dbfs = label, confidence, w.dbfs
         order = np.argsort(probs)[::-1][:5]
         heard = [] if tags is None else [[self.tag_names[i], float(tags[i])] for i in np.argsort(tags)[::-1][:3]]
@@ -610,6 +613,9 @@ class InferenceServer:
     def _send_frame(self, identity: bytes, frame: np.ndarray) -> None:
         session = self.sessions[identity]
         session.dreaming = session.next_step = None
+        if session.handed_over:
+            log.info("client %s dreamt again: its first frame %.2f s after its hand-over", session.name,
+                     time.monotonic() - session.handed_at)
         session.handed_over = False
         session.credits -= 1
         session.frames_sent += 1
