@@ -77,10 +77,13 @@ def class_set_probabilities(probs: np.ndarray, model_classes: list[str], subset:
 
 
 def restrict(probs: np.ndarray, class_names: list[str], subset: list[str]) -> np.ndarray:
-    """Probabilities over `subset` only, renormalised to sum to one (a class set drawn from one model)."""
+    """Probabilities over `subset` only, renormalised as a class set drawn from one model. A share the model gave to
+    no class at all (talk's, with taught sounds: models/taught.py) stays no class's: the class set's probabilities
+    then sum to what the model gave to classes."""
     missing = [c for c in subset if c not in class_names]
     if missing:
         raise ValueError(f"classes not in the model: {missing}")
     idx = [class_names.index(c) for c in subset]
     sub = probs[..., idx]
-    return sub / np.clip(sub.sum(-1, keepdims=True), 1e-12, None)
+    unclassed = np.clip(1.0 - probs.sum(-1, keepdims=True), 0.0, 1.0)
+    return sub / np.clip(sub.sum(-1, keepdims=True) + unclassed, 1e-12, None)

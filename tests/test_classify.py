@@ -102,6 +102,13 @@ def test_restrict_renormalises():
         restrict(probs, ["a", "b", "c"], ["zebra"])
 
 
+def test_restrict_keeps_what_no_class_was_given():
+    """Talk's share (an ear with taught sounds gives it to no class) is not handed to the class set's classes."""
+    probs = np.array([[0.2, 0.1, 0.2]])  # half of it no class's
+    sub = restrict(probs, ["a", "b", "c"], ["a", "b"])
+    assert np.allclose(sub, [[0.25, 0.125]])
+
+
 def test_scores_and_report(tmp_path):
     labels = np.array([0, 0, 1, 1, 2, 2])
     probs = np.eye(3)[[0, 1, 1, 1, 2, 0]]
