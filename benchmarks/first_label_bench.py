@@ -9,7 +9,11 @@ schedule (`app.run.WindowClock`, told of the onset by `app.capture.sound_began`)
 within a hop, and only the windows it sends are heard. Latency: onset to the first window whose gated label is
 right; "wrong first": the first label shown was another class.
 
-Usage: python benchmarks/first_label_bench.py [--per-class 2] [--phases 5]
+With `--mode toy` the events are that mode's classes only (the toy's ten animals), heard as the server hears a
+class set (the probabilities restricted to it), through the mode's own gate and rules around it: the wrong animal a
+child sees first.
+
+Usage: python benchmarks/first_label_bench.py [--per-class 2] [--phases 5] [--mode toy]
 """
 from __future__ import annotations
 
@@ -30,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 from app.capture import FILE_BLOCK_SECONDS, SAMPLE_RATE, RingBuffer, sound_began  # noqa: E402
 from app.run import LOOKS_AFTER_ONSET, WindowClock  # noqa: E402
 from benchmarks.latency_bench import onset  # noqa: E402
+from app.config import MODE_DEFAULTS  # noqa: E402
 from models import audio, efficientat  # noqa: E402
+from models.classes import CLASS_SETS, restrict  # noqa: E402
 from models.gate import GateSettings  # noqa: E402
 from models.model import build_model  # noqa: E402
 from offline.datasets import cache_dir, load_dataset  # noqa: E402
@@ -51,13 +57,24 @@ RULES = {  # the gate's entry rule, each beside today's
 }
 
 
+def mode_rules(mode: str) -> dict[str, GateSettings]:
+    """Entry rules in a mode's gate (its hold and the rest): two windows in a row at p >= m, or one at p >= s."""
+    own = replace(BASE, **{k: v for k, v in MODE_DEFAULTS[mode].items() if hasattr(BASE, k)})
+    two = [(0.3, 0.6), (0.3, 0.7), (0.3, 0.8), (0.3, 0.9), (0.4, 0.6), (0.4, 0.7), (0.5, 0.7), (0.6, 0.7)]
+    rules = {f"two in a row at p >= {m:g}, or one at p >= {p:g}":
+             replace(own, enter_windows=2, min_confidence=m, sure_confidence=p) for m, p in two}
+    rules.update({f"one window at p >= {p:g}": replace(own, enter_windows=1, min_confidence=p)
+                  for p in (0.6, 0.65, 0.7, 0.75, 0.8)})
+    return {f"{name} (the {mode}'s)" if gate == own else name: gate for name, gate in rules.items()}
+
+
 class Event:
     """One clip after silence: the windows the app's schedule sends around its onset, heard once."""
 
-    def __init__(self, truth: int, fold: int, clip: np.ndarray, phases: int):
+    def __init__(self, name: str, fold: int, clip: np.ndarray, phases: int):
         stream = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), clip,
                                  np.zeros(4 * SAMPLE_RATE, np.float32)])
-        self.truth, self.fold, self.onset = truth, fold, LEAD_S + onset(clip)
+        self.name, self.fold, self.onset = name, fold, LEAD_S + onset(clip)
         ring, block, detected = RingBuffer(), int(FILE_BLOCK_SECONDS * SAMPLE_RATE), None
         for s in range(0, len(stream), block):
             ring.write(stream[s:s + block])
@@ -111,6 +128,13 @@ def probe(features, owner, labels, folds, train_folds, n_classes: int, l2: float
     return head.head.weight.detach().numpy(), head.head.bias.detach().numpy()
 
 
+class ClassSet:
+    """The model as a client with a class set hears it: its names, the model's tags."""
+
+    def __init__(self, model, class_names: list[str]):
+        self.class_names, self.tag_names, self.full = class_names, model.tag_names, model.class_names
+
+
 def scores(model, events, heard_by, heads, gate: GateSettings) -> dict:
     times, wrong = [], []
     for e in events:
@@ -119,14 +143,15 @@ def scores(model, events, heard_by, heads, gate: GateSettings) -> dict:
         logits = emb @ W.T + b
         probs = np.exp(logits - logits.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
+        if isinstance(model, ClassSet):
+            probs = restrict(probs, model.full, model.class_names)
         index = {t: i for i, t in enumerate(e.ends)}
         for sent in e.sent:
             rows = [index[t] for t in sent]
             shown = gated(model, gate, probs[rows], tags[rows], [e.dbfs[t] for t in sent], sent)
             after = [(label, t - e.onset) for label, t in zip(shown, sent) if label is not None and t >= e.onset]
-            truth = model.class_names[e.truth]
-            times.append(next((t for label, t in after if label == truth), np.inf))
-            wrong.append(bool(after) and after[0][0] != truth)
+            times.append(next((t for label, t in after if label == e.name), np.inf))
+            wrong.append(bool(after) and after[0][0] != e.name)
     times = np.array(times)
     return dict(median_s=float(np.median(times)), named_by_0_6_s=float(np.mean(times <= 0.6)),
                 named_by_1_s=float(np.mean(times <= 1.0)), never=float(np.mean(np.isinf(times))),
@@ -137,7 +162,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--per-class", type=int, default=2, help="clips of each class from each fold")
     p.add_argument("--phases", type=int, default=5, help="start phases of the send schedule within a hop")
-    p.add_argument("--out", default="runs/first_label_bench.json")
+    p.add_argument("--mode", choices=["toy"], help="that mode's classes, gate and rules around it")
+    p.add_argument("--out", default=None, help="default: runs/first_label_bench[_MODE].json")
     args = p.parse_args()
     torch.set_num_threads(2)
     started = time.time()
@@ -148,24 +174,29 @@ def main() -> None:
     heads = {f: probe(features, owner, ds.labels, ds.folds, [g for g in SELECT_FOLDS if g != f], len(ds.class_names),
                       recipe.probe_l2) for f in SELECT_FOLDS}
     heads[TEST_FOLD] = probe(features, owner, ds.labels, ds.folds, SELECT_FOLDS, len(ds.class_names), recipe.probe_l2)
-    picked = [i for f in (*SELECT_FOLDS, TEST_FOLD) for c in range(len(ds.class_names))
+    listener, rules = model, RULES
+    if args.mode:
+        listener, rules = ClassSet(model, CLASS_SETS[MODE_DEFAULTS[args.mode]["classes"]]), mode_rules(args.mode)
+    scored = [ds.class_names.index(c) for c in listener.class_names]
+    picked = [i for f in (*SELECT_FOLDS, TEST_FOLD) for c in scored
               for i in np.flatnonzero((ds.labels == c) & (ds.folds == f))[:args.per_class]]
-    events = [Event(int(ds.labels[i]), int(ds.folds[i]), ds.waveforms[i], args.phases) for i in picked]
+    events = [Event(ds.class_names[ds.labels[i]], int(ds.folds[i]), ds.waveforms[i], args.phases) for i in picked]
     heard_by = {id(e): heard(model, e.windows) for e in events}
     print(f"{len(events)} events, {sum(len(e.ends) for e in events)} windows heard, {time.time() - started:.0f} s",
           flush=True)
     summary = dict(date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, {torch.get_num_threads()} threads",
-                   per_class=args.per_class, phases=args.phases, rules={})
-    for name, gate in RULES.items():
-        select = scores(model, [e for e in events if e.fold in SELECT_FOLDS], heard_by, heads, gate)
-        test = scores(model, [e for e in events if e.fold == TEST_FOLD], heard_by, heads, gate)
+                   per_class=args.per_class, phases=args.phases, mode=args.mode, rules={})
+    for name, gate in rules.items():
+        select = scores(listener, [e for e in events if e.fold in SELECT_FOLDS], heard_by, heads, gate)
+        test = scores(listener, [e for e in events if e.fold == TEST_FOLD], heard_by, heads, gate)
         summary["rules"][name] = dict(gate=asdict(gate), folds_1_3=select, fold_4=test)
-        print(f"{name:38s} folds 1-3: median {select['median_s']:.2f} s, by 0.6 s {select['named_by_0_6_s']:.0%}, "
+        print(f"{name:48s} folds 1-3: median {select['median_s']:.2f} s, by 0.6 s {select['named_by_0_6_s']:.0%}, "
               f"wrong first {select['wrong_first']:.0%} | fold 4: median {test['median_s']:.2f} s, by 0.6 s "
               f"{test['named_by_0_6_s']:.0%}, wrong first {test['wrong_first']:.0%}", flush=True)
     summary["seconds"] = round(time.time() - started)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=1))
+    out = Path(args.out or f"runs/first_label_bench{'_' + args.mode if args.mode else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

@@ -66,9 +66,10 @@ def bundled_recordings() -> list[tuple[str, np.ndarray]]:
     return [(name, load_audio(ROOT / "app" / "demo_audio" / f"{name}.mp3")) for name in EVENTS]
 
 
-def taught_words(folder: Path) -> tuple[list[tuple[str, np.ndarray]], Path]:
+def taught_words(folder: Path, venue: str | None = None) -> tuple[list[tuple[str, np.ndarray]], Path]:
     """Teach teach_bench's words (and its whistle) into a venue folder; the words said by an unseen voice. Returns
-    the said words with the label each should show, and the venue file that knows them."""
+    the said words with the label each should show, and the venue file that knows them (and says what `venue`,
+    another venue file, says)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import teach_bench
 
@@ -77,7 +78,7 @@ def taught_words(folder: Path) -> tuple[list[tuple[str, np.ndarray]], Path]:
     said = [(as_ or name, load_audio(teach_bench.espeak(text, voice, speed, folder / f"said_{name}.wav")))
             for name, (text, as_) in teach_bench.WORDS.items()]
     config = folder / "venue.toml"
-    config.write_text(f'taught_dir = "{folder / "taught"}"\n')
+    config.write_text(f'taught_dir = "{folder / "taught"}"\n' + (Path(venue).read_text() if venue else ""))
     return said, config
 
 
@@ -133,7 +134,7 @@ def main() -> None:
         # what runs in turn: (name, checkout, events file, onsets, venue file)
         recordings = event_file(Path(tmp), bundled_recordings())
         if args.taught:
-            said, config = taught_words(Path(tmp))
+            said, config = taught_words(Path(tmp), args.config)
             arms = [("taught", ROOT, *event_file(Path(tmp), said, "said"), str(config)),
                     ("built-in", ROOT, *recordings, str(config))]
         else:

@@ -8,7 +8,9 @@ The rules, in order:
      strongest tag is speech shows nothing, or the class "speech" where the venue says `speech = "show"`, except a
      taught sound made with a voice: a winning class the classifier says is near a taught sound's own examples
      (`voiced`, models/taught.py) is shown like any other (rule 3 still applies);
-  3. confidence: a winning class below `min_confidence` is not shown;
+  3. confidence: a winning class below `min_confidence` is not shown; one a taught sound carries in this window
+     (`taught`: most of its probability is a taught sound's) is held to `taught_confidence` instead, where a venue
+     sets it (the toy: its built-in animals must be sure before a child sees one, a child's own "moo" need not);
   4. hysteresis: a class must win `enter_windows` windows in a row to be shown (one window is enough at
      `sure_confidence` or above), and then stays shown for
      `hold_seconds` after its last win (so a dog that barks twice keeps its picture between barks; a minute
@@ -47,6 +49,7 @@ class GateSettings:
     min_confidence: float = 0.4
     enter_windows: int = 1
     sure_confidence: float = 1.0    # a class this likely enters with one window whatever enter_windows says
+    taught_confidence: float | None = None  # rule 3 for a class a taught sound carries; None: min_confidence
     hold_seconds: float = 2.0
     speech: str = "ignore"          # "ignore": talking shows nothing; "show": it is the class "speech"
     floor_margin_db: float = 0.0    # the room-floor rule (5 above); 0: off
@@ -118,7 +121,7 @@ class OpenSetGate:
         return float(probs[i])
 
     def hears(self, probs, dbfs: float, now: float, tags: Sequence[float] | None = None,
-              voiced=()) -> tuple[object | None, float]:
+              voiced=(), taught=()) -> tuple[object | None, float]:
         """This window alone: (the class it names or None, its confidence)."""
         quiet = self._below_floor(dbfs, now) or dbfs < self.settings.silence_dbfs
         if quiet:
@@ -130,7 +133,9 @@ class OpenSetGate:
                 return None, 0.0
             if kind == "speech" and label not in voiced:
                 return (SPEECH, 1.0) if self.settings.speech == "show" else (None, 0.0)
-        return (label if conf >= self.settings.min_confidence else None), conf
+        s = self.settings
+        needed = s.taught_confidence if label in taught and s.taught_confidence is not None else s.min_confidence
+        return (label if conf >= needed else None), conf
 
     def carry_on(self, label, now: float) -> None:
         """A class another server's gate showed (a kiosk handed over): shown as if it had just won, so the new
@@ -139,13 +144,14 @@ class OpenSetGate:
         self.shown, self.shown_until = label, now + self.settings.hold_seconds
 
     def update(self, probs, dbfs: float, now: float, tags: Sequence[float] | None = None,
-               voiced=()) -> tuple[object | None, float]:
+               voiced=(), taught=()) -> tuple[object | None, float]:
         """One window: `probs` (a {label: p} mapping, or a sequence in `class_names` order), its loudness in
         dBFS, the time in seconds, and (when the classifier gives them) its AudioSet tag probabilities in
         `tag_names` order. Returns (label to show or None for "listening", confidence): the current window's
         probability of the shown label, or of the top class when nothing is shown (0.0 when the window is
-        background). `voiced`: the labels this window is near a taught sound's examples (rule 2's exception)."""
-        label, conf = self.hears(probs, dbfs, now, tags, voiced)
+        background). `voiced`: the labels this window is near a taught sound's examples (rule 2's exception);
+        `taught`: the labels a taught sound carries in it (rule 3's `taught_confidence`)."""
+        label, conf = self.hears(probs, dbfs, now, tags, voiced, taught)
         if label is not None and label == self.candidate:
             self.streak += 1
         else:

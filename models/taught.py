@@ -394,13 +394,16 @@ def import_zip(path: str | Path, taught_dir: str | Path | None = None) -> list[T
 # embeddings of each built-in class and of people talking (NEGATIVES, made from ESC-50's training folds and espeak-ng
 # sentences by benchmarks/teach_bench.py). So a taught sound, talk and the 50 compete in one softmax on one scale: the
 # taught sounds' share of it is theirs, talk's is no class's (a word taught in a voice is told from talk in general),
-# and the built-in classes share the rest in the proportions the whole classifier gives them. SHIFT favours the
-# taught sounds a little: a visitor taught them to be seen (it costs the known classes a point, measured).
-PROBE_L2 = 1e-2
+# and the built-in classes share the rest in the proportions the whole classifier gives them. A taught sound's logit
+# also gains NEAR_WEIGHT per unit of cosine between the window and the sound's nearest example (the examples are few:
+# the probe alone under-trusts a window very like one of them), and SHIFT favours the taught sounds: a visitor taught
+# them to be seen (both tuned so that the known classes lose at most 1.5 points, measured).
+PROBE_L2 = 3e-4
 PROBE_ITERATIONS = 100
-SHIFT = 1.0
+NEAR_WEIGHT = 8.0
+SHIFT = 5.0         # at an example itself (cosine 1); NEAR_WEIGHT less per unit of cosine farther
 NEGATIVES = Path(__file__).parent / "weights" / "taught_negatives.npz"
-NEAR_COSINE = 0.92  # a taught sound made with a voice passes the speech rule only this near one of its examples
+NEAR_COSINE = 0.94  # a taught sound made with a voice passes the speech rule only this near one of its examples
 EXAMPLE_LOOKS_S = (0.5, 1.0)  # an example is heard as the app sends a sound: windows ending this long after
 EXAMPLE_TAILS_S = (0.5, 1.5, 2.5)  # its onset (silence before), and the whole of it this long before a window's
 # end, as it travels through the windows sent every hop (BENCHMARKS.md, "Taught sounds": how the head was chosen)
@@ -451,6 +454,7 @@ class Heard:
     probs: np.ndarray          # (B, len(class_names))
     tags: np.ndarray | None    # (B, 527) AudioSet tag probabilities
     voiced: list               # per window: the labels near enough their examples to pass the speech rule
+    taught: list               # per window: the labels whose probability is mostly taught sounds' (the gate's rule 3)
 
 
 class TaughtEar:
@@ -555,30 +559,31 @@ class TaughtEar:
         return emb
 
     def listen(self, waveforms: np.ndarray) -> Heard:
-        """(B, N_SAMPLES) windows -> probabilities over class_names, AudioSet tags, and what may pass the speech rule."""
+        """(B, N_SAMPLES) windows -> probabilities over class_names, AudioSet tags, what may pass the speech rule, and
+        which labels the taught sounds carry (more than half of the label's probability)."""
         self.refresh()
         mels = self.members[0].log_mels(waveforms)
         outs = [m.outputs(mels) for m in self.members]
         probs = np.mean([_softmax(logits) for logits, _, _ in outs], 0)
         tags = np.mean([t for _, t, _ in outs], 0)
         if not self.sounds:
-            return Heard(probs, tags, [set() for _ in probs])
+            return Heard(probs, tags, [set() for _ in probs], [set() for _ in probs])
         logits, _, emb = outs[self.members.index(self.listener)]
-        W, b = self._head
-        n = len(self.sounds)
-        taught_logits = emb @ W + b                                     # the taught sounds', then talk's
-        taught_logits[:, :n] += SHIFT
-        joint = _softmax(np.concatenate([logits, taught_logits], 1))
+        near = self.scores(emb)                                         # (B, sounds) nearest-example cosines
+        joint = _softmax(np.concatenate([logits, taught_logits(emb, self._head, near)], 1))
         taught = joint[:, logits.shape[1]:-1]                           # each taught sound's share
         talk = joint[:, -1:]                                            # talk's: shown as no class at all
         out = np.concatenate([probs * (1.0 - taught.sum(1, keepdims=True) - talk),
                               np.zeros((len(probs), len(self.class_names) - len(self.builtin_names)))], 1)
         index = {n: i for i, n in enumerate(self.class_names)}
+        carried = np.zeros_like(out)                                    # each label's share from taught sounds
         for j, s in enumerate(self.sounds):
-            out[:, index[s.shows]] += taught[:, j]
-        near = self.scores(emb)                                         # (B, sounds) nearest-example cosines
+            carried[:, index[s.shows]] += taught[:, j]
+        out += carried
         voiced = [{s.shows for j, s in enumerate(self.sounds) if near[i, j] >= NEAR_COSINE} for i in range(len(out))]
-        return Heard(out.astype(np.float32), tags, voiced)
+        labels = {s.shows for s in self.sounds}
+        by_taught = [{l for l in labels if carried[i, index[l]] > out[i, index[l]] / 2} for i in range(len(out))]
+        return Heard(out.astype(np.float32), tags, voiced, by_taught)
 
     def _known_logits(self, embeddings: np.ndarray) -> np.ndarray:
         head = self.listener.head
@@ -586,12 +591,7 @@ class TaughtEar:
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
         """(B, 384) -> (B, taught sounds): each sound's nearest example window's cosine with each window."""
-        e = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-9)
-        cos = e @ self._examples.T
-        out = np.full((len(e), len(self.sounds)), -1.0, np.float32)
-        for j in range(len(self.sounds)):
-            out[:, j] = cos[:, self._owner == j].max(1)
-        return out
+        return nearest(embeddings, self._examples, self._owner, len(self.sounds))
 
     def predict_with_tags(self, waveforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         heard = self.listen(waveforms)
@@ -599,6 +599,27 @@ class TaughtEar:
 
     def predict(self, waveforms: np.ndarray) -> np.ndarray:
         return self.listen(waveforms).probs
+
+
+def nearest(embeddings: np.ndarray, examples: np.ndarray, owner: np.ndarray, n_taught: int) -> np.ndarray:
+    """(B, 384) windows -> (B, n_taught): the cosine of each window with each taught sound's nearest example
+    (`examples`: unit length; `owner`: the sound of each)."""
+    e = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-9)
+    cos = e @ examples.T
+    out = np.full((len(e), n_taught), -1.0, np.float32)
+    for j in range(n_taught):
+        out[:, j] = cos[:, owner == j].max(1)
+    return out
+
+
+def taught_logits(embeddings: np.ndarray, head: tuple[np.ndarray, np.ndarray], near: np.ndarray,
+                  shift: float = SHIFT) -> np.ndarray:
+    """(B, 384) windows -> (B, n_taught + 1) logits: each taught sound's (the probe's, favoured by `shift` and by the
+    window's nearness to the sound's examples), then talk's."""
+    W, b = head
+    z = embeddings @ W + b
+    z[:, :-1] += shift + NEAR_WEIGHT * (near - 1.0)
+    return z
 
 
 def fit_taught_head(neg_x: np.ndarray, neg_logits: np.ndarray, neg_labels: np.ndarray, talk_x: np.ndarray,

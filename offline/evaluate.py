@@ -217,23 +217,24 @@ def noise_conditions(seconds: float, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def gated(model, settings: GateSettings, probs: np.ndarray, tags: np.ndarray | None, dbfs, times,
-          voiced=None) -> list[str | None]:
+          voiced=None, taught=None) -> list[str | None]:
     """What a fresh gate shows after each of one stream's windows, in order, given what the model heard in them
     (`hear`), their loudness and the times they were heard, as the server's gate would. `voiced`: per window, the
-    labels near a taught sound's examples (models/taught.TaughtEar.listen)."""
+    labels near a taught sound's examples, and `taught` those a taught sound carries (models/taught.Heard)."""
     gate = OpenSetGate(settings, class_names=model.class_names, tag_names=getattr(model, "tag_names", None) or None)
     voiced = voiced if voiced is not None else [()] * len(probs)
-    return [gate.update(p.tolist(), d, t, None if tags is None else tags[i].tolist(), voiced[i])[0]
+    taught = taught if taught is not None else [()] * len(probs)
+    return [gate.update(p.tolist(), d, t, None if tags is None else tags[i].tolist(), voiced[i], taught[i])[0]
             for i, (p, d, t) in enumerate(zip(probs, dbfs, times))]
 
 
-def listen(model, wins: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, list]:
-    """hear(), and for an ear with taught sounds what may pass the speech rule in each window."""
+def listen(model, wins: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, list, list]:
+    """hear(), and for an ear with taught sounds, per window, the labels near their examples and those they carry."""
     if hasattr(model, "listen"):
         heard = model.listen(wins)
-        return heard.probs, heard.tags, heard.voiced
+        return heard.probs, heard.tags, heard.voiced, heard.taught
     probs, tags = hear(model, wins)
-    return probs, tags, [()] * len(probs)
+    return probs, tags, [()] * len(probs), [()] * len(probs)
 
 
 def false_triggers(model, settings: GateSettings = GateSettings(), streams: dict[str, np.ndarray] | None = None,
@@ -247,9 +248,9 @@ def false_triggers(model, settings: GateSettings = GateSettings(), streams: dict
     for name, stream in streams.items():
         stream = np.resize(stream, length) if len(stream) < length else stream  # a short recording loops
         wins = windows(stream, hop_seconds, flush_end=False)[:n_windows]
-        probs, tags, voiced = listen(model, wins)
+        probs, tags, voiced, taught = listen(model, wins)
         dbfs, times = [audio.rms_dbfs(w) for w in wins], hop_seconds * np.arange(len(wins))
-        shown = gated(model, settings, probs, tags, dbfs, times, voiced)
+        shown = gated(model, settings, probs, tags, dbfs, times, voiced, taught)
         tops = Counter(model.class_names[int(p.argmax())] for p in probs)
         rows.append(dict(condition=name, windows=len(probs), gated_shown=sum(s is not None for s in shown),
                          raw_confident=int((probs.max(1) >= settings.min_confidence).sum()),

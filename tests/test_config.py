@@ -43,8 +43,8 @@ def test_the_venue_gate_reaches_the_server_by_name(tmp_path):
     assert server_settings(load_settings(mode="gallery"))[0] == GateSettings()  # one definition of the defaults
     assert server_settings(load_settings(mode="performance"))[0].hold_seconds == 0.5
     gate, dream = server_settings(load_settings(mode="toy"))
-    assert (gate.min_confidence, gate.hold_seconds, dream.intensity) == (0.3, 4.0, 0.7)
-    assert (gate.enter_windows, gate.sure_confidence) == (2, 0.6)  # the right animal a moment later, not a wrong one
+    assert (gate.min_confidence, gate.taught_confidence, gate.hold_seconds, dream.intensity) == (0.6, 0.3, 4.0, 0.7)
+    assert (gate.enter_windows, gate.sure_confidence) == (2, 0.7)  # the right animal a moment later, not a wrong one
     assert dream.blend is None  # no pull back to the seed: it stalls the zoom (BENCHMARKS.md, "Dreams that travel")
     toy = load_settings(mode="toy")
     assert dream.aspect == toy.width / toy.height  # the dream is made on the screen's shape
