@@ -142,6 +142,7 @@ def test_the_page_shows_what_the_app_hears_and_the_picture_updates(app, browser)
     wait_for(lambda: browser.find_element("id", "picture").get_attribute("src") != first, 10, "a newer picture")
     assert browser.execute_script("return document.getElementById('picture').naturalWidth") > 0
     assert text(browser, "fps").endswith("fps") and "dBFS" in text(browser, "mic-db")
+    assert text(browser, "state") in ("showing", "listening")  # with nothing wrong, the show's state itself
 
 
 def test_a_control_on_the_page_changes_the_show(app, browser):
@@ -257,6 +258,9 @@ def test_screenshots_of_each_page(app, browser, tmp_path):
             if page == "see":
                 wait_for(lambda: browser.execute_script(
                     "return document.getElementById('picture').naturalWidth") > 0, 10, "the picture")
+                first = browser.find_element("id", "picture").get_attribute("src")  # the screen as it is now, not
+                wait_for(lambda: browser.find_element("id", "picture").get_attribute("src") != first, 10,
+                         "a newer picture")  # as it was when the page opened
             else:
                 wait_for(lambda: browser.find_element("id", "page-" + page).is_displayed(), 10, f"the {page} page")
             if page == "settings":

@@ -49,7 +49,7 @@ function render() {
   $("on-screen").textContent = s.on_screen ? "on screen: " + s.on_screen + (c.forced_label ? " (forced)" : "") : "";
   bars($("top"), (s.heard && s.heard.top) || []);
   bars($("tags"), (s.heard && s.heard.tags) || []);
-  $("mode").textContent = s.mode; $("state").textContent = s.status;
+  $("mode").textContent = s.mode; $("state").textContent = s.status || s.state;
   $("open").textContent = (s.open ? "open" : "closed") + (s.open_override ? " (opened by hand)" : "") + (s.hours ? " · hours " + s.hours : " · always");
   $("uptime").textContent = duration(s.uptime_s || 0);
   $("fps").textContent = s.fps + " fps"; $("keyframes").textContent = s.keyframes_per_s + " /s";
