@@ -132,7 +132,7 @@ class ClassSet:
     """The model as a client with a class set hears it: its names, the model's tags."""
 
     def __init__(self, model, class_names: list[str]):
-        self.class_names, self.tag_names, self.full = class_names, model.tag_names, model.class_names
+        self.class_names, self.tag_names, self.model_classes = class_names, model.tag_names, model.class_names
 
 
 def scores(model, events, heard_by, heads, gate: GateSettings) -> dict:
@@ -144,7 +144,7 @@ def scores(model, events, heard_by, heads, gate: GateSettings) -> dict:
         probs = np.exp(logits - logits.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
         if isinstance(model, ClassSet):
-            probs = restrict(probs, model.full, model.class_names)
+            probs = restrict(probs, model.model_classes, model.class_names)
         index = {t: i for i, t in enumerate(e.ends)}
         for sent in e.sent:
             rows = [index[t] for t in sent]
