@@ -582,7 +582,8 @@ class TaughtEar:
         out += carried
         voiced = [{s.shows for j, s in enumerate(self.sounds) if near[i, j] >= NEAR_COSINE} for i in range(len(out))]
         labels = {s.shows for s in self.sounds}
-        by_taught = [{l for l in labels if carried[i, index[l]] > out[i, index[l]] / 2} for i in range(len(out))]
+        by_taught = [{label for label in labels if carried[i, index[label]] > out[i, index[label]] / 2}
+                     for i in range(len(out))]
         return Heard(out.astype(np.float32), tags, voiced, by_taught)
 
     def _known_logits(self, embeddings: np.ndarray) -> np.ndarray:
