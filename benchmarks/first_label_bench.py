@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.capture import FILE_BLOCK_SECONDS, SAMPLE_RATE, RingBuffer, sound_began  # noqa: E402
+from app.config import MODE_DEFAULTS  # noqa: E402
 from app.run import LOOKS_AFTER_ONSET, WindowClock  # noqa: E402
 from benchmarks.latency_bench import onset  # noqa: E402
-from app.config import MODE_DEFAULTS  # noqa: E402
 from models import audio, efficientat  # noqa: E402
 from models.classes import CLASS_SETS, restrict  # noqa: E402
 from models.gate import GateSettings  # noqa: E402

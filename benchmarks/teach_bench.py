@@ -225,13 +225,12 @@ class Splits:
             return top & (mean.max(1) >= MIN_CONFIDENCE), top
 
         full_sure, full_top = named(emb @ Wf.T + bf, np.arange(50))
-        known = ~np.isin(y, left)
+        known, known_logits = ~np.isin(y, left), emb @ W.T + b
         out = {}
         for shift_by in shifts:
-            sure, top = named(np.concatenate([emb @ W.T + b, taught.taught_logits(emb, head, near, shift_by)], 1),
-                              order)
+            sure, top = named(np.concatenate([known_logits, taught.taught_logits(emb, head, near, shift_by)], 1), order)
             out[shift_by] = (sure[~known].mean(), sure[known].mean(), full_sure[known].mean(), fit_s,
-                          top[~known].mean(), top[known].mean(), full_top[known].mean())
+                             top[~known].mean(), top[known].mean(), full_top[known].mean())
         return out
 
 

@@ -49,8 +49,9 @@ LOAD_WINDOW_S = 10.0        # keyframes/s is counted over this long, and the loa
 # Clients' dream steps done in one batch at most, by device; elsewhere 1 (see
 # BENCHMARKS.md, "Many kiosks on one server"). A window waits for a whole batch's step before it is heard. On a 2-core
 # CPU a pair of steps costs 1.4-1.6 times one step: up to a third more keyframes while only dreaming, none measurable
-# while hearing windows, and the window's round trip p95 doubled (0.33 -> 0.74 s with 2 kiosks), so a CPU takes turns. On CUDA (not measured yet) one
-# image's step should leave much of the GPU idle; 8 is a first guess that benchmarks/device_bench.py is there to check.
+# while hearing windows, and the window's round trip p95 doubled (0.33 -> 0.74 s with 2 kiosks), so a CPU takes turns.
+# On CUDA (not measured yet) one image's step should leave much of the GPU idle; 8 is a first guess that
+# benchmarks/device_bench.py is there to check.
 BATCH = {"cuda": 8}
 # Windows heard in one pass at most, by default: the windows of every client waiting once the socket has been read
 # (each client's newest), each its window heard alone to 1e-5. On a 2-core CPU, 1: a pass of 2 windows cost
